@@ -1,0 +1,17 @@
+# The two Quick start commands: `make demo` (install + run the whole job on the demo corpus) and `make test`.
+.PHONY: setup demo test lint bench
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	.venv/bin/moclip demo --out demo-out
+
+test: setup
+	.venv/bin/python -m pytest -q
+
+lint: setup
+	.venv/bin/ruff check .
+
+bench: setup
+	.venv/bin/python bench/run_all.py

@@ -1,0 +1,111 @@
+"""Incremental indexing: what a rerun must decode, what it may skip, and what it must mark deleted.
+
+A video is skipped when the dataset already holds a row for it with the same content fingerprint and the same
+settings hash. The fingerprint is a blake2b hash of the whole file; it is only recomputed when the file's size
+or modification time changed since it was indexed, so a rerun on an unchanged corpus reads no video bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import pandas as pd
+import pyarrow as pa
+
+from moclip.dataset.schema import STATE_COLUMNS, STATUS_DELETED, STATUS_FAILED
+from moclip.dataset.storage import Store
+
+
+def fingerprint(path: str, chunk: int = 1 << 20) -> str:
+    """Content hash of a file (blake2b, 128 bit)."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return "b2:" + h.hexdigest()
+
+
+@dataclass
+class IndexPlan:
+    to_index: list[dict]  # corpus rows to decode; "fingerprint" set when already computed
+    unchanged: int = 0
+    reindexed: list[str] = field(default_factory=list)  # video_ids whose file or settings changed
+    deleted: list[str] = field(default_factory=list)  # video_ids gone from the corpus
+    mark_deleted: dict[str, set[str]] = field(default_factory=dict)  # shard name -> video_ids to mark deleted
+    # shard name -> video_ids whose rows must leave that shard (re-indexed, duplicated or deleted)
+    drop: dict[str, set[str]] = field(default_factory=dict)
+
+    @property
+    def new(self) -> int:
+        return len(self.to_index) - len(self.reindexed)
+
+
+def read_state(store: Store) -> pd.DataFrame:
+    """The bookkeeping columns of every row in the dataset, with the shard each row lives in."""
+    parts = []
+    for name in store.shard_names():
+        table = store.read_table(name, columns=STATE_COLUMNS)
+        parts.append(table.append_column("shard", pa.array([name] * table.num_rows, pa.string())))
+    if not parts:
+        return pd.DataFrame(columns=[*STATE_COLUMNS, "shard"])
+    return pa.concat_tables(parts).to_pandas()
+
+
+def plan_index(corpus: pd.DataFrame, store: Store, settings_hash: str, retry_failed: bool = False) -> IndexPlan:
+    state = read_state(store)
+    drop: dict[str, set[str]] = defaultdict(set)
+    # A run killed between writing new shards and rewriting old ones leaves duplicates: the newest row wins.
+    if len(state):
+        state = state.sort_values(["video_id", "indexed_at", "shard"], kind="stable")
+        dupes = state.duplicated("video_id", keep="last")
+        for vid, shard in zip(state.loc[dupes, "video_id"], state.loc[dupes, "shard"]):
+            drop[shard].add(vid)
+        state = state[~dupes]
+    current = {r.video_id: r for r in state.itertuples(index=False)}
+
+    plan = IndexPlan(to_index=[])
+    for video in corpus.to_dict("records"):
+        old = current.get(video["video_id"])
+        if old is None or old.status == STATUS_DELETED or (retry_failed and old.status == STATUS_FAILED):
+            plan.to_index.append(video)
+            continue
+        same_settings = old.settings_hash == settings_hash
+        try:
+            st = os.stat(video["path"])
+        except OSError:
+            st = None  # the worker turns it into a failed row with the reason
+        if st is not None and same_settings and st.st_size == old.file_size and st.st_mtime_ns == old.mtime_ns:
+            plan.unchanged += 1
+            continue
+        if st is not None and same_settings and old.fingerprint:
+            fp = _safe_fingerprint(video["path"])
+            if fp == old.fingerprint:
+                plan.unchanged += 1  # touched, not changed
+                continue
+            video = {**video, "fingerprint": fp}
+        if old.status == STATUS_FAILED and st is None and same_settings:
+            plan.unchanged += 1  # still missing: the failed row stands
+            continue
+        plan.to_index.append(video)
+        plan.reindexed.append(video["video_id"])
+        drop[old.shard].add(old.video_id)
+
+    in_corpus = set(corpus["video_id"])
+    mark: dict[str, set[str]] = defaultdict(set)
+    for vid, old in current.items():
+        if vid not in in_corpus and old.status != STATUS_DELETED:
+            plan.deleted.append(vid)
+            mark[old.shard].add(vid)
+    plan.mark_deleted = dict(mark)
+    plan.drop = dict(drop)
+    return plan
+
+
+def _safe_fingerprint(path: str) -> str | None:
+    try:
+        return fingerprint(path)
+    except OSError:
+        return None

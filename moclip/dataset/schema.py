@@ -1,0 +1,54 @@
+"""The one row per video that every shard holds (pandas, pyarrow.dataset and duckdb read it as is).
+
+Feature tensors are stored flat (``list<float>``) next to their shape, so any Parquet reader can load them;
+``moclip.dataset.reader`` turns them back into arrays.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"
+STATUS_DELETED = "deleted"
+
+SCHEMA = pa.schema([
+    pa.field("video_id", pa.string(), nullable=False),
+    pa.field("path", pa.string()),
+    pa.field("label", pa.string()),
+    pa.field("split", pa.string()),
+    pa.field("group", pa.string()),
+    pa.field("status", pa.string(), nullable=False),  # ok | failed | deleted
+    pa.field("error", pa.string()),
+    pa.field("fingerprint", pa.string()),  # blake2b of the file content
+    pa.field("file_size", pa.int64()),
+    pa.field("mtime_ns", pa.int64()),
+    pa.field("settings_hash", pa.string()),
+    pa.field("codec", pa.string()),
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+    pa.field("fps", pa.float64()),
+    pa.field("n_frames", pa.int32()),
+    pa.field("duration_s", pa.float64()),
+    pa.field("n_mv_frames", pa.int32()),  # frames that contributed motion vectors
+    pa.field("mv", pa.list_(pa.float32())),  # T*2*H*W, % of frame size per frame
+    pa.field("mv_shape", pa.list_(pa.int32())),  # [T, 2, H, W]
+    pa.field("mv_valid", pa.list_(pa.int32())),  # [T] usable MV frames per segment
+    pa.field("clip", pa.list_(pa.float32())),  # K*D image embeddings (not normalised)
+    pa.field("clip_shape", pa.list_(pa.int32())),  # [K, D]
+    pa.field("frame_indices", pa.list_(pa.int32())),  # [K] display-order frame index of each embedding
+    pa.field("clip_weights_id", pa.string()),
+    pa.field("indexed_at", pa.timestamp("ms", tz="UTC")),
+    pa.field("elapsed_s", pa.float64()),  # decode + embed time spent on this video
+])
+
+# Columns a rerun reads to decide what to skip (cheap: no feature columns).
+STATE_COLUMNS = [
+    "video_id", "path", "status", "fingerprint", "file_size", "mtime_ns", "settings_hash", "indexed_at",
+]
+
+
+def rows_to_table(rows: list[dict]) -> pa.Table:
+    """Rows (dicts keyed by column name; missing keys are null) -> a table with the canonical schema."""
+    columns = {f.name: [r.get(f.name) for r in rows] for f in SCHEMA}
+    return pa.Table.from_pydict(columns, schema=SCHEMA)

@@ -1,0 +1,100 @@
+"""Where a dataset lives: a local folder or any fsspec URL (s3://, gs://, memory://, ...).
+
+Every file is written atomically: to a temporary name next to it, then renamed (local), or as one object put
+(object stores, where a put is atomic). Readers never see a half-written file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SHARD_PREFIX = "part-"
+MANIFEST_NAME = "_manifest.json"  # leading "_" : pyarrow.dataset and pandas skip it when reading the folder
+
+
+class Store:
+    """A dataset folder behind fsspec."""
+
+    def __init__(self, url: str, storage_options: dict | None = None):
+        self.url = url
+        self.fs, self.root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        self.local = "file" in _protocols(self.fs)
+
+    def path(self, name: str) -> str:
+        return f"{self.root.rstrip('/')}/{name}"
+
+    def ensure(self) -> None:
+        self.fs.makedirs(self.root, exist_ok=True)
+
+    def exists(self, name: str) -> bool:
+        return self.fs.exists(self.path(name))
+
+    def shard_names(self) -> list[str]:
+        if not self.fs.exists(self.root):
+            return []
+        names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False)]
+        return sorted(n for n in names if n.startswith(SHARD_PREFIX) and n.endswith(".parquet"))
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        final = self.path(name)
+        if not self.local:
+            with self.fs.open(final, "wb") as f:
+                f.write(data)
+            return
+        tmp = self.path(f".tmp-{uuid.uuid4().hex}-{name}")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def write_table(self, name: str, table: pa.Table) -> int:
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        data = buf.getvalue()
+        self.write_bytes(name, data)
+        return len(data)
+
+    def read_table(self, name: str, columns: list[str] | None = None) -> pa.Table:
+        with self.fs.open(self.path(name), "rb") as f:
+            return pq.read_table(f, columns=columns)
+
+    def remove(self, name: str) -> None:
+        self.fs.rm(self.path(name))
+
+    def read_json(self, name: str) -> dict | None:
+        if not self.exists(name):
+            return None
+        with self.fs.open(self.path(name), "rb") as f:
+            return json.loads(f.read())
+
+    def write_json(self, name: str, obj: dict) -> None:
+        self.write_bytes(name, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+    def clean_temp(self) -> int:
+        """Remove temp files left by a killed run; returns how many."""
+        if not self.local or not self.fs.exists(self.root):
+            return 0
+        n = 0
+        for entry in os.scandir(self.root):
+            if entry.name.startswith(".tmp-"):
+                os.unlink(entry.path)
+                n += 1
+        return n
+
+
+def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
+    proto = fs.protocol
+    return (proto,) if isinstance(proto, str) else tuple(proto)

@@ -1,0 +1,54 @@
+"""Typed job parameters (pydantic): the CLI and Prefect deployments validate the same model."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from moclip.config import ClipConfig, FeatureSettings, MVConfig, RunConfig
+
+Layout = Literal["folder", "ucf101", "hmdb51", "manifest", "unlabeled"]
+
+
+class IndexParams(BaseModel):
+    """Everything an index run needs. Unknown names, wrong types and out-of-range values are rejected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    corpus: str = Field(description="corpus root folder")
+    out: str = Field(description="dataset folder or fsspec URL (s3://bucket/prefix, ...)")
+    layout: Layout = "folder"
+    split_dir: str | None = Field(None, description="folder with official split files (ucf101, hmdb51)")
+    split: int = Field(1, ge=1, le=3)
+    manifest: str | None = Field(None, description="CSV manifest (layout=manifest)")
+    allow_outside_root: bool = False
+    segments: int = Field(8, ge=1, le=64, description="T: temporal segments of the MV tensor")
+    grid: tuple[int, int] = Field((15, 20), description="(H, W) cells of the MV tensor")
+    mv_backend: Literal["pyav", "mvextractor"] = "pyav"
+    max_frames: int = Field(54_000, ge=1, description="cap on decoded frames per video")
+    clip_model: str = "ViT-B-32"
+    clip_weights: str = Field("openai", description="open_clip pretrained tag, checkpoint path, or 'none'")
+    clip_frames: int = Field(8, ge=1, le=64, description="K: RGB frames embedded per video")
+    clip_precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    clip_batch_size: int = Field(64, ge=1, le=4096)
+    shard_size: int = Field(16, ge=1, le=10_000, description="videos per Dask task")
+    workers: int | None = Field(None, ge=1, le=1024, description="local Dask worker processes (default: cores)")
+    dask_address: str | None = Field(None, description="existing Dask scheduler, e.g. tcp://host:8786")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    decode_timeout_s: float = Field(600.0, gt=0)
+    retry_failed: bool = Field(False, description="re-decode videos that failed before")
+    storage_options: dict = Field(default_factory=dict, description="fsspec options for `out`")
+
+    def settings(self) -> FeatureSettings:
+        return FeatureSettings(
+            mv=MVConfig(segments=self.segments, grid=self.grid, backend=self.mv_backend, max_frames=self.max_frames),
+            clip=ClipConfig(model=self.clip_model, weights=self.clip_weights, frames=self.clip_frames,
+                            precision=self.clip_precision),
+        )
+
+    def run_config(self) -> RunConfig:
+        return RunConfig(
+            shard_size=self.shard_size, workers=self.workers, dask_address=self.dask_address,
+            clip_batch_size=self.clip_batch_size, device=self.device, decode_timeout_s=self.decode_timeout_s,
+        )

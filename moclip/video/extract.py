@@ -1,0 +1,72 @@
+"""One video -> its MV tensor and K RGB frames, in a single decode pass."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from moclip.config import MVConfig
+from moclip.video import mvextractor_reader, pyav_reader
+from moclip.video.frames import DecodeError, VideoInfo, sample_indices
+from moclip.video.mv_tensor import MotionAccumulator, MotionTensor
+
+BACKENDS = {"pyav": pyav_reader.iter_frames, "mvextractor": mvextractor_reader.iter_frames}
+
+
+@dataclass
+class VideoFeatures:
+    info: VideoInfo
+    motion: MotionTensor
+    frames: list[np.ndarray]  # K uint8 HxWx3 RGB frames (short side = CLIP input size)
+    frame_indices: list[int]
+
+
+def extract_video(
+    path: str,
+    mv: MVConfig,
+    n_rgb: int,
+    rgb_size: Callable[[int, int], tuple[int, int]] | None = None,
+    timeout_s: float | None = None,
+) -> VideoFeatures:
+    """Decode ``path`` once: MVs from every frame, RGB only for ``n_rgb`` evenly spaced frames.
+
+    The RGB frame indices come from the container's frame count; when that count was wrong and some wanted
+    frames never came, a second (MV-free) pass fetches frames at the right indices.
+    """
+    iter_frames = BACKENDS[mv.backend]
+    wanted: set[int] = set()  # filled from the container's frame count before the first frame is decoded
+    info, frames_it = iter_frames(
+        path, wanted.__contains__, rgb_size, export_mvs=True, max_frames=mv.max_frames, timeout_s=timeout_s,
+    )
+    wanted.update(sample_indices(info.n_frames_hint, n_rgb))
+    if not info.has_mvs:
+        raise DecodeError(f"codec {info.codec!r} has no motion vectors FFmpeg can export "
+                          f"(supported: H.264, MPEG-4 Part 2, MPEG-1/2, H.263)")
+    acc = MotionAccumulator(mv.segments, mv.grid, info.width, info.height)
+    rgb: dict[int, np.ndarray] = {}
+    for frame in frames_it:
+        acc.add(frame)
+        if frame.rgb is not None:
+            rgb[frame.index] = frame.rgb
+    motion = acc.finish()
+    if motion.n_frames == 0:
+        raise DecodeError("no decodable frames")
+    indices = sample_indices(motion.n_frames, n_rgb)
+    if any(i not in rgb for i in indices):
+        rgb = _rgb_pass(path, set(indices), rgb_size, mv, timeout_s)
+        indices = [i for i in indices if i in rgb] or sorted(rgb)
+        if not indices:
+            raise DecodeError("no RGB frames could be decoded")
+    return VideoFeatures(info=info, motion=motion, frames=[rgb[i] for i in indices], frame_indices=indices)
+
+
+def _rgb_pass(
+    path: str, indices: set[int], rgb_size: Callable[[int, int], tuple[int, int]] | None, mv: MVConfig,
+    timeout_s: float | None,
+) -> dict[int, np.ndarray]:
+    _, frames_it = pyav_reader.iter_frames(
+        path, indices.__contains__, rgb_size, export_mvs=False, max_frames=mv.max_frames, timeout_s=timeout_s,
+    )
+    return {f.index: f.rgb for f in frames_it if f.rgb is not None}

@@ -1,0 +1,52 @@
+"""What a decoder backend yields: one record per displayed frame, in display order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Columns of an MV array, identical to mv-extractor's layout.
+MV_COLUMNS = (
+    "source", "w", "h", "src_x", "src_y", "dst_x", "dst_y", "motion_x", "motion_y", "motion_scale",
+)
+EMPTY_MVS = np.zeros((0, len(MV_COLUMNS)), dtype=np.int32)
+
+
+class DecodeError(RuntimeError):
+    """A video could not be decoded; the message says why in words a user understands."""
+
+
+@dataclass
+class VideoInfo:
+    codec: str
+    width: int
+    height: int
+    fps: float
+    n_frames_hint: int  # from the container; 0 when unknown (may be wrong either way)
+    duration_s: float
+    container: str = ""
+
+    @property
+    def has_mvs(self) -> bool:
+        return self.codec in MV_CODECS
+
+
+# Codecs whose FFmpeg decoders export motion vectors.
+MV_CODECS = frozenset({"h264", "mpeg4", "mpeg2video", "mpeg1video", "h263", "h263p", "msmpeg4v2", "msmpeg4v3",
+                       "msmpeg4", "wmv1", "wmv2", "flv1"})
+
+
+@dataclass
+class DecodedFrame:
+    index: int  # display-order index, 0-based
+    pict_type: str  # "I", "P", "B", ...
+    mvs: np.ndarray  # (N, 10) int32 in MV_COLUMNS order; empty for intra frames
+    rgb: np.ndarray | None = field(default=None)  # uint8 HxWx3 when requested
+
+
+def sample_indices(n_frames: int, k: int) -> list[int]:
+    """K frame indices at the centres of K equal segments (TSN test-time sampling)."""
+    if n_frames <= 0:
+        return []
+    return [min(n_frames - 1, int((i + 0.5) * n_frames / k)) for i in range(k)]

@@ -1,0 +1,135 @@
+"""Motion vectors of a whole video -> one fixed-shape tensor (T segments x 2 channels x H x W cells).
+
+Rules (docs/MOTION_VECTORS.md explains why):
+
+* Units: every MV becomes a forward-time velocity in **percent of the frame size per frame**
+  (x: of the width, y: of the height), so any resolution or aspect ratio gives the same shape and scale.
+* Reference distance: FFmpeg's ``source`` is only a direction (-1 past, +1 future). A P-frame in an IBBP GOP
+  points 3 frames back, so its raw MVs are 3x the per-frame motion. We divide by the display-order distance to
+  the nearest anchor (I/P frame) in that direction. (Multi-reference H.264 and B-pyramids can still point
+  elsewhere; that part is unknowable from the exported MVs and left as is.)
+* Usable frames: I-frames and frames without MVs add nothing; B-frames whose MVs are all zero are skipped (FFmpeg
+  exports all-zero MVs for MPEG-4 Part 2 B-frames). A P-frame with all-zero MVs is real evidence of no motion
+  and counts.
+* Pooling: each MV adds ``area * velocity`` to the cell holding its block centre; a cell's value is the
+  area-weighted mean over the MVs that landed in it across all usable frames of the segment. Cells with no
+  MVs (intra blocks) are 0 and do not dilute their neighbours; ``valid`` counts usable frames per segment.
+* Memory is bounded for any length: frames are pooled into at most ``max_bins`` temporal bins whose width
+  doubles when needed; bins are assigned to segments by their centre once the true frame count is known.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from moclip.video.frames import DecodedFrame
+
+
+@dataclass
+class MotionTensor:
+    values: np.ndarray  # float32 [T, 2, H, W]
+    valid: np.ndarray  # int32 [T]: usable MV frames per segment
+    n_frames: int
+    n_mv_frames: int
+
+
+def frame_is_usable(pict_type: str, mvs: np.ndarray) -> bool:
+    if pict_type == "I" or mvs.shape[0] == 0:
+        return False
+    if pict_type == "B" and not (mvs[:, 7].any() or mvs[:, 8].any()):
+        return False
+    return True
+
+
+class MotionAccumulator:
+    """Feed frames in display order with :meth:`add`; call :meth:`finish` once."""
+
+    def __init__(self, segments: int, grid: tuple[int, int], width: int, height: int, max_bins: int = 1024):
+        if width <= 0 or height <= 0:
+            raise ValueError(f"bad frame size {width}x{height}")
+        self.T = segments
+        self.H, self.W = grid
+        self.width, self.height = width, height
+        self.max_bins = max_bins
+        self.bin_width = 1
+        self.sums = np.zeros((max_bins, 2, self.H * self.W), dtype=np.float64)
+        self.areas = np.zeros((max_bins, self.H * self.W), dtype=np.float64)
+        self.counts = np.zeros(max_bins, dtype=np.int64)
+        self.n_frames = 0
+        self.n_mv_frames = 0
+        self._last_anchor: int | None = None
+        self._pending_b: list[DecodedFrame] = []
+        # pixel -> cell lookups (block centres of padded macroblocks may lie past the visible frame)
+        self._xmax, self._ymax = width - 1, height - 1
+        self._col_of = np.arange(width) * self.W // width
+        self._row_of = (np.arange(height) * self.H // height) * self.W
+        self._sx, self._sy = 100.0 / width, 100.0 / height  # px/frame -> % of frame size per frame
+
+    def add(self, frame: DecodedFrame) -> None:
+        self.n_frames = max(self.n_frames, frame.index + 1)
+        if frame.pict_type == "B":
+            self._pending_b.append(frame)
+            return
+        if frame.pict_type != "I":  # P, and MPEG-4's S (GMC) frames
+            d_past = frame.index - self._last_anchor if self._last_anchor is not None else 1
+            self._pool(frame, max(d_past, 1), 1)
+        self._flush_b(next_anchor=frame.index)
+        self._last_anchor = frame.index
+
+    def _flush_b(self, next_anchor: int | None) -> None:
+        for k, b in enumerate(self._pending_b):
+            d_past = b.index - self._last_anchor if self._last_anchor is not None else 1
+            # At the end of a stream the next anchor is unknown: assume it directly follows the last B.
+            d_future = (next_anchor - b.index) if next_anchor is not None else len(self._pending_b) - k
+            self._pool(b, max(d_past, 1), max(d_future, 1))
+        self._pending_b.clear()
+
+    def _pool(self, frame: DecodedFrame, d_past: int, d_future: int) -> None:
+        mvs = frame.mvs
+        if not frame_is_usable(frame.pict_type, mvs):
+            return
+        # forward-time velocity = motion * source / distance / scale (FFmpeg: src = dst + motion / scale)
+        per_mv = np.where(mvs[:, 0] < 0, -1.0 / d_past, 1.0 / d_future) / mvs[:, 9]
+        weight = per_mv * (mvs[:, 1] * mvs[:, 2])  # area-weighted
+        area = (mvs[:, 1] * mvs[:, 2]).astype(np.float64)
+        cell = self._row_of[np.clip(mvs[:, 6], 0, self._ymax)] + self._col_of[np.clip(mvs[:, 5], 0, self._xmax)]
+        b = self._bin(frame.index)
+        hw = self.H * self.W
+        self.sums[b, 0] += np.bincount(cell, weights=weight * mvs[:, 7], minlength=hw) * self._sx
+        self.sums[b, 1] += np.bincount(cell, weights=weight * mvs[:, 8], minlength=hw) * self._sy
+        self.areas[b] += np.bincount(cell, weights=area, minlength=hw)
+        self.counts[b] += 1
+        self.n_mv_frames += 1
+
+    def _bin(self, index: int) -> int:
+        while index // self.bin_width >= self.max_bins:
+            # Halve the temporal resolution: merge bin pairs in place.
+            half = self.max_bins // 2
+            for arr in (self.sums, self.areas, self.counts):
+                merged = arr[0::2] + arr[1::2]
+                arr[:half] = merged
+                arr[half:] = 0
+            self.bin_width *= 2
+        return index // self.bin_width
+
+    def finish(self) -> MotionTensor:
+        self._flush_b(next_anchor=None)
+        n = self.n_frames
+        out_sum = np.zeros((self.T, 2, self.H * self.W), dtype=np.float64)
+        out_area = np.zeros((self.T, self.H * self.W), dtype=np.float64)
+        valid = np.zeros(self.T, dtype=np.int32)
+        used = int(np.nonzero(self.counts)[0].max()) + 1 if self.counts.any() else 0
+        for b in range(used):
+            if self.counts[b] == 0:
+                continue
+            first = b * self.bin_width
+            last = min((b + 1) * self.bin_width, n) - 1
+            seg = min(self.T - 1, int((first + last) / 2 * self.T / n))
+            out_sum[seg] += self.sums[b]
+            out_area[seg] += self.areas[b]
+            valid[seg] += self.counts[b]
+        values = np.divide(out_sum, out_area[:, None, :], out=np.zeros_like(out_sum), where=out_area[:, None, :] > 0)
+        values = values.reshape(self.T, 2, self.H, self.W).astype(np.float32)
+        return MotionTensor(values=values, valid=valid, n_frames=n, n_mv_frames=self.n_mv_frames)

@@ -1,0 +1,128 @@
+"""PyAV backend: one decode pass with FFmpeg's motion-vector export; RGB only for the frames CLIP needs.
+
+Decoding is single-threaded (``thread_count=1``): FFmpeg's frame threading makes H.264 B-frame MVs
+nondeterministic, and a Dask worker already owns one core.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import av
+import numpy as np
+
+from moclip.video.frames import EMPTY_MVS, DecodedFrame, DecodeError, VideoInfo
+
+av.logging.set_level(av.logging.PANIC)  # FFmpeg chatter ("packed B-frames" ...) is not our users' problem
+
+# FFmpeg's AVPictureType; PyAV returns either this int or an enum whose name is the letter.
+_PICT_TYPES = {0: "?", 1: "I", 2: "P", 3: "B", 4: "S", 5: "SI", 6: "SP", 7: "BI"}
+
+_MV_FIELDS = ("source", "w", "h", "src_x", "src_y", "dst_x", "dst_y", "motion_x", "motion_y", "motion_scale")
+
+
+def open_video(path: str) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+    try:
+        container = av.open(path, metadata_errors="ignore")
+    except av.error.InvalidDataError as e:
+        raise DecodeError(f"not a readable video file ({e.strerror or e})") from e
+    except (av.error.FFmpegError, OSError) as e:
+        raise DecodeError(f"cannot open: {getattr(e, 'strerror', None) or e}") from e
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        container.close()
+        raise DecodeError(f"no video stream (streams: {', '.join(kinds)})")
+    return container, container.streams.video[0]
+
+
+def probe(path: str) -> VideoInfo:
+    container, stream = open_video(path)
+    try:
+        return _info(container, stream)
+    finally:
+        container.close()
+
+
+def _info(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> VideoInfo:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    fps = float(rate) if rate else 0.0
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / av.time_base
+    else:
+        duration = 0.0
+    n_hint = int(stream.frames or 0)
+    if n_hint <= 0 and duration > 0 and fps > 0:
+        n_hint = int(round(duration * fps))
+    cc = stream.codec_context
+    return VideoInfo(
+        codec=cc.name, width=int(cc.width), height=int(cc.height), fps=fps, n_frames_hint=n_hint,
+        duration_s=duration, container=container.format.name,
+    )
+
+
+def _pict_letter(pict_type: object) -> str:
+    name = getattr(pict_type, "name", None)
+    return name if name is not None else _PICT_TYPES.get(int(pict_type), "?")
+
+
+def mv_array(frame: av.VideoFrame) -> np.ndarray:
+    """The frame's exported MVs as an (N, 10) int32 array in mv-extractor's column order."""
+    sd = frame.side_data.get("MOTION_VECTORS")
+    if sd is None:
+        return EMPTY_MVS
+    rec = sd.to_ndarray()
+    if rec.size == 0:
+        return EMPTY_MVS
+    out = np.empty((rec.shape[0], len(_MV_FIELDS)), dtype=np.int32)
+    for i, name in enumerate(_MV_FIELDS):
+        out[:, i] = rec[name]
+    return out
+
+
+def iter_frames(
+    path: str,
+    rgb_wanted: Callable[[int], bool] | None = None,
+    rgb_size: Callable[[int, int], tuple[int, int]] | None = None,
+    *,
+    export_mvs: bool = True,
+    max_frames: int | None = None,
+    timeout_s: float | None = None,
+) -> tuple[VideoInfo, Iterator[DecodedFrame]]:
+    """Open ``path``; return its info and an iterator over decoded frames in display order.
+
+    ``rgb_wanted(i)`` says whether frame ``i`` needs RGB (converted at ``rgb_size(w, h)`` with bicubic
+    scaling in swscale), so the other frames skip the colour conversion entirely.
+    """
+    container, stream = open_video(path)
+    info = _info(container, stream)
+    cc = stream.codec_context
+    cc.thread_type = "SLICE"
+    cc.thread_count = 1
+    if export_mvs:
+        cc.options = {"flags2": "+export_mvs"}
+
+    def gen() -> Iterator[DecodedFrame]:
+        start = time.monotonic()
+        index = 0
+        try:
+            for frame in container.decode(stream):
+                if max_frames is not None and index >= max_frames:
+                    raise DecodeError(f"more than {max_frames} frames (max_frames cap)")
+                if timeout_s is not None and time.monotonic() - start > timeout_s:
+                    raise DecodeError(f"decoding took longer than {timeout_s:.0f} s (decode time limit)")
+                rgb = None
+                if rgb_wanted is not None and rgb_wanted(index):
+                    w, h = rgb_size(frame.width, frame.height) if rgb_size else (frame.width, frame.height)
+                    rgb = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="BICUBIC")
+                mvs = mv_array(frame) if export_mvs else EMPTY_MVS
+                yield DecodedFrame(index=index, pict_type=_pict_letter(frame.pict_type), mvs=mvs, rgb=rgb)
+                index += 1
+        except av.error.FFmpegError as e:
+            raise DecodeError(f"decoder error at frame {index}: {e}") from e
+        finally:
+            container.close()
+
+    return info, gen()

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+# Isolate Prefect before anything imports it: own home (SQLite database), no analytics, quiet logs.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="moclip-test-prefect-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.pop("PREFECT_API_URL", None)
+
+import pytest  # noqa: E402
+
+TESTS = Path(__file__).parent
+sys.path.insert(0, str(TESTS))  # tests/video_factory.py
+
+SHARED = TESTS.parent.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"shared data not present at {SHARED}")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """A real Prefect API server on 127.0.0.1 for the whole session, reachable by Dask worker processes."""
+    from flows.runtime import prefect_api as api
+
+    with api() as url:
+        yield url

@@ -1,0 +1,84 @@
+"""MV tensors: shape, units, reference-distance normalisation, skipped frames, determinism, bounded memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from video_factory import make_video
+
+from moclip.config import MVConfig
+from moclip.video import MotionAccumulator, extract_video
+from moclip.video.frames import DecodedFrame
+
+
+def inner_mean(values: np.ndarray) -> np.ndarray:
+    """Mean (vx, vy) over all segments, away from the border cells (where content enters the frame)."""
+    return values[:, :, 2:-2, 2:-2].mean(axis=(0, 2, 3))
+
+
+@pytest.mark.parametrize("codec", ["libx264", "mpeg4"])
+@pytest.mark.parametrize("bframes", [0, 2])
+def test_velocity_in_percent_of_frame_per_frame(tmp_path, codec, bframes):
+    # An IBBP GOP makes P-frame MVs span 3 frames; the tensor must still report per-frame motion.
+    path = make_video(tmp_path / f"pan.{ 'mp4' if codec == 'libx264' else 'avi'}", codec=codec, bframes=bframes,
+                      dx=3, dy=-2)
+    feats = extract_video(str(path), MVConfig(), n_rgb=4)
+    assert feats.motion.values.shape == (8, 2, 15, 20)
+    vx, vy = inner_mean(feats.motion.values)
+    assert vx == pytest.approx(3 / 320 * 100, rel=0.05)
+    assert vy == pytest.approx(-2 / 240 * 100, rel=0.05)
+    assert (feats.motion.valid > 0).all()
+
+
+def test_mpeg4_b_frames_do_not_dilute(tmp_path):
+    # FFmpeg exports all-zero MVs for MPEG-4 Part 2 B-frames: they must be skipped, not averaged in as "no motion".
+    with_b = extract_video(str(make_video(tmp_path / "b.avi", codec="mpeg4", bframes=2, dx=4)), MVConfig(), 2)
+    without_b = extract_video(str(make_video(tmp_path / "p.avi", codec="mpeg4", bframes=0, dx=4)), MVConfig(), 2)
+    assert with_b.motion.n_mv_frames < without_b.motion.n_mv_frames / 2
+    assert inner_mean(with_b.motion.values)[0] == pytest.approx(inner_mean(without_b.motion.values)[0], rel=0.05)
+
+
+def test_any_resolution_gives_same_shape_and_scale(tmp_path):
+    small = extract_video(str(make_video(tmp_path / "s.mp4", dx=2, width=320, height=240)), MVConfig(), 2)
+    # same relative motion (2 px of 320 == 4 px of 640) at twice the size and another aspect ratio
+    big = extract_video(str(make_video(tmp_path / "b.mp4", dx=4, width=640, height=360)), MVConfig(), 2)
+    assert small.motion.values.shape == big.motion.values.shape == (8, 2, 15, 20)
+    assert inner_mean(big.motion.values)[0] == pytest.approx(inner_mean(small.motion.values)[0], rel=0.05)
+
+
+def test_config_shapes(tmp_path):
+    path = make_video(tmp_path / "v.mp4", n_frames=40)
+    feats = extract_video(str(path), MVConfig(segments=4, grid=(6, 8)), n_rgb=3)
+    assert feats.motion.values.shape == (4, 2, 6, 8)
+    assert len(feats.frames) == 3 and feats.frame_indices == [6, 20, 33]
+
+
+def test_same_file_same_bytes(tmp_path):
+    path = make_video(tmp_path / "v.mp4", bframes=2, dx=2, dy=1)
+    a = extract_video(str(path), MVConfig(), 8)
+    b = extract_video(str(path), MVConfig(), 8)
+    assert a.motion.values.tobytes() == b.motion.values.tobytes()
+    assert all(x.tobytes() == y.tobytes() for x, y in zip(a.frames, b.frames))
+
+
+def test_rgb_frames_are_the_sampled_ones(tmp_path):
+    path = make_video(tmp_path / "v.mp4", n_frames=48)
+    size = lambda w, h: (299, 224)  # noqa: E731
+    feats = extract_video(str(path), MVConfig(), n_rgb=8, rgb_size=size)
+    assert feats.frame_indices == [3, 9, 15, 21, 27, 33, 39, 45]
+    assert all(f.shape == (224, 299, 3) and f.dtype == np.uint8 for f in feats.frames)
+
+
+def test_bins_merge_for_long_videos():
+    # 5000 synthetic P-frames with constant motion through an accumulator holding only 64 bins.
+    mvs = np.array([[-1, 16, 16, 8 - 4, 8, 8, 8, -4 * 4, 0, 4]], dtype=np.int32)  # moved +4 px in x
+    acc = MotionAccumulator(8, (1, 1), 320, 240, max_bins=64)
+    for i in range(5000):
+        acc.add(DecodedFrame(index=i, pict_type="I" if i == 0 else "P", mvs=mvs))
+    out = acc.finish()
+    assert out.n_frames == 5000 and out.n_mv_frames == 4999
+    assert acc.bin_width > 1
+    np.testing.assert_allclose(out.values[:, 0, 0, 0], 4 / 320 * 100)
+    assert abs(int(out.valid.sum()) - 4999) == 0
+    # segments stay balanced to within one (merged) bin
+    assert np.abs(out.valid - 5000 / 8).max() <= acc.bin_width
