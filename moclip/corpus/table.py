@@ -1,0 +1,143 @@
+"""The corpus table every adapter returns, its validation, and the shared directory scanner.
+
+A corpus table is a :class:`pandas.DataFrame` with exactly the columns :data:`TABLE_COLUMNS`:
+
+``video_id``
+    unique, stable across runs: the path relative to the corpus root in POSIX form
+    (e.g. ``"ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi"``).
+``path``
+    absolute, resolved path of the file.
+``label``
+    class name or ``None``.
+``split``
+    ``"train"``, ``"test"`` or ``None``.
+``group``
+    source group or ``None`` (UCF101: ``"g08"``), for group-aware validation splits.
+
+All columns have ``object`` dtype so that missing values are ``None`` (pandas 3 would otherwise infer a
+string dtype that turns ``None`` into ``NaN``). Rows are sorted by ``video_id`` and the index is
+``0..n-1``, so the same corpus on disk always gives an identical table.
+
+Adapters may put extra facts in ``DataFrame.attrs`` (e.g. ``attrs["missing"]``: video ids listed by
+official split files but absent on disk).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from moclip.config import VIDEO_EXTENSIONS
+
+logger = logging.getLogger("moclip.corpus")
+
+TABLE_COLUMNS: tuple[str, ...] = ("video_id", "path", "label", "split", "group")
+SPLITS: tuple[str, ...] = ("train", "test")
+
+_VIDEO_EXTENSIONS = frozenset(ext.lower() for ext in VIDEO_EXTENSIONS)
+
+
+class CorpusError(ValueError):
+    """A corpus cannot be read: bad root, missing or malformed split/manifest file, unsafe path."""
+
+
+def is_video_file(name: str | os.PathLike[str]) -> bool:
+    """True when the file name ends with one of :data:`moclip.config.VIDEO_EXTENSIONS` (any case)."""
+    return os.path.splitext(os.fspath(name))[1].lower() in _VIDEO_EXTENSIONS
+
+
+def is_hidden(name: str) -> bool:
+    """Dot-files and dot-folders (including macOS ``._foo.avi`` resource forks) are hidden."""
+    return name.startswith(".")
+
+
+def check_root(root: str | os.PathLike[str], what: str = "corpus root") -> Path:
+    """Resolve ``root`` and make sure it is an existing directory, else raise :class:`CorpusError`."""
+    path = Path(root).expanduser()
+    if not path.exists():
+        raise CorpusError(f"{what} {str(path)!r} does not exist")
+    if not path.is_dir():
+        raise CorpusError(f"{what} {str(path)!r} is not a directory")
+    return path.resolve()
+
+
+def check_file(path: str | os.PathLike[str], what: str) -> Path:
+    """Make sure ``path`` is an existing regular file, else raise :class:`CorpusError`."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise CorpusError(f"{what} {str(p)!r} does not exist")
+    if not p.is_file():
+        raise CorpusError(f"{what} {str(p)!r} is not a file")
+    return p
+
+
+def scan_videos(root: str | os.PathLike[str]) -> list[str]:
+    """Video files under ``root``, recursively, as sorted POSIX paths relative to ``root``.
+
+    Hidden files and folders are skipped. Symlinked folders are followed, but each real folder is
+    visited at most once (the first time in sorted walk order), so symlink loops cannot hang the scan
+    and a folder linked twice does not list its videos twice. Symlinked files are listed under the
+    link's own name; broken links are skipped.
+    """
+    top = check_root(root)
+    found: list[str] = []
+    visited: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in visited:  # reached again through a link: prune
+            dirnames[:] = []
+            continue
+        visited.add(real)
+        keep = []
+        for d in sorted(dirnames):
+            if is_hidden(d) or os.path.realpath(os.path.join(dirpath, d)) in visited:
+                continue
+            keep.append(d)
+        dirnames[:] = keep
+        for name in filenames:
+            full = os.path.join(dirpath, name)
+            if is_hidden(name) or not is_video_file(name) or not os.path.isfile(full):
+                continue
+            found.append(Path(os.path.relpath(full, top)).as_posix())
+    return sorted(found)
+
+
+def make_table(rows: Iterable[Mapping[str, str | None]]) -> pd.DataFrame:
+    """Rows (dicts keyed by column name; missing keys are ``None``) -> a validated, sorted corpus table."""
+    records = sorted(
+        ({col: row.get(col) for col in TABLE_COLUMNS} for row in rows), key=lambda r: str(r["video_id"])
+    )
+    data = {col: [r[col] for r in records] for col in TABLE_COLUMNS}
+    df = pd.DataFrame(data, columns=list(TABLE_COLUMNS), dtype=object)
+    return validate_table(df)
+
+
+def validate_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Check the table contract; raise :class:`CorpusError` on the first violation, else return ``df``."""
+    cols = list(df.columns)
+    if cols != list(TABLE_COLUMNS):
+        raise CorpusError(f"corpus table must have columns {list(TABLE_COLUMNS)}, got {cols}")
+    ids = df["video_id"].tolist()
+    for i, vid in enumerate(ids):
+        if not isinstance(vid, str) or not vid:
+            raise CorpusError(f"row {i}: video_id must be a non-empty str, got {vid!r}")
+    if ids != sorted(ids):
+        raise CorpusError("corpus table must be sorted by video_id")
+    dup = df["video_id"].duplicated(keep=False)
+    if dup.any():
+        raise CorpusError(f"duplicate video_id(s): {sorted(set(df.loc[dup, 'video_id']))[:5]}")
+    for i, p in enumerate(df["path"].tolist()):
+        if not isinstance(p, str) or not os.path.isabs(p):
+            raise CorpusError(f"row {i} ({ids[i]}): path must be an absolute str, got {p!r}")
+    for col in ("label", "group"):
+        for i, v in enumerate(df[col].tolist()):
+            if v is not None and not (isinstance(v, str) and v):
+                raise CorpusError(f"row {i} ({ids[i]}): {col} must be a non-empty str or None, got {v!r}")
+    for i, s in enumerate(df["split"].tolist()):
+        if s is not None and s not in SPLITS:
+            raise CorpusError(f"row {i} ({ids[i]}): split must be 'train', 'test' or None, got {s!r}")
+    return df
