@@ -48,6 +48,7 @@ class Store:
             with self.fs.open(final, "wb") as f:
                 f.write(data)
             return
+        os.makedirs(self.root, exist_ok=True)
         tmp = self.path(f".tmp-{uuid.uuid4().hex}-{name}")
         try:
             with open(tmp, "wb") as f:

@@ -1,0 +1,82 @@
+"""Index flow: corpus -> plan (incremental) -> shards on Dask -> commit -> summary.
+
+    list-corpus ──> plan-index ──> extract-features (subflow on Dask: one index-shard task per shard)
+                                        └──> commit-index ──> manifest + summary artifact
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.futures import as_completed
+from tqdm.auto import tqdm
+
+from flows.runtime import dask_runner
+from moclip.clip import load_clip, resolve_weights
+from moclip.config import FeatureSettings, RunConfig
+from moclip.dataset import Store, write_manifest
+from moclip.params import IndexParams
+from moclip.report.index_summary import one_line, summarize, to_markdown
+from moclip.sharding import Shard, make_shards, new_run_id
+from moclip.workers.shard_worker import ShardResult
+from tasks.index_tasks import commit, index_shard_task, list_corpus, plan
+
+
+@flow(name="extract-features")
+def extract_features(
+    shards: list[Shard], settings: FeatureSettings, run: RunConfig, out: str, settings_hash: str,
+    storage_options: dict,
+) -> tuple[list[ShardResult], list[dict]]:
+    """Fan out one task per shard; a crashed shard (e.g. a decoder took its worker down) is reported, not fatal."""
+    futures = {
+        index_shard_task.submit(s.videos, s.name, settings, run, out, settings_hash, storage_options): s
+        for s in shards
+    }
+    n_videos = sum(len(s.videos) for s in shards)
+    progress_id = create_progress_artifact(0.0, description=f"Indexing {n_videos} videos in {len(shards)} shards")
+    results: list[ShardResult] = []
+    crashed: list[dict] = []
+    done = 0
+    with tqdm(total=n_videos, unit="video", desc="index", disable=None) as bar:
+        for fut in as_completed(list(futures)):
+            shard = futures[fut]
+            try:
+                results.append(fut.result())
+            except Exception as exc:  # noqa: BLE001 - any crash of a shard is reported and the run goes on
+                crashed.append({"shard": shard.name, "video_ids": [v["video_id"] for v in shard.videos],
+                                "error": f"{type(exc).__name__}: {exc}"[:500]})
+                get_run_logger().error("shard %s crashed: %s", shard.name, exc)
+            done += len(shard.videos)
+            bar.update(len(shard.videos))
+            update_progress_artifact(progress_id, 100.0 * done / max(n_videos, 1))
+    return results, crashed
+
+
+@flow(name="index-corpus")
+def index_corpus(params: IndexParams) -> dict:
+    """Index a video corpus into a Parquet feature dataset (MV tensors + CLIP embeddings)."""
+    t0 = time.perf_counter()
+    settings, run = params.settings(), params.run_config()
+    weights = resolve_weights(settings.clip.model, settings.clip.weights)
+    settings_hash = settings.settings_hash(weights.weights_id)
+
+    videos = list_corpus(params)
+    the_plan = plan(videos, params, settings_hash)
+    results: list[ShardResult] = []
+    crashed: list[dict] = []
+    if the_plan.to_index:
+        load_clip(settings.clip, device=run.device)  # fail fast on missing weights, before Dask
+        shards = make_shards(the_plan.to_index, run.shard_size, new_run_id())
+        results, crashed = extract_features.with_options(task_runner=dask_runner(run))(
+            shards, settings, run, params.out, settings_hash, params.storage_options)
+    commit(the_plan, params)
+
+    summary = summarize(len(videos), the_plan, results, crashed, time.perf_counter() - t0, params.out,
+                        settings_hash, weights.weights_id, weights.kind == "none")
+    write_manifest(Store(params.out, params.storage_options), settings, settings_hash, weights.weights_id,
+                   weights.kind == "none", {k: v for k, v in summary.items() if k != "failures"})
+    create_markdown_artifact(to_markdown(summary), key="index-summary", description=one_line(summary))
+    get_run_logger().info(one_line(summary))
+    return summary

@@ -1,0 +1,72 @@
+"""Where flows run: the Prefect API they report to and the Dask cluster their tasks run on."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import threading
+from collections.abc import Iterator
+
+from prefect_dask import DaskTaskRunner
+
+from moclip.config import RunConfig
+
+
+def dask_runner(run: RunConfig) -> DaskTaskRunner:
+    """An existing scheduler when an address is given; else a LocalCluster of single-threaded processes."""
+    if run.dask_address:
+        return DaskTaskRunner(address=run.dask_address)
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": run.workers or os.cpu_count() or 1,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,
+        },
+    )
+
+
+@contextlib.contextmanager
+def prefect_api(preload: tuple[str, ...] = ()) -> Iterator[str]:
+    """Make sure flows report to a real Prefect API server that Dask worker processes can reach too.
+
+    With ``PREFECT_API_URL`` set, that server is used. Otherwise a local server is started on 127.0.0.1 for the
+    duration of the block and its URL exported, so worker processes spawned inside the block report to it
+    instead of each starting a temporary server of its own (5-16 s each). The server boots (~5 s) while this
+    process imports the ``preload`` modules.
+    """
+    url = os.environ.get("PREFECT_API_URL")
+    if url:
+        for module in preload:
+            importlib.import_module(module)
+        yield url
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry calls from our server
+    server = SubprocessASGIServer()
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            server.start()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            errors.append(e)
+
+    booting = threading.Thread(target=start, daemon=True)
+    booting.start()
+    for module in preload:
+        importlib.import_module(module)
+    booting.join()
+    if errors:
+        raise RuntimeError(f"could not start a local Prefect server: {errors[0]}") from errors[0]
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            yield server.api_url
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        server.stop()

@@ -1,0 +1,73 @@
+"""What an index run did, as a dict (machine) and as Markdown (people)."""
+
+from __future__ import annotations
+
+from moclip.dataset.incremental import IndexPlan
+from moclip.workers.shard_worker import ShardResult
+
+
+def summarize(
+    n_corpus: int, plan: IndexPlan, results: list[ShardResult], crashed: list[dict], wall_s: float,
+    out: str, settings_hash: str, clip_weights_id: str, clip_random: bool,
+) -> dict:
+    failures = [{"video_id": v, "reason": r} for res in results for v, r in res.failures]
+    secs: dict[str, float] = {}
+    for res in results:
+        for k, v in res.seconds.items():
+            secs[k] = secs.get(k, 0.0) + v
+    return {
+        "out": out,
+        "corpus_videos": n_corpus,
+        "new": plan.new,
+        "reindexed": len(plan.reindexed),
+        "unchanged": plan.unchanged,
+        "deleted": len(plan.deleted),
+        "indexed_ok": sum(r.n_ok for r in results),
+        "failed": len(failures),
+        "failures": failures,
+        "crashed_shards": crashed,
+        "bytes_written": sum(r.bytes_written for r in results),
+        "frames_decoded": sum(r.frames_decoded for r in results),
+        "images_embedded": sum(r.images_embedded for r in results),
+        "workers": sorted({r.worker for r in results}),
+        "worker_seconds": {k: round(v, 3) for k, v in secs.items()},
+        "wall_seconds": round(wall_s, 3),
+        "settings_hash": settings_hash,
+        "clip_weights_id": clip_weights_id,
+        "clip_random_init": clip_random,
+    }
+
+
+def one_line(s: dict) -> str:
+    crashed = sum(len(c["video_ids"]) for c in s["crashed_shards"])
+    return (f"{s['corpus_videos']} videos: {s['indexed_ok']} indexed, {s['failed']} failed, "
+            f"{s['unchanged']} unchanged, {s['deleted']} deleted"
+            + (f", {crashed} in crashed shards" if crashed else "")
+            + f" in {s['wall_seconds']:.1f} s -> {s['out']}")
+
+
+def to_markdown(s: dict, max_failures: int = 50) -> str:
+    lines = ["# Index run", ""]
+    if s["clip_random_init"]:
+        lines += ["> **CLIP weights are RANDOM (untrained). Appearance features carry no pretrained knowledge.**", ""]
+    lines += [
+        "| videos in corpus | new | re-indexed | unchanged | deleted | ok | failed | crashed shards |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {s['corpus_videos']} | {s['new']} | {s['reindexed']} | {s['unchanged']} | {s['deleted']} "
+        f"| {s['indexed_ok']} | {s['failed']} | {len(s['crashed_shards'])} |",
+        "",
+        f"Output: `{s['out']}` · settings hash `{s['settings_hash']}` · CLIP `{s['clip_weights_id']}` · "
+        f"{s['bytes_written'] / 1e6:.2f} MB written · wall {s['wall_seconds']:.1f} s · worker seconds "
+        + ", ".join(f"{k} {v:.1f}" for k, v in s["worker_seconds"].items()),
+    ]
+    if s["failures"]:
+        lines += ["", "## Failed videos", "", "| video | reason |", "|---|---|"]
+        for f in s["failures"][:max_failures]:
+            lines.append(f"| `{f['video_id']}` | {f['reason'].replace('|', '/')} |")
+        if len(s["failures"]) > max_failures:
+            lines.append(f"| … | {len(s['failures']) - max_failures} more |")
+    if s["crashed_shards"]:
+        lines += ["", "## Crashed shards (retried on the next run)", "", "| shard | videos | error |", "|---|---|---|"]
+        for c in s["crashed_shards"]:
+            lines.append(f"| `{c['shard']}` | {len(c['video_ids'])} | {c['error'].replace('|', '/')} |")
+    return "\n".join(lines) + "\n"

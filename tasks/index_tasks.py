@@ -1,0 +1,44 @@
+"""Prefect tasks of the index flow: each a thin wrapper over one moclip function."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from moclip.config import FeatureSettings, RunConfig
+from moclip.corpus import CorpusSpec, load_corpus
+from moclip.dataset import IndexPlan, Store, plan_index, rewrite_old_shards
+from moclip.params import IndexParams
+from moclip.workers.shard_worker import ShardResult, index_shard
+
+
+@task(name="list-corpus", cache_policy=NO_CACHE)
+def list_corpus(params: IndexParams) -> list[dict]:
+    spec = CorpusSpec(root=params.corpus, layout=params.layout, split_dir=params.split_dir, split=params.split,
+                      manifest=params.manifest, allow_outside_root=params.allow_outside_root)
+    return load_corpus(spec).to_dict("records")
+
+
+@task(name="plan-index", cache_policy=NO_CACHE)
+def plan(videos: list[dict], params: IndexParams, settings_hash: str) -> IndexPlan:
+    import pandas as pd
+
+    store = Store(params.out, params.storage_options)
+    store.ensure()
+    store.clean_temp()
+    corpus = pd.DataFrame(videos, columns=["video_id", "path", "label", "split", "group"]) if not videos else \
+        pd.DataFrame(videos)
+    return plan_index(corpus, store, settings_hash, retry_failed=params.retry_failed)
+
+
+@task(name="index-shard", cache_policy=NO_CACHE)
+def index_shard_task(
+    videos: list[dict], shard_name: str, settings: FeatureSettings, run: RunConfig, out: str, settings_hash: str,
+    storage_options: dict,
+) -> ShardResult:
+    return index_shard(videos, settings, out, shard_name, run, settings_hash, storage_options)
+
+
+@task(name="commit-index", cache_policy=NO_CACHE)
+def commit(plan: IndexPlan, params: IndexParams) -> int:
+    return rewrite_old_shards(Store(params.out, params.storage_options), plan)

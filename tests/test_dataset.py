@@ -1,0 +1,105 @@
+"""Dataset bookkeeping without Prefect: shard rows, failures, incremental plans, duplicate repair, settings hash."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pytest
+from video_factory import make_video
+
+from moclip.config import ClipConfig, FeatureSettings, MVConfig, RunConfig
+from moclip.corpus import load_folder
+from moclip.dataset import (
+    Store,
+    fingerprint,
+    load_features,
+    plan_index,
+    read_metadata,
+    rewrite_old_shards,
+)
+from moclip.workers.shard_worker import index_shard
+
+SETTINGS = FeatureSettings(clip=ClipConfig(weights="none", frames=2))
+RUN = RunConfig()
+HASH = SETTINGS.settings_hash("random-init")
+
+
+@pytest.fixture()
+def corpus(tmp_path):
+    root = tmp_path / "corpus"
+    make_video(root / "a" / "one.mp4", n_frames=20, dx=2)
+    make_video(root / "a" / "two.avi", codec="mpeg4", n_frames=20, dx=-2)
+    (root / "b").mkdir()
+    (root / "b" / "empty.mp4").write_bytes(b"")
+    (root / "b" / "text.mkv").write_text("not a video")
+    return root
+
+
+def index_all(corpus, out, name="part-x-00000.parquet"):
+    table = load_folder(corpus)
+    plan = plan_index(table, Store(str(out)), HASH)
+    res = index_shard(plan.to_index, SETTINGS, str(out), name, RUN, HASH) if plan.to_index else None
+    rewrite_old_shards(Store(str(out)), plan)
+    return plan, res
+
+
+def test_every_video_gets_a_row_with_a_reason(corpus, tmp_path):
+    out = tmp_path / "ds"
+    _, res = index_all(corpus, out)
+    assert (res.n_ok, res.n_failed) == (2, 2)
+    meta = read_metadata(str(out)).set_index("video_id")
+    assert meta.loc["b/empty.mp4", "error"] == "empty file (0 bytes)"
+    assert "not a readable video" in meta.loc["b/text.mkv", "error"] or "cannot open" in meta.loc["b/text.mkv", "error"]
+    assert meta.loc["a/one.mp4", "codec"] == "h264" and meta.loc["a/two.avi", "codec"] == "mpeg4"
+    assert meta.loc["a/one.mp4", "fingerprint"] == fingerprint(str(corpus / "a" / "one.mp4"))
+    assert not [p for p in os.listdir(out) if p.startswith(".tmp")]
+    feats = load_features(str(out))
+    assert feats.clip.shape == (2, 2, 512) and feats.mv.shape == (2, 8, 2, 15, 20)
+
+
+def test_rerun_plans_nothing_and_touch_is_not_a_change(corpus, tmp_path):
+    out = tmp_path / "ds"
+    index_all(corpus, out)
+    plan, res = index_all(corpus, out, "part-y-00000.parquet")
+    assert res is None and plan.unchanged == 4 and not plan.to_index
+    os.utime(corpus / "a" / "one.mp4", ns=(1, 1))  # new mtime, same bytes: hashed again, not re-decoded
+    plan, res = index_all(corpus, out, "part-y-00000.parquet")
+    assert res is None and plan.unchanged == 4
+
+
+def test_settings_change_reindexes_and_replaces_rows(corpus, tmp_path):
+    out = tmp_path / "ds"
+    index_all(corpus, out)
+    other = FeatureSettings(mv=MVConfig(segments=4), clip=ClipConfig(weights="none", frames=2))
+    h2 = other.settings_hash("random-init")
+    assert h2 != HASH
+    plan = plan_index(load_folder(corpus), Store(str(out)), h2)
+    assert len(plan.to_index) == 4 and len(plan.reindexed) == 4
+    index_shard(plan.to_index, other, str(out), "part-z-00000.parquet", RUN, h2)
+    rewrite_old_shards(Store(str(out)), plan)
+    meta = read_metadata(str(out))
+    assert len(meta) == 4 and set(meta["settings_hash"]) == {h2}
+    assert load_features(str(out)).mv.shape[1] == 4
+
+
+def test_killed_run_duplicates_are_repaired(corpus, tmp_path):
+    # Simulate a run killed after writing its new shard but before retiring the old rows.
+    out = tmp_path / "ds"
+    index_all(corpus, out)
+    table = load_folder(corpus)
+    index_shard(table.to_dict("records")[:2], SETTINGS, str(out), "part-later-00000.parquet", RUN, HASH)
+    assert len(pd.read_parquet(out)) == 6  # 2 duplicates on disk
+    plan = plan_index(table, Store(str(out)), HASH)
+    assert not plan.to_index and sum(len(v) for v in plan.drop.values()) == 2
+    rewrite_old_shards(Store(str(out)), plan)
+    meta = read_metadata(str(out))
+    assert len(meta) == 4 and meta["video_id"].is_unique
+
+
+def test_settings_hash_ignores_run_only_fields():
+    a = FeatureSettings(mv=MVConfig(max_frames=10))
+    b = FeatureSettings(mv=MVConfig(max_frames=99))
+    assert a.settings_hash("x") == b.settings_hash("x")
+    assert a.settings_hash("x") != a.settings_hash("y")
+    assert a.settings_hash("x") != FeatureSettings(clip=ClipConfig(frames=4)).settings_hash("x")
