@@ -76,7 +76,9 @@ def index_corpus(params: IndexParams) -> dict:
     summary = summarize(len(videos), the_plan, results, crashed, time.perf_counter() - t0, params.out,
                         settings_hash, weights.weights_id, weights.kind == "none")
     write_manifest(Store(params.out, params.storage_options), settings, settings_hash, weights.weights_id,
-                   weights.kind == "none", {k: v for k, v in summary.items() if k != "failures"})
+                   weights.kind == "none", {k: v for k, v in summary.items() if k != "failures"},
+                   corpus={"root": params.corpus, "layout": params.layout, "split": params.split,
+                           "split_dir": params.split_dir, "manifest": params.manifest})
     create_markdown_artifact(to_markdown(summary), key="index-summary", description=one_line(summary))
     get_run_logger().info(one_line(summary))
     return summary

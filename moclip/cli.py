@@ -81,6 +81,63 @@ def _run_index(params: IndexParams) -> dict:
     return summary
 
 
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training")
+    g.add_argument("--mvnet", default="mvnet-small", help="MV-net architecture (moclip/model_configs) or JSON path")
+    g.add_argument("--mv-epochs", type=int, default=40)
+    g.add_argument("--head-epochs", type=int, default=100)
+    g.add_argument("--batch-size-train", dest="train_batch", type=int, default=64)
+    g.add_argument("--patience", type=int, default=10, help="early-stopping patience (epochs)")
+    g.add_argument("--no-flip", dest="flip", action="store_false",
+                   help="no horizontal-flip augmentation (for classes that depend on left vs right)")
+    g.add_argument("--val-fraction", type=float, default=0.15)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--prompts", default="short", choices=["short", "clip-ucf101", "plain"],
+                   help="zero-shot prompt ensemble")
+
+
+def _train_params(args: argparse.Namespace, dataset: str, model_out: str, report_out: str | None):
+    from moclip.params import TrainParams
+
+    return TrainParams(
+        dataset=dataset, model_out=model_out, report_out=report_out, mvnet=args.mvnet, mv_epochs=args.mv_epochs,
+        head_epochs=args.head_epochs, batch_size=args.train_batch, patience=args.patience, flip=args.flip,
+        val_fraction=args.val_fraction, seed=args.seed, device=getattr(args, "device", "auto"), prompts=args.prompts,
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from flows.runtime import prefect_api
+
+    params = _train_params(args, args.dataset, args.out, None)
+    with prefect_api(preload=("flows.train_flow",)):
+        from flows.train_flow import train_model
+
+        train_model(params)
+    print(f"model bundle written to {args.out}")
+    return 0
+
+
+def _print_results(out: dict) -> None:
+    r = out["results"]
+    if r["clip"]["random_init"]:
+        print("WARNING: CLIP weights were RANDOM: zero-shot and CLIP-probe numbers measure nothing about CLIP.")
+    line = ", ".join(f"{k} {v['top1'] * 100:.1f}%" for k, v in r["methods"].items())
+    print(f"test top-1 ({r['dataset']['n_test']} videos): {line}")
+    print(f"report: {out['report_html']} and {out['report_md']}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from flows.runtime import prefect_api
+
+    with prefect_api(preload=("flows.train_flow",)):
+        from flows.train_flow import evaluate_model
+
+        out = evaluate_model(args.dataset, args.model, args.out, args.device)
+    _print_results(out)
+    return 0
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     params = _index_params(args, args.path, args.out, args.clip_weights)
     summary = _run_index(params)
@@ -95,7 +152,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     corpus = out / "corpus"
-    generate_demo_corpus(corpus, seed=args.seed)
+    generate_demo_corpus(corpus, seed=args.corpus_seed)
     weights = args.clip_weights
     if weights == "auto":
         weights = "openai"
@@ -111,6 +168,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
             weights = "none"
     params = _index_params(args, str(corpus), str(out / "dataset"), weights)
     _run_index(params)
+    # the demo's motion classes depend on direction (left vs right, clockwise vs counter-clockwise): no flips
+    args.flip = False
+    tp = _train_params(args, str(out / "dataset"), str(out / "model"), str(out))
+    from flows.runtime import prefect_api
+
+    with prefect_api(preload=("flows.train_flow",)):
+        from flows.train_flow import train_and_evaluate
+
+        result = train_and_evaluate(tp)
+    _print_results(result)
     return 0
 
 
@@ -126,10 +193,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_index_options(ix)
     ix.set_defaults(func=cmd_index)
 
+    tr = sub.add_parser("train", help="train the MV net, fusion head, CLIP probe and zero-shot text on a dataset")
+    tr.add_argument("dataset", help="indexed dataset folder or URL")
+    tr.add_argument("--out", required=True, help="model bundle folder")
+    tr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_train_options(tr)
+    tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="evaluate a model bundle on the dataset's test split and write a report")
+    ev.add_argument("dataset", help="indexed dataset folder or URL")
+    ev.add_argument("--model", required=True, help="model bundle folder")
+    ev.add_argument("--out", required=True, help="report folder (report.md, report.html, plots/)")
+    ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ev.set_defaults(func=cmd_evaluate)
+
     demo = sub.add_parser("demo", help="generate the synthetic demo corpus and run the whole job on it")
-    demo.add_argument("--out", required=True, help="output folder (corpus/, dataset/ ...)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", required=True, help="output folder: corpus/, dataset/, model/, report.html, report.md")
+    demo.add_argument("--corpus-seed", type=int, default=0)
     _add_index_options(demo)
+    _add_train_options(demo)
     demo.set_defaults(func=cmd_demo, clip_weights="auto")
     return p
 

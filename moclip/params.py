@@ -52,3 +52,30 @@ class IndexParams(BaseModel):
             shard_size=self.shard_size, workers=self.workers, dask_address=self.dask_address,
             clip_batch_size=self.clip_batch_size, device=self.device, decode_timeout_s=self.decode_timeout_s,
         )
+
+
+class TrainParams(BaseModel):
+    """A train (and evaluate) run. Unknown names, wrong types and out-of-range values are rejected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(description="indexed dataset folder or fsspec URL")
+    model_out: str = Field(description="where the trained-model bundle is written")
+    report_out: str | None = Field(None, description="where report.md / report.html go (evaluate)")
+    mvnet: str = "mvnet-small"
+    mv_epochs: int = Field(40, ge=1, le=10_000)
+    head_epochs: int = Field(100, ge=1, le=100_000)
+    batch_size: int = Field(64, ge=2, le=65_536)
+    patience: int = Field(10, ge=1)
+    flip: bool = Field(True, description="horizontal-flip augmentation (off when classes depend on left/right)")
+    val_fraction: float = Field(0.15, gt=0, lt=1)
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    prompts: Literal["short", "clip-ucf101", "plain"] = "short"
+
+    def train_config(self):
+        from moclip.train.pipeline import TrainConfig
+
+        return TrainConfig(mvnet=self.mvnet, mv_epochs=self.mv_epochs, head_epochs=self.head_epochs,
+                           batch_size=self.batch_size, patience=self.patience, flip=self.flip,
+                           val_fraction=self.val_fraction, seed=self.seed, device=self.device, prompts=self.prompts)

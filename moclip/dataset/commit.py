@@ -51,7 +51,7 @@ def rewrite_old_shards(store: Store, plan: IndexPlan) -> int:
 
 def write_manifest(
     store: Store, settings: FeatureSettings, settings_hash: str, clip_weights_id: str, clip_random: bool,
-    run_summary: dict,
+    run_summary: dict, corpus: dict | None = None,
 ) -> dict:
     old = store.read_json(MANIFEST_NAME) or {}
     now = datetime.now(timezone.utc).isoformat()
@@ -61,6 +61,7 @@ def write_manifest(
         "settings_hash": settings_hash,
         "clip_weights_id": clip_weights_id,
         "clip_random_init": clip_random,
+        "corpus": corpus or old.get("corpus"),
         "created_at": old.get("created_at", now),
         "updated_at": now,
         "shards": store.shard_names(),

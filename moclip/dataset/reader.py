@@ -65,4 +65,4 @@ def _one_shape(table: pa.Table, column: str) -> tuple[int, ...]:
 
 def _dense(col: pa.ChunkedArray, shape: tuple[int, ...]) -> np.ndarray:
     flat = pa.concat_arrays([c.flatten() for c in col.chunks]).to_numpy(zero_copy_only=False)
-    return flat.astype(np.float32, copy=False).reshape(shape)
+    return flat.astype(np.float32).reshape(shape)  # a writable copy (Arrow buffers are read-only)

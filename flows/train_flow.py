@@ -1,0 +1,36 @@
+"""Train and evaluate: dataset -> model bundle -> test metrics (once) -> report.md / report.html + artifact.
+
+    train-models ──> evaluate-test ──> write-report ──> evaluation-report artifact
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from moclip.params import TrainParams
+from tasks.train_tasks import evaluate_test, train_models, write_report
+
+
+@flow(name="train-model")
+def train_model(params: TrainParams) -> str:
+    """Train the MV net, fusion head, CLIP linear probe and zero-shot text embeddings; write the bundle."""
+    return train_models(params)
+
+
+@flow(name="evaluate-model")
+def evaluate_model(dataset: str, model: str, report_out: str, device: str = "auto") -> dict:
+    """Evaluate a bundle on the dataset's test split once; write the report and publish its summary."""
+    from moclip.report.render import summary_markdown
+
+    results = evaluate_test(dataset, model, device)
+    md, html = write_report(results, report_out)
+    create_markdown_artifact(summary_markdown(results), key="evaluation-report",
+                             description=f"report: {html}")
+    return {"results": results, "report_md": md, "report_html": html}
+
+
+@flow(name="train-and-evaluate")
+def train_and_evaluate(params: TrainParams) -> dict:
+    model = train_model(params)
+    return evaluate_model(params.dataset, model, params.report_out or f"{params.model_out}/report", params.device)

@@ -1,0 +1,85 @@
+"""A trained-model bundle: a folder of safetensors weights plus ``bundle.json`` (classes, CLIP id, settings,
+metrics, and the SHA-256 of every weights file). Loading never unpickles anything and refuses a bundle whose
+files do not match their recorded hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+BUNDLE_FORMAT = 1
+META_NAME = "bundle.json"
+
+
+class BundleError(RuntimeError):
+    """A model bundle is missing, incomplete, from an unknown format, or has been modified."""
+
+
+@dataclass
+class Bundle:
+    path: Path
+    meta: dict
+    weights: dict[str, dict[str, torch.Tensor]]  # part name -> state dict
+
+    @property
+    def classes(self) -> list[str]:
+        return self.meta["classes"]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_bundle(path: str | Path, meta: dict, weights: dict[str, dict[str, torch.Tensor]]) -> Path:
+    """Write weights (one safetensors file per part) then ``bundle.json`` last, each atomically."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for part, state in weights.items():
+        name = f"{part}.safetensors"
+        tmp = path / f".{name}.tmp"
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
+        os.replace(tmp, path / name)
+        files[name] = _sha256(path / name)
+    full = {**meta, "format": BUNDLE_FORMAT, "files": files,
+            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    tmp = path / f".{META_NAME}.tmp"
+    tmp.write_text(json.dumps(full, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path / META_NAME)
+    return path
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    path = Path(path)
+    meta_path = path / META_NAME
+    if not meta_path.is_file():
+        raise BundleError(f"{path}: not a moclip model bundle (no {META_NAME})")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise BundleError(f"{meta_path}: unreadable ({e})") from e
+    if meta.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{meta_path}: bundle format {meta.get('format')!r}, this moclip reads {BUNDLE_FORMAT}")
+    weights = {}
+    for name, digest in meta.get("files", {}).items():
+        f = path / name
+        if Path(name).name != name or not name.endswith(".safetensors"):
+            raise BundleError(f"{meta_path}: refusing file entry {name!r}")
+        if not f.is_file():
+            raise BundleError(f"{f}: missing from the bundle")
+        if _sha256(f) != digest:
+            raise BundleError(f"{f}: SHA-256 does not match {META_NAME}; the bundle was modified, refusing to load")
+        weights[name.removesuffix(".safetensors")] = load_file(str(f))
+    return Bundle(path=path, meta=meta, weights=weights)

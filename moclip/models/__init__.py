@@ -1,0 +1,17 @@
+"""Models trained on frozen features: the MV network, the fusion head and the CLIP linear probe."""
+
+from moclip.models.factory import (
+    PAPER_MV_NET,
+    count_params,
+    create_mvnet,
+    flops_per_video,
+    list_mvnet_configs,
+    mvnet_config,
+)
+from moclip.models.heads import FusionHead, LinearProbe, set_standardisation
+from moclip.models.mvnet import MVNet
+
+__all__ = [
+    "PAPER_MV_NET", "FusionHead", "LinearProbe", "MVNet", "count_params", "create_mvnet", "flops_per_video",
+    "list_mvnet_configs", "mvnet_config", "set_standardisation",
+]

@@ -1,0 +1,51 @@
+"""MV network: a small per-segment 2D CNN over (2 x H x W) motion grids, pooled over T segments (TSN-style).
+
+Input ``mv`` [B, T, 2, H, W] and ``valid`` [B, T] (segments with no usable MV frames are left out of the mean).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def conv_bn(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class MVNet(nn.Module):
+    def __init__(self, num_classes: int, in_channels: int = 2, stages: list[list[int]] | None = None,
+                 temporal_kernel: int = 3, feature_dim: int = 256, dropout: float = 0.3, **_: object):
+        super().__init__()
+        stages = stages or [[32, 2], [64, 2], [128, 1]]
+        layers: list[nn.Module] = []
+        cin = in_channels
+        for i, (cout, n_convs) in enumerate(stages):
+            for _ in range(n_convs):
+                layers.append(conv_bn(cin, cout))
+                cin = cout
+            if i < len(stages) - 1:
+                layers.append(nn.MaxPool2d(2, ceil_mode=True))
+        self.spatial = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.temporal = nn.Sequential(
+            nn.Conv1d(cin, cin, temporal_kernel, padding=temporal_kernel // 2), nn.ReLU(inplace=True))
+        self.project = nn.Sequential(nn.Linear(cin, feature_dim), nn.ReLU(inplace=True))
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(feature_dim, num_classes)
+        self.feature_dim = feature_dim
+
+    def features(self, mv: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, T, 2, H, W] -> [B, feature_dim] video features (what the fusion head sees)."""
+        b, t = mv.shape[:2]
+        x = self.spatial(mv.flatten(0, 1)).view(b, t, -1)  # [B, T, C]
+        x = self.temporal(x.transpose(1, 2)).transpose(1, 2)  # [B, T, C]
+        if valid is None:
+            pooled = x.mean(1)
+        else:
+            w = (valid > 0).to(x.dtype)
+            w = torch.where(w.sum(1, keepdim=True) > 0, w, torch.ones_like(w))  # no usable segment: plain mean
+            pooled = (x * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True)
+        return self.project(pooled)
+
+    def forward(self, mv: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        return self.classifier(self.dropout(self.features(mv, valid)))

@@ -1,0 +1,278 @@
+"""Figures for the evaluation report, rendered to PNG bytes.
+
+Uses matplotlib's object API on an explicit Agg canvas: pyplot is never imported, so no display is needed and no
+global backend state is touched. Every figure is sized by the number of classes so that 101 classes stay readable.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+DPI = 100
+PER_CLASS_FILE = "per_class.png"
+CONFUSION_FILE = "confusion.png"
+CURVES_FILE = "curves.png"
+PLOT_FILES = (PER_CLASS_FILE, CONFUSION_FILE, CURVES_FILE)
+
+# (key in results["per_class"], legend label, colour); fusion first: it is the sort key.
+PER_CLASS_METHODS = (
+    ("fusion", "Fusion", "tab:blue"),
+    ("mv_only", "MV-only", "tab:orange"),
+    ("clip_linear_probe", "CLIP linear probe", "tab:green"),
+)
+# (key in results["curves"], subplot title)
+CURVE_MODELS = (("mv_net", "MV net"), ("fusion", "Fusion head"), ("clip_linear_probe", "CLIP linear probe"))
+MAX_LABELLED_CLASSES = 30  # confusion matrix tick labels up to this many classes
+MAX_ANNOTATED_CLASSES = 12  # confusion matrix cell values up to this many classes
+
+
+@dataclass
+class PlotSet:
+    """Rendered figures: file name -> PNG bytes, and file name -> error text for figures that failed."""
+
+    png: dict[str, bytes] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def finite(x: Any) -> float | None:
+    """``x`` as a float when it is a finite real number (bools excluded), else None."""
+    if isinstance(x, bool) or x is None:
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _floats(xs: Any) -> np.ndarray:
+    if not isinstance(xs, (list, tuple, np.ndarray)):
+        return np.zeros(0)
+    return np.array([np.nan if finite(v) is None else finite(v) for v in xs], dtype=float)
+
+
+def _mapping(x: Any) -> Mapping[str, Any]:
+    return x if isinstance(x, Mapping) else {}
+
+
+def class_names(results: Mapping[str, Any]) -> list[str]:
+    classes = _mapping(results.get("dataset")).get("classes")
+    return [str(c) for c in classes] if isinstance(classes, (list, tuple)) else []
+
+
+def per_class_series(results: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Per-class accuracies (fractions, NaN where missing) for the methods whose list matches the class list."""
+    n = len(class_names(results))
+    per_class = _mapping(results.get("per_class"))
+    out: dict[str, np.ndarray] = {}
+    for key, _, _ in PER_CLASS_METHODS:
+        v = _floats(per_class.get(key))
+        if n and len(v) == n and np.isfinite(v).any():
+            out[key] = v
+    return out
+
+
+def confusion_matrix(results: Mapping[str, Any]) -> np.ndarray | None:
+    """The fusion confusion matrix (rows = true, cols = predicted) as float counts, or None if absent / not square."""
+    raw = _mapping(results.get("confusion")).get("fusion")
+    if not isinstance(raw, (list, tuple, np.ndarray)) or len(raw) == 0:
+        return None
+    try:
+        cm = np.array([[finite(v) or 0.0 for v in row] for row in raw], dtype=float)
+    except TypeError:
+        return None
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.sum() <= 0:
+        return None
+    return cm
+
+
+def curve_entries(results: Mapping[str, Any]) -> list[tuple[str, str, Mapping[str, Any]]]:
+    """(key, title, curve dict) for every model with a non-empty train_loss or val_top1 history."""
+    curves = _mapping(results.get("curves"))
+    out = []
+    for key, title in CURVE_MODELS:
+        c = _mapping(curves.get(key))
+        if len(_floats(c.get("train_loss"))) or len(_floats(c.get("val_top1"))):
+            out.append((key, title, c))
+    return out
+
+
+def best_epoch(curve: Mapping[str, Any]) -> int | None:
+    """The 0-based best epoch if it indexes into the recorded history, else None."""
+    be = curve.get("best_epoch")
+    n = max(len(_floats(curve.get("train_loss"))), len(_floats(curve.get("val_top1"))))
+    if isinstance(be, bool) or not isinstance(be, (int, np.integer)) or not 0 <= int(be) < n:
+        return None
+    return int(be)
+
+
+def available_plots(results: Mapping[str, Any]) -> list[str]:
+    """File names of the figures the results dict has data for, in report order (cheap: renders nothing)."""
+    names = []
+    if per_class_series(results):
+        names.append(PER_CLASS_FILE)
+    if confusion_matrix(results) is not None:
+        names.append(CONFUSION_FILE)
+    if curve_entries(results):
+        names.append(CURVES_FILE)
+    return names
+
+
+def _tex_safe(s: str) -> str:
+    return s.replace("$", r"\$")  # a pair of '$' in a class name would otherwise switch on mathtext
+
+
+def _png(fig: Figure) -> bytes:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.15)
+    return buf.getvalue()
+
+
+def per_class_png(results: Mapping[str, Any]) -> bytes | None:
+    """Horizontal grouped bars, one group per class, sorted by fusion accuracy (best at the top)."""
+    series = per_class_series(results)
+    if not series:
+        return None
+    classes = class_names(results)
+    n, m = len(classes), len(series)
+    methods = [(k, lab, col) for k, lab, col in PER_CLASS_METHODS if k in series]
+    sort_key, sort_label = methods[0][0], methods[0][1]
+    order = np.argsort(np.nan_to_num(series[sort_key], nan=-1.0), kind="stable")  # ascending: bottom -> top
+    big = n > MAX_LABELLED_CLASSES
+    fs = 6 if big else 8
+    fig = Figure(figsize=(8.0, max(2.8, 1.4 + n * (0.1 + 0.03 * m))))
+    ax = fig.add_subplot()
+    y = np.arange(n)
+    h = 0.8 / m
+    for i, (key, label, colour) in enumerate(methods):
+        v = series[key][order] * 100.0
+        mean = float(np.nanmean(series[key])) * 100.0
+        ax.barh(y + (m - 1 - 2 * i) * h / 2, v, height=h, color=colour,
+                label=f"{label} (mean over classes {mean:.1f} %)")
+    ax.set_yticks(y)
+    ax.set_yticklabels([_tex_safe(classes[j]) for j in order], fontsize=fs)
+    ax.set_ylim(-0.6, n - 0.4)
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("test accuracy (%)", fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+    if big:
+        ax.tick_params(axis="x", top=True, labeltop=True)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.set_title(f"Per-class test accuracy, {n} classes, sorted by {sort_label}", fontsize=9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)  # outside: never on a bar
+    return _png(fig)
+
+
+def confusion_png(results: Mapping[str, Any]) -> bytes | None:
+    """Row-normalised fusion confusion matrix; class tick labels only up to MAX_LABELLED_CLASSES classes."""
+    cm = confusion_matrix(results)
+    if cm is None:
+        return None
+    classes = class_names(results)
+    n = cm.shape[0]
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = cm / np.where(rows > 0, rows, 1.0)
+    labelled = n <= MAX_LABELLED_CLASSES and len(classes) == n
+    side = min(11.0, max(4.5, 2.5 + 0.28 * n)) if n <= MAX_LABELLED_CLASSES else 10.0
+    fig = Figure(figsize=(side + 1.3, side))
+    ax = fig.add_subplot()
+    im = ax.imshow(norm, vmin=0.0, vmax=1.0, cmap="Blues", interpolation="nearest")
+    cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+    cbar.set_label("fraction of the true class", fontsize=8)
+    cbar.ax.tick_params(labelsize=7)
+    if labelled:
+        fs = 8 if n <= 15 else 6
+        ax.set_xticks(range(n))
+        ax.set_xticklabels([_tex_safe(c) for c in classes], rotation=90, fontsize=fs)
+        ax.set_yticks(range(n))
+        ax.set_yticklabels([_tex_safe(c) for c in classes], fontsize=fs)
+    else:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if n <= MAX_ANNOTATED_CLASSES:
+        for i in range(n):
+            for j in range(n):
+                if norm[i, j] >= 0.005:
+                    ax.text(j, i, f"{norm[i, j] * 100:.0f}", ha="center", va="center", fontsize=7,
+                            color="white" if norm[i, j] > 0.5 else "black")
+    order_note = "" if labelled else " (classes in dataset order)"
+    ax.set_xlabel("predicted class" + order_note, fontsize=8)
+    ax.set_ylabel("true class" + order_note, fontsize=8)
+    acc = float(np.trace(cm) / cm.sum()) * 100.0
+    ax.set_title(f"Fusion confusion matrix, row-normalised\n{n} classes, {int(cm.sum())} test videos, "
+                 f"top-1 {acc:.1f} %", fontsize=9)
+    return _png(fig)
+
+
+def curves_png(results: Mapping[str, Any]) -> bytes | None:
+    """One subplot per model: train loss (left axis) and val top-1 (right axis) per epoch, best epoch marked."""
+    entries = curve_entries(results)
+    if not entries:
+        return None
+    k = len(entries)
+    fig = Figure(figsize=(4.4 * k, 3.3))
+    axes = fig.subplots(1, k, squeeze=False)[0]
+    for ax, (_, title, curve) in zip(axes, entries):
+        loss = _floats(curve.get("train_loss"))
+        val = _floats(curve.get("val_top1")) * 100.0
+        handles = []
+        if len(loss):
+            handles += ax.plot(np.arange(1, len(loss) + 1), loss, color="tab:blue", marker=".", ms=3,
+                               lw=1.2, label="train loss")
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_ylabel("train loss", fontsize=8, color="tab:blue")
+        ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax2 = ax.twinx()
+        if len(val):
+            handles += ax2.plot(np.arange(1, len(val) + 1), val, color="tab:orange", marker=".", ms=3, lw=1.2,
+                                label="val top-1 %")
+        ax2.set_ylim(0, 100)
+        ax2.set_ylabel("val top-1 (%)", fontsize=8, color="tab:orange")
+        ax2.tick_params(labelsize=7)
+        be = best_epoch(curve)
+        if be is not None:
+            ax.axvline(be + 1, color="tab:red", ls=":", lw=1)
+            if be < len(val) and np.isfinite(val[be]):
+                handles += ax2.plot([be + 1], [val[be]], marker="*", ms=11, color="tab:red", ls="none",
+                                    label=f"best epoch {be + 1} ({val[be]:.1f} %)")
+            else:
+                handles.append(ax.axvline(be + 1, color="tab:red", ls=":", lw=1, label=f"best epoch {be + 1}"))
+        n = max(len(loss), len(val))
+        ax.set_xlim(0.5, n + 0.5)
+        ax.set_title(title, fontsize=9)
+        if handles:  # below the axes, so it never hides a curve
+            ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=7,
+                      frameon=False)
+    fig.tight_layout()
+    return _png(fig)
+
+
+_RENDERERS = ((PER_CLASS_FILE, per_class_png), (CONFUSION_FILE, confusion_png), (CURVES_FILE, curves_png))
+
+
+def render_plots(results: Mapping[str, Any]) -> PlotSet:
+    """Render every figure the results have data for. A figure that fails is recorded in ``errors``, not raised:
+    one bad array should not cost the whole report."""
+    out = PlotSet()
+    for name, fn in _RENDERERS:
+        try:
+            png = fn(results)
+        except Exception as exc:  # noqa: BLE001 - reported in the document instead
+            out.errors[name] = f"{type(exc).__name__}: {exc}"
+            continue
+        if png is not None:
+            out.png[name] = png
+    return out

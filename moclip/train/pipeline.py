@@ -1,0 +1,342 @@
+"""Train (MV net -> frozen features -> fusion head + CLIP linear probe + zero-shot text) and evaluate once on test.
+
+    dataset ──> splits (val from train only) ──> MV net ──> [MV feats || CLIP feats] ──> fusion head
+                                       └──> CLIP linear probe      └──> CLIP zero-shot (text prompts)
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from moclip import zeroshot
+from moclip.bundle import Bundle, load_bundle, save_bundle
+from moclip.dataset import FeatureSet, load_features, read_manifest, read_metadata
+from moclip.models import (
+    PAPER_MV_NET,
+    FusionHead,
+    LinearProbe,
+    count_params,
+    create_mvnet,
+    flops_per_video,
+    mvnet_config,
+    set_standardisation,
+)
+from moclip.train import metrics
+from moclip.train.augment import augment
+from moclip.train.loop import FitConfig, History, fit, predict
+from moclip.train.splits import Splits, make_splits
+
+PAPER = {"source": "MoCLIP-Lite (arXiv 2509.17084), UCF101 split 1, top-1",
+         "top1": {"fusion": 0.892, "zero_shot": 0.650, "mv_only": 0.665}}
+
+
+@dataclass
+class TrainConfig:
+    mvnet: str = "mvnet-small"  # a name in moclip/model_configs or a JSON path
+    mv_epochs: int = 40
+    head_epochs: int = 100
+    batch_size: int = 64
+    mv_lr: float = 2e-3
+    head_lr: float = 1e-3
+    weight_decay: float = 0.05
+    patience: int = 10
+    hidden: int = 512
+    dropout: float = 0.5
+    flip: bool = True  # horizontal-flip augmentation; turn off when classes depend on left vs right
+    val_fraction: float = 0.15
+    seed: int = 0
+    device: str = "auto"
+    prompts: str = "short"  # zero-shot prompt ensemble: short | clip-ucf101 | plain
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class Prepared:
+    fs: FeatureSet
+    classes: list[str]
+    y: np.ndarray  # class index, -1 for unlabeled
+    splits: Splits
+    mv: torch.Tensor
+    valid: torch.Tensor
+    clip: torch.Tensor  # [N, D] video embedding: mean of normalised frames
+    clip_frames: np.ndarray  # [N, K, D]
+
+
+def prepare(url: str, cfg: TrainConfig, device: torch.device, classes: list[str] | None = None) -> Prepared:
+    fs = load_features(url)
+    if len(fs.meta) == 0:
+        raise ValueError(f"{url}: no successfully indexed videos to train on")
+    labels = fs.meta["label"]
+    if classes is None:
+        classes = sorted({str(v) for v in labels if v is not None and str(v) not in ("", "None", "nan")})
+    if len(classes) < 2:
+        raise ValueError(f"{url}: need at least 2 labelled classes, found {len(classes)}")
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index.get(str(v), -1) for v in labels], dtype=np.int64)
+    meta = fs.meta.assign(label=[lab if yi >= 0 else None for lab, yi in zip(labels, y)])
+    splits = make_splits(meta, cfg.val_fraction, seed=cfg.seed)
+    return Prepared(
+        fs=fs, classes=classes, y=y, splits=splits,
+        mv=torch.from_numpy(fs.mv).to(device), valid=torch.from_numpy(fs.mv_valid).to(device),
+        clip=torch.from_numpy(zeroshot.video_embedding(fs.clip)).float().to(device), clip_frames=fs.clip,
+    )
+
+
+def _mv_batches(p: Prepared, flip: bool, seed: int) -> Callable:
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.from_numpy(p.y).to(p.mv.device)
+
+    def batch(idx: np.ndarray, train: bool):
+        i = torch.from_numpy(idx).to(p.mv.device)
+        mv, valid = p.mv[i], p.valid[i]
+        if train:
+            mv_c, valid_c = augment(mv.cpu(), valid.cpu(), gen) if flip else _jitter_only(mv.cpu(), valid.cpu(), gen)
+            mv, valid = mv_c.to(p.mv.device), valid_c.to(p.mv.device)
+        return (mv, valid), y[i]
+
+    return batch
+
+
+def _jitter_only(mv, valid, gen):
+    from moclip.train.augment import temporal_jitter
+
+    return temporal_jitter(mv, valid, gen)
+
+
+def _feature_batches(x: torch.Tensor, y_np: np.ndarray) -> Callable:
+    y = torch.from_numpy(y_np).to(x.device)
+
+    def batch(idx: np.ndarray, train: bool):
+        i = torch.from_numpy(idx).to(x.device)
+        return (x[i],), y[i]
+
+    return batch
+
+
+@torch.no_grad()
+def mv_features(net: torch.nn.Module, mv: torch.Tensor, valid: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    net.eval()
+    return torch.cat([net.features(mv[i:i + batch], valid[i:i + batch]) for i in range(0, len(mv), batch)])
+
+
+def load_clip_model(manifest: dict, device: torch.device):
+    """The full open_clip model (text tower included) the dataset was indexed with, and its tokenizer."""
+    import open_clip
+
+    from moclip.clip import load_clip
+    from moclip.config import ClipConfig
+
+    c = manifest["settings"]["clip"]
+    enc = load_clip(ClipConfig(model=c["model"], weights=c["weights"], frames=c["frames"]), device=str(device))
+    return enc.model, open_clip.get_tokenizer(c["model"])
+
+
+def train(url: str, out: str | Path, cfg: TrainConfig | None = None,
+          log: Callable[[str], None] = print) -> Bundle:
+    """Train everything on the dataset at ``url``; write the model bundle to ``out``. Never touches test."""
+    cfg = cfg or TrainConfig()
+    times: dict[str, float] = {}
+    t = time.perf_counter()
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    manifest = read_manifest(url) or {}
+    p = prepare(url, cfg, device)
+    s = p.splits
+    if len(s.train) == 0 or len(s.val) == 0:
+        raise ValueError(f"{url}: not enough labelled videos for train/val ({len(s.train)}/{len(s.val)})")
+    times["load"] = time.perf_counter() - t
+    log(f"{len(p.classes)} classes; train {len(s.train)}, val {len(s.val)}, test {len(s.test)} ({s.protocol})")
+
+    t = time.perf_counter()
+    arch = mvnet_config(cfg.mvnet)
+    torch.manual_seed(cfg.seed)
+    net = create_mvnet(arch, len(p.classes)).to(device)
+    fit_mv = FitConfig(epochs=cfg.mv_epochs, batch_size=cfg.batch_size, lr=cfg.mv_lr,
+                       weight_decay=cfg.weight_decay, patience=cfg.patience, seed=cfg.seed)
+    h_mv = fit(net, _mv_batches(p, cfg.flip, cfg.seed), s.train, s.val, fit_mv,
+               lambda e, loss, acc: log(f"mv-net epoch {e}: loss {loss:.3f} val top-1 {acc:.3f}"))
+    times["mv_net"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    mvf = mv_features(net, p.mv, p.valid)
+    fused = torch.cat([mvf, p.clip], dim=1)
+    torch.manual_seed(cfg.seed)
+    head = FusionHead(mvf.shape[1], p.clip.shape[1], len(p.classes), cfg.hidden, cfg.dropout).to(device)
+    set_standardisation(head, fused[torch.from_numpy(s.train).to(device)])
+    fit_head = FitConfig(epochs=cfg.head_epochs, batch_size=cfg.batch_size, lr=cfg.head_lr,
+                         weight_decay=cfg.weight_decay, patience=cfg.patience, seed=cfg.seed)
+    h_fusion = fit(head, _feature_batches(fused, p.y), s.train, s.val, fit_head)
+    times["fusion_head"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    probe = LinearProbe(p.clip.shape[1], len(p.classes)).to(device)
+    set_standardisation(probe, p.clip[torch.from_numpy(s.train).to(device)])
+    h_probe = fit(probe, _feature_batches(p.clip, p.y), s.train, s.val, fit_head)
+    times["linear_probe"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    clip_model, tokenizer = load_clip_model(manifest, device)
+    clip_id = manifest.get("clip_weights_id", "unknown")
+    text = zeroshot.text_embeddings(clip_model, tokenizer, p.classes, clip_id, cfg.prompts)
+    times["zero_shot_text"] = time.perf_counter() - t
+
+    mv_shape = tuple(p.fs.mv.shape[1:])
+    meta = {
+        "classes": p.classes,
+        "clip": {**manifest.get("settings", {}).get("clip", {}), "weights_id": clip_id,
+                 "random_init": bool(manifest.get("clip_random_init", False))},
+        "features": {"settings": manifest.get("settings"), "settings_hash": manifest.get("settings_hash"),
+                     "mv_shape": list(mv_shape), "clip_dim": int(p.clip.shape[1])},
+        "mvnet": {"config": arch, "name": cfg.mvnet, "params": count_params(net),
+                  "flops_per_video": flops_per_video(net.cpu(), mv_shape), "feature_dim": net.feature_dim},
+        "fusion": {"hidden": cfg.hidden, "dropout": cfg.dropout, "params": count_params(head)},
+        "train_config": asdict(cfg),
+        "dataset": {"url": url, "split_name": split_name(manifest, url), "split_protocol": s.protocol,
+                    "n_train": len(s.train), "n_val": len(s.val), "n_test": len(s.test)},
+        "splits": {"train": p.fs.meta["video_id"].iloc[s.train].tolist(),
+                   "val": p.fs.meta["video_id"].iloc[s.val].tolist()},
+        "curves": {"mv_net": h_mv.to_dict(), "fusion": h_fusion.to_dict(), "clip_linear_probe": h_probe.to_dict()},
+        "val": _val_metrics(p, net.to(device), head, probe, text, fused, h_mv, h_fusion, h_probe),
+        "time_per_stage_s": {k: round(v, 2) for k, v in times.items()},
+        "device": str(device),
+        "versions": versions(),
+    }
+    log(f"val top-1: mv-only {meta['val']['mv_only']['top1']:.3f}, fusion {meta['val']['fusion']['top1']:.3f}, "
+        f"probe {meta['val']['clip_linear_probe']['top1']:.3f}")
+    weights = {"mvnet": net.state_dict(), "fusion": head.state_dict(), "probe": probe.state_dict(),
+               "text": {"class_embeddings": torch.from_numpy(text)}}
+    save_bundle(out, meta, weights)
+    return load_bundle(out)
+
+
+def split_name(manifest: dict, url: str) -> str:
+    """How the report names the evaluation data, e.g. "ucf101 split 1"."""
+    corpus = manifest.get("corpus") or {}
+    layout = corpus.get("layout")
+    if layout in ("ucf101", "hmdb51"):
+        return f"{layout} split {corpus.get('split', 1)}"
+    return f"{layout} corpus at {corpus.get('root')}" if layout else url
+
+
+def _val_metrics(p: Prepared, net, head, probe, text, fused, h_mv: History, h_fusion: History,
+                 h_probe: History) -> dict:
+    v = p.splits.val
+    y = p.y[v]
+    mv_scores = predict(net, _mv_batches(p, False, 0), v)
+    return {
+        "mv_only": metrics.summary(mv_scores, y),
+        "fusion": metrics.summary(predict(head, _feature_batches(fused, p.y), v), y),
+        "clip_linear_probe": metrics.summary(predict(probe, _feature_batches(p.clip, p.y), v), y),
+        "zero_shot_mean": metrics.summary(zeroshot.scores(p.clip[v].cpu().numpy(), text), y),
+    }
+
+
+def versions() -> dict[str, str]:
+    import open_clip
+    import pyarrow
+
+    import moclip
+
+    return {"moclip": moclip.__version__, "torch": torch.__version__, "open_clip": open_clip.__version__,
+            "pyarrow": pyarrow.__version__, "numpy": np.__version__, "python": platform.python_version()}
+
+
+def rebuild(bundle: Bundle, device: torch.device) -> tuple[torch.nn.Module, FusionHead, LinearProbe, np.ndarray]:
+    """The bundle's models, ready for inference (weights loaded from safetensors only)."""
+    m = bundle.meta
+    n = len(m["classes"])
+    net = create_mvnet(m["mvnet"]["config"], n)
+    net.load_state_dict(bundle.weights["mvnet"])
+    head = FusionHead(m["mvnet"]["feature_dim"], m["features"]["clip_dim"], n, m["fusion"]["hidden"],
+                      m["fusion"]["dropout"])
+    head.load_state_dict(bundle.weights["fusion"])
+    probe = LinearProbe(m["features"]["clip_dim"], n)
+    probe.load_state_dict(bundle.weights["probe"])
+    text = bundle.weights["text"]["class_embeddings"].numpy()
+    return net.to(device).eval(), head.to(device).eval(), probe.to(device).eval(), text
+
+
+def evaluate(url: str, model: str | Path, device: str = "auto") -> dict:
+    """Test-set metrics of every method (the test split is used here and only here) -> the report's results."""
+    t0 = time.perf_counter()
+    bundle = load_bundle(model)
+    m = bundle.meta
+    cfg = TrainConfig(**m["train_config"])
+    dev = pick_device(device)
+    manifest = read_manifest(url) or {}
+    if manifest.get("settings_hash") and m["features"].get("settings_hash") not in (None, manifest["settings_hash"]):
+        raise ValueError(f"{url}: features were indexed with settings {manifest['settings_hash']}, the model was "
+                         f"trained on {m['features']['settings_hash']}; re-index with the model's settings")
+    p = prepare(url, cfg, dev, classes=m["classes"])
+    test = p.splits.test
+    seen = set(m["splits"]["train"]) | set(m["splits"]["val"])
+    leaked = [vid for vid in p.fs.meta["video_id"].iloc[test] if vid in seen]
+    if leaked:
+        raise ValueError(f"{len(leaked)} test videos were used in training or validation (e.g. {leaked[0]})")
+    if len(test) == 0:
+        raise ValueError(f"{url}: no labelled test videos to evaluate")
+    net, head, probe, text = rebuild(bundle, dev)
+    y = p.y[test]
+    mvf = mv_features(net, p.mv, p.valid)
+    fused = torch.cat([mvf, p.clip], dim=1)
+    mv_scores = predict(net, _mv_batches(p, False, 0), test)
+    fusion_scores = predict(head, _feature_batches(fused, p.y), test)
+    probe_scores = predict(probe, _feature_batches(p.clip, p.y), test)
+    mid = p.clip_frames.shape[1] // 2
+    zs_mean = zeroshot.scores(p.clip[torch.from_numpy(test).to(dev)].cpu().numpy(), text)
+    zs_single = zeroshot.scores(p.clip_frames[test, mid], text)
+    n = len(p.classes)
+    preds = {"fusion": fusion_scores.argmax(1), "mv_only": mv_scores.argmax(1),
+             "clip_linear_probe": probe_scores.argmax(1)}
+    all_meta = read_metadata(url)
+    ok = int((all_meta["status"] == "ok").sum())
+    failed = int((all_meta["status"] == "failed").sum())
+    times = dict(m.get("time_per_stage_s", {}))
+    times["evaluate"] = round(time.perf_counter() - t0, 2)
+    return {
+        "title": "moclip evaluation",
+        "dataset": {"url": url, "n_total": ok + failed, "n_ok": ok, "n_failed": failed,
+                    "n_train": len(p.splits.train), "n_val": len(p.splits.val), "n_test": len(test),
+                    "classes": p.classes, "split_name": m["dataset"].get("split_name", url),
+                    "val_protocol": p.splits.protocol},
+        "clip": {"model": m["clip"].get("model"), "weights_id": m["clip"].get("weights_id"),
+                 "random_init": bool(m["clip"].get("random_init"))},
+        "paper": PAPER,
+        "methods": {
+            "zero_shot_mean": metrics.summary(zs_mean, y),
+            "zero_shot_single": metrics.summary(zs_single, y),
+            "mv_only": metrics.summary(mv_scores, y),
+            "clip_linear_probe": metrics.summary(probe_scores, y),
+            "fusion": metrics.summary(fusion_scores, y),
+        },
+        "per_class": {k: metrics.per_class_accuracy(v, y, n) for k, v in preds.items()},
+        "confusion": {"fusion": metrics.confusion(preds["fusion"], y, n).tolist()},
+        "curves": m["curves"],
+        "models": {
+            "mv_net": {"params": m["mvnet"]["params"], "flops_per_video": m["mvnet"]["flops_per_video"],
+                       "description": f"{m['mvnet']['name']}: {m['mvnet']['config'].get('description', '')}"},
+            "paper_mv_net": PAPER_MV_NET,
+            "fusion": {"params": m["fusion"]["params"],
+                       "description": f"MLP on [MV feats || CLIP feats], hidden {m['fusion']['hidden']}"},
+        },
+        "provenance": {
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "seeds": {"train": cfg.seed}, "versions": versions(), "time_per_stage_s": times,
+            "device": str(dev), "dataset_settings_hash": manifest.get("settings_hash"),
+            "model_bundle": str(model),
+        },
+    }

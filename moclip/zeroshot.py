@@ -1,0 +1,87 @@
+"""CLIP zero-shot classification: class names -> prompt ensemble -> text embeddings -> cosine scores.
+
+Text embeddings are cached on disk (keyed by CLIP weights id, templates and class names), because a prompt
+ensemble over 101 classes costs tens of seconds on a CPU and never changes for the same weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
+    # a compact ensemble of the CLIP paper's UCF101 prompts
+    "short": (
+        "a video of a person {}.", "a photo of a person {}.", "a video of a person doing {}.",
+        "a video of a person performing {}.", "a video of a person practicing {}.", "a example of a person {}.",
+        "a demonstration of a person {}.", "a photo of the person doing {}.",
+    ),
+    # the CLIP paper's full UCF101 ensemble (48 prompts)
+    "clip-ucf101": tuple(
+        f"a {kind} of {art} person {verb}{{}}."
+        for verb in ("", "using ", "doing ", "during ", "performing ", "practicing ")
+        for art in ("a", "the")
+        for kind in ("photo", "video", "example", "demonstration")
+    ),
+    "plain": ("{}",),
+}
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def humanize(name: str) -> str:
+    """Class name -> words: ``ApplyEyeMakeup`` -> "apply eye makeup", ``brush_hair`` -> "brush hair"."""
+    text = _CAMEL.sub(" ", name.strip())
+    text = re.sub(r"[_\-\s]+", " ", text)
+    return text.strip().lower()
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MOCLIP_CACHE", Path.home() / ".cache" / "moclip")) / "text"
+
+
+def text_embeddings(model: torch.nn.Module, tokenizer, classnames: list[str], weights_id: str,
+                    templates: str = "short", batch_size: int = 256, use_cache: bool = True) -> np.ndarray:
+    """L2-normalised class embeddings [C, D]: the mean of each class's normalised prompt embeddings."""
+    if templates not in TEMPLATE_SETS:
+        raise ValueError(f"unknown prompt set {templates!r}: use one of {', '.join(TEMPLATE_SETS)}")
+    prompts = TEMPLATE_SETS[templates]
+    key = hashlib.sha256(json.dumps([weights_id, prompts, classnames]).encode()).hexdigest()[:24]
+    path = cache_dir() / f"{key}.npy"
+    if use_cache and path.is_file():
+        return np.load(path)
+    texts = [t.format(humanize(c)) for c in classnames for t in prompts]
+    device = next(model.parameters()).device
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(texts), batch_size):
+            tokens = tokenizer(texts[i:i + batch_size]).to(device)
+            out.append(model.encode_text(tokens, normalize=True).float().cpu())
+    emb = torch.cat(out).view(len(classnames), len(prompts), -1).mean(1)
+    emb = torch.nn.functional.normalize(emb, dim=-1).numpy()
+    if use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, emb)
+        os.replace(tmp, path)
+    return emb
+
+
+def normalize(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def video_embedding(clip_frames: np.ndarray) -> np.ndarray:
+    """[N, K, D] frame embeddings -> [N, D]: mean of the L2-normalised frames, normalised again."""
+    return normalize(normalize(clip_frames).mean(1))
+
+
+def scores(image_emb: np.ndarray, text_emb: np.ndarray) -> np.ndarray:
+    """Cosine similarity x 100 (CLIP's logit scale), [N, C]."""
+    return 100.0 * normalize(image_emb) @ text_emb.T

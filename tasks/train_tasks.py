@@ -1,0 +1,29 @@
+"""Prefect tasks of the train / evaluate flows: thin wrappers over moclip.train.pipeline and the report."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from moclip.params import TrainParams
+from moclip.train.pipeline import evaluate, train
+
+
+@task(name="train-models", cache_policy=NO_CACHE)
+def train_models(params: TrainParams) -> str:
+    logger = get_run_logger()
+    train(params.dataset, params.model_out, params.train_config(), log=logger.info)
+    return params.model_out
+
+
+@task(name="evaluate-test", cache_policy=NO_CACHE)
+def evaluate_test(dataset: str, model: str, device: str) -> dict:
+    return evaluate(dataset, model, device)
+
+
+@task(name="write-report", cache_policy=NO_CACHE)
+def write_report(results: dict, out_dir: str) -> tuple[str, str]:
+    from moclip.report.render import write_report as render
+
+    md, html = render(results, out_dir)
+    return str(md), str(html)
