@@ -66,3 +66,29 @@ def test_tampered_bundle_is_refused(dataset, tmp_path):
         load_bundle(tmp_path / "m")
     with pytest.raises(BundleError, match="not a moclip model bundle"):
         load_bundle(tmp_path)
+
+
+@pytest.mark.slow
+def test_train_and_evaluate_flow_writes_report_and_artifact(prefect_api, dataset, tmp_path):
+    from prefect import get_client
+
+    from flows.train_flow import train_and_evaluate
+    from moclip.params import TrainParams
+
+    params = TrainParams(dataset=dataset, model_out=str(tmp_path / "model"), report_out=str(tmp_path / "report"),
+                         mv_epochs=5, head_epochs=5, flip=False)
+    out = train_and_evaluate(params)
+    html = (tmp_path / "report" / "report.html").read_text()
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "data:image/png;base64," in html
+    assert "RANDOM" in md[:600] and "RANDOM" in html[:20_000]  # the warning sits at the top
+    assert "89.2" in md and out["results"]["methods"]["fusion"]["n"] == 8
+    assert (tmp_path / "model" / "bundle.json").exists()
+
+    async def artifact_keys():
+        async with get_client() as client:
+            return {a.key for a in await client.read_artifacts()}
+
+    import asyncio
+
+    assert "evaluation-report" in asyncio.run(artifact_keys())

@@ -60,7 +60,7 @@ def fit(model: nn.Module, batch: BatchFn, train_idx: np.ndarray, val_idx: np.nda
     total = cfg.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    hist, best_state, bad = History(), copy.deepcopy(model.state_dict()), 0
+    hist, best_state, bad, best_loss = History(), copy.deepcopy(model.state_dict()), 0, float("inf")
     for epoch in range(cfg.epochs):
         model.train()
         order = gen.permutation(train_idx)
@@ -79,12 +79,14 @@ def fit(model: nn.Module, batch: BatchFn, train_idx: np.ndarray, val_idx: np.nda
         val_scores = predict(model, batch, val_idx)
         y_val = batch(val_idx, False)[1].cpu().numpy() if len(val_idx) else np.zeros(0, np.int64)
         val_top1 = float((val_scores.argmax(1) == y_val).mean()) if len(val_idx) else float("nan")
+        val_loss = float(loss_fn(torch.from_numpy(val_scores), torch.from_numpy(y_val))) if len(val_idx) else 0.0
         hist.train_loss.append(float(np.mean(losses)) if losses else float("nan"))
         hist.val_top1.append(val_top1)
         if on_epoch:
             on_epoch(epoch, hist.train_loss[-1], val_top1)
-        if not len(val_idx) or val_top1 > hist.best_val_top1:
-            hist.best_val_top1, hist.best_epoch, bad = val_top1, epoch, 0
+        # best = highest val top-1; ties go to the lower val loss (a more confident, better-calibrated model)
+        if not len(val_idx) or (val_top1, -val_loss) > (hist.best_val_top1, -best_loss):
+            hist.best_val_top1, hist.best_epoch, best_loss, bad = val_top1, epoch, val_loss, 0
             best_state = copy.deepcopy(model.state_dict())
         else:
             bad += 1
