@@ -68,5 +68,18 @@ def prefect_api(preload: tuple[str, ...] = ()) -> Iterator[str]:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             yield server.api_url
     finally:
+        _drain_prefect_services()
         os.environ.pop("PREFECT_API_URL", None)
         server.stop()
+
+
+def _drain_prefect_services(timeout_s: float = 10.0) -> None:
+    """Flush queued events and logs while the server still listens (else the exit hook retries a dead URL)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        try:
+            worker.drain_all(timeout=timeout_s, at_exit=False)
+        except Exception:  # noqa: BLE001 - best effort: losing a log line must not fail the job
+            pass

@@ -42,7 +42,8 @@ def _add_index_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--clip-weights", default="openai",
                    help="open_clip pretrained tag, a local checkpoint file, or 'none' (random init)")
     g.add_argument("--frames", type=int, default=8, help="K RGB frames embedded per video (default 8)")
-    g.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="CLIP precision; auto = fp16 on CUDA, bf16 on CPUs with native bf16, else fp32")
     g = p.add_argument_group("execution")
     g.add_argument("--workers", type=int, help="local Dask worker processes (default: one per core)")
     g.add_argument("--dask-address", help="use an existing Dask scheduler, e.g. tcp://host:8786")
@@ -65,14 +66,19 @@ def _index_params(args: argparse.Namespace, corpus: str, out: str, clip_weights:
     )
 
 
-def _run_index(params: IndexParams) -> dict:
+def _run_index(params: IndexParams, server_running: bool = False) -> dict:
     from flows.runtime import prefect_api
     from moclip.report.index_summary import one_line
 
-    with prefect_api(preload=("flows.index_flow",)):
+    if server_running:
         from flows.index_flow import index_corpus
 
         summary = index_corpus(params)
+    else:
+        with prefect_api(preload=("flows.index_flow",)):
+            from flows.index_flow import index_corpus
+
+            summary = index_corpus(params)
     print(one_line(summary))
     for f in summary["failures"][:20]:
         print(f"  failed: {f['video_id']}: {f['reason']}", file=sys.stderr)
@@ -167,15 +173,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
                   "its appearance features carry no pretrained knowledge.", file=sys.stderr)
             weights = "none"
     params = _index_params(args, str(corpus), str(out / "dataset"), weights)
-    _run_index(params)
     # the demo's motion classes depend on direction (left vs right, clockwise vs counter-clockwise): no flips
     args.flip = False
     tp = _train_params(args, str(out / "dataset"), str(out / "model"), str(out))
     from flows.runtime import prefect_api
 
-    with prefect_api(preload=("flows.train_flow",)):
+    with prefect_api(preload=("flows.index_flow", "flows.train_flow")):
         from flows.train_flow import train_and_evaluate
 
+        _run_index(params, server_running=True)
         result = train_and_evaluate(tp)
     _print_results(result)
     return 0

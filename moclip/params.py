@@ -30,7 +30,8 @@ class IndexParams(BaseModel):
     clip_model: str = "ViT-B-32"
     clip_weights: str = Field("openai", description="open_clip pretrained tag, checkpoint path, or 'none'")
     clip_frames: int = Field(8, ge=1, le=64, description="K: RGB frames embedded per video")
-    clip_precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    clip_precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32 (recorded resolved)")
     clip_batch_size: int = Field(64, ge=1, le=4096)
     shard_size: int = Field(16, ge=1, le=10_000, description="videos per Dask task")
     workers: int | None = Field(None, ge=1, le=1024, description="local Dask worker processes (default: cores)")
@@ -44,8 +45,15 @@ class IndexParams(BaseModel):
         return FeatureSettings(
             mv=MVConfig(segments=self.segments, grid=self.grid, backend=self.mv_backend, max_frames=self.max_frames),
             clip=ClipConfig(model=self.clip_model, weights=self.clip_weights, frames=self.clip_frames,
-                            precision=self.clip_precision),
+                            precision=self.resolved_precision()),
         )
+
+    def resolved_precision(self) -> str:
+        if self.clip_precision != "auto":
+            return self.clip_precision
+        from moclip.clip import default_precision
+
+        return default_precision(self.device)
 
     def run_config(self) -> RunConfig:
         return RunConfig(

@@ -89,7 +89,7 @@ def test_default_corpus_plan() -> None:
     specs = plan_demo_corpus()
     assert 100 <= len(specs) <= 200
     per_class = {c.name: [s for s in specs if s.label == c.name] for c in DEMO_CLASSES}
-    assert {len(v) for v in per_class.values()} == {12}
+    assert {len(v) for v in per_class.values()} == {20}
     # every class gets the same codec / B-frame / container mix, durations and GOPs: no class is told by them
     mixes = {name: Counter(s.variant for s in v) for name, v in per_class.items()}
     assert all(m == mixes["MoveLeft"] for m in mixes.values())

@@ -1,6 +1,6 @@
 """CLIP appearance stream: weights resolution (tag / checkpoint file / "none") and the image encoder."""
 
-from .encoder import ClipImageEncoder, clear_clip_cache, load_clip, resolve_device, target_size
+from .encoder import ClipImageEncoder, clear_clip_cache, default_precision, load_clip, resolve_device, target_size
 from .pretrained import ClipWeightsError, WeightsSpec, hub_reachable, resolve_weights
 
 __all__ = [
@@ -8,6 +8,7 @@ __all__ = [
     "ClipWeightsError",
     "WeightsSpec",
     "clear_clip_cache",
+    "default_precision",
     "hub_reachable",
     "load_clip",
     "resolve_device",
