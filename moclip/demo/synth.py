@@ -233,6 +233,7 @@ def _texture(rng: np.random.Generator, h: int, w: int, *, scale: float, vivid: b
         if dominant is not None:  # the same draws, rotated so the light colour leans red, green or blue
             shift = dominant - int(np.argmax(c0))
             c0, c1 = np.roll(c0, shift), np.roll(c1, shift)
+            c0[dominant] = min(255.0, c0[dominant] + 40.0)
         c0, c1 = 0.6 * c0 + 0.4 * c0.mean(), 0.6 * c1 + 0.4 * c1.mean()
     p = _pattern(rng, h, w, scale)
     img = c1.astype(np.float32) + p[..., None] * (c0 - c1).astype(np.float32)

@@ -50,6 +50,7 @@ class TrainConfig:
     patience: int = 10
     hidden: int = 512
     dropout: float = 0.5
+    stream_dropout: float = 0.3  # fusion head: chance a training sample loses one whole stream
     flip: bool = True  # horizontal-flip augmentation; turn off when classes depend on left vs right
     val_fraction: float = 0.15
     seed: int = 0
@@ -174,7 +175,8 @@ def train(url: str, out: str | Path, cfg: TrainConfig | None = None,
     mvf = mv_features(net, p.mv, p.valid)
     fused = torch.cat([mvf, p.clip], dim=1)
     torch.manual_seed(cfg.seed)
-    head = FusionHead(mvf.shape[1], p.clip.shape[1], len(p.classes), cfg.hidden, cfg.dropout).to(device)
+    head = FusionHead(mvf.shape[1], p.clip.shape[1], len(p.classes), cfg.hidden, cfg.dropout,
+                      cfg.stream_dropout).to(device)
     set_standardisation(head, fused[torch.from_numpy(s.train).to(device)])
     fit_head = FitConfig(epochs=cfg.head_epochs, batch_size=cfg.batch_size, lr=cfg.head_lr,
                          weight_decay=cfg.weight_decay, patience=cfg.patience, seed=cfg.seed)
