@@ -1,0 +1,161 @@
+"""Index-stage benchmarks, as ratios measured in one run (these machines are noisy; never compare across runs).
+
+  MV stage      our per-video MV tensor extraction vs raw mvextractor MVs-only decode of the same files
+  CLIP stage    our embed() (crop + normalise + forward) images/s vs a raw batched forward of the same model
+  storage       Parquet bytes per video at default settings
+
+Usage: .venv/bin/python bench/bench_index.py [--corpus DIR ...] [--reps 3] [--out bench/results/index.md]
+By default it measures the demo corpus (generated into a temp folder) and ../shared/data/real-clips when present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from moclip.clip import load_clip
+from moclip.config import ClipConfig, FeatureSettings, MVConfig, RunConfig
+from moclip.corpus import load_unlabeled
+from moclip.video import extract_video
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def raw_mvextractor(files: list[str]) -> int:
+    from mvextractor.videocap import VideoCap
+
+    n = 0
+    for f in files:
+        cap = VideoCap()
+        cap.open(f)
+        cap.set_decode_frames(False)
+        while True:
+            ok, _, _, _ = cap.read()
+            if not ok:
+                break
+            n += 1
+        cap.release()
+    return n
+
+
+def ours_mv(files: list[str], n_rgb: int, size=None) -> int:
+    return sum(extract_video(f, MVConfig(), n_rgb, size).motion.n_frames for f in files)
+
+
+def interleaved(fns: dict, reps: int) -> dict[str, float]:
+    """Median seconds per function, runs interleaved A B C A B C ... so drift hits all alike."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def bench_mv(name: str, files: list[str], reps: int, size) -> list[str]:
+    n = ours_mv(files, 0)  # warm-up, and the frame count
+    t = interleaved({
+        "raw": lambda: raw_mvextractor(files),
+        "mv": lambda: ours_mv(files, 0),
+        "mv+rgb": lambda: ours_mv(files, 8, size),
+    }, reps)
+    return [
+        f"| {name} | {len(files)} videos, {n} frames | {n / t['raw']:,.0f} | {n / t['mv']:,.0f} "
+        f"| **{t['raw'] / t['mv']:.2f}** | {n / t['mv+rgb']:,.0f} | {t['raw'] / t['mv+rgb']:.2f} |"
+    ]
+
+
+def bench_clip(files: list[str], precision: str, reps: int, batch: int = 64) -> str:
+    enc = load_clip(ClipConfig(weights="none", precision=precision))
+    frames = []
+    for f in files:
+        frames += extract_video(f, MVConfig(), 8, enc.target_size).frames
+        if len(frames) >= 2 * batch:
+            break
+    frames = frames[: 2 * batch]
+    pixels = enc.preprocess(frames).to(enc.dtype)
+
+    def raw() -> None:
+        with torch.inference_mode():
+            for i in range(0, len(pixels), batch):
+                enc.model.encode_image(pixels[i:i + batch])
+
+    enc.embed(frames[:batch], batch)
+    raw()
+    t = interleaved({"raw": raw, "ours": lambda: enc.embed(frames, batch)}, reps)
+    n = len(frames)
+    return (f"| {precision} | {batch} | {n / t['raw']:.1f} | {n / t['ours']:.1f} | **{t['raw'] / t['ours']:.2f}** |")
+
+
+def bench_storage(files: list[str], tmp: str) -> str:
+    from moclip.workers.shard_worker import index_shard
+
+    videos = [{"video_id": Path(f).name + str(i), "path": f} for i, f in enumerate(files)]
+    settings = FeatureSettings(clip=ClipConfig(weights="none"))
+    res = index_shard(videos, settings, tmp, "part-bench.parquet", RunConfig(), "bench")
+    return f"| {res.n_ok} | {res.bytes_written / max(res.n_ok, 1) / 1024:.1f} KiB |"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--corpus", action="append", help="extra corpus folder(s) to measure")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "index.md"))
+    args = ap.parse_args()
+
+    corpora: dict[str, list[str]] = {}
+    tmp = tempfile.mkdtemp(prefix="moclip-bench-")
+    from moclip.demo import generate_demo_corpus
+
+    demo = Path(tmp) / "demo"
+    generate_demo_corpus(demo)
+    corpora["demo corpus"] = load_unlabeled(demo)["path"].tolist()
+    real = REPO.parent / "shared" / "data" / "real-clips"
+    if real.is_dir():
+        corpora["8 real UCF101 clips (XviD)"] = sorted(glob.glob(str(real / "**" / "*.avi"), recursive=True))
+    for c in args.corpus or []:
+        corpora[c] = load_unlabeled(c)["path"].tolist()
+
+    enc = load_clip(ClipConfig(weights="none"))
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} torch threads; medians of {args.reps} interleaved runs.",
+        "",
+        "### MV stage vs raw mvextractor MVs-only decode (one process)",
+        "",
+        "| corpus | size | raw mvextractor frames/s | moclip MV stage frames/s | ratio (goal >= 0.9) "
+        "| MV + 8 RGB frames, frames/s | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, files in corpora.items():
+        lines += bench_mv(name, files, args.reps, enc.target_size)
+        print(lines[-1], flush=True)
+    lines += ["", "### CLIP stage vs raw batched forward (ViT-B-32, CPU)", "",
+              "| precision | batch | raw forward images/s | moclip embed images/s | ratio (goal >= 0.9) |",
+              "|---|---|---|---|---|"]
+    for precision in ("fp32", "bf16"):
+        lines.append(bench_clip(corpora["demo corpus"], precision, args.reps))
+        print(lines[-1], flush=True)
+    lines += ["", "### Stored bytes per video (defaults: T=8, 15x20 grid, K=8, ViT-B-32; goal <= 64 KB)", "",
+              "| corpus | videos | Parquet bytes per video |", "|---|---|---|"]
+    for name, files in corpora.items():
+        lines.append(f"| {name} " + bench_storage(files, str(Path(tmp) / name.replace(' ', '_'))))
+        print(lines[-1], flush=True)
+    text = "\n".join(lines) + "\n"
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

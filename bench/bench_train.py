@@ -1,0 +1,92 @@
+"""Training-time benchmarks on synthetic features (CPU unless a GPU is present).
+
+  fusion head   13,320 videos (UCF101-sized) x 100 epochs, no early stop (goal <= 30 s on CPU)
+  MV network    seconds per epoch per 1,000 videos at the default tensor shape (8 x 2 x 15 x 20)
+
+Usage: .venv/bin/python bench/bench_train.py [--out bench/results/train.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from moclip.models import FusionHead, count_params, create_mvnet, mvnet_config, set_standardisation
+from moclip.train.augment import augment
+from moclip.train.loop import FitConfig, fit
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def batches(x: torch.Tensor, y: torch.Tensor):
+    def batch(idx: np.ndarray, train: bool):
+        i = torch.from_numpy(idx)
+        return (x[i],), y[i]
+
+    return batch
+
+
+def bench_fusion(n: int = 13_320, classes: int = 101, epochs: int = 100) -> tuple[float, int]:
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, classes, (n,), generator=g)
+    x = torch.randn(n, 256 + 512, generator=g) + torch.nn.functional.one_hot(y, 768)[:, :768].float()
+    idx = np.arange(n)
+    head = FusionHead(256, 512, classes)
+    set_standardisation(head, x)
+    cfg = FitConfig(epochs=epochs, patience=epochs + 1, batch_size=256)
+    t = time.perf_counter()
+    fit(head, batches(x, y), idx[: int(n * 0.85)], idx[int(n * 0.85):], cfg)
+    return time.perf_counter() - t, count_params(head)
+
+
+def bench_mvnet(name: str, n: int = 1000, classes: int = 101, epochs: int = 2) -> tuple[float, int]:
+    g = torch.Generator().manual_seed(0)
+    mv = torch.randn(n, 8, 2, 15, 20, generator=g)
+    valid = torch.ones(n, 8)
+    y = torch.randint(0, classes, (n,), generator=g)
+    net = create_mvnet(mvnet_config(name), classes)
+    aug = torch.Generator().manual_seed(0)
+
+    def batch(idx: np.ndarray, train: bool):
+        i = torch.from_numpy(idx)
+        m, v = (augment(mv[i], valid[i], aug) if train else (mv[i], valid[i]))
+        return (m, v), y[i]
+
+    cfg = FitConfig(epochs=epochs, patience=epochs + 1, batch_size=64)
+    t = time.perf_counter()
+    fit(net, batch, np.arange(n), np.arange(0), cfg)
+    return (time.perf_counter() - t) / epochs, count_params(net)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "train.md"))
+    args = ap.parse_args()
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    lines = [f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores ({dev}), torch {torch.__version__}, "
+             f"{torch.get_num_threads()} threads.", "",
+             "| what | size | time | goal |", "|---|---|---|---|"]
+    secs, params = bench_fusion()
+    lines.append(f"| fusion head ({params:,} params), 13,320 videos x 100 epochs, batch 256 | 768-d input, 101 classes "
+                 f"| **{secs:.1f} s** | <= 30 s |")
+    print(lines[-1], flush=True)
+    for name in ("mvnet-small", "mvnet-tiny"):
+        secs, params = bench_mvnet(name)
+        lines.append(f"| MV net {name} ({params:,} params), one epoch, 1,000 videos, batch 64, with augmentation "
+                     f"| 8 x 2 x 15 x 20 | **{secs:.1f} s** per epoch per 1,000 videos | minutes for UCF101 |")
+        print(lines[-1], flush=True)
+    text = "\n".join(lines) + "\n"
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
