@@ -61,6 +61,8 @@ class MotionAccumulator:
         self.n_mv_frames = 0
         self._last_anchor: int | None = None
         self._pending_b: list[DecodedFrame] = []
+        self.chunk_frames = 64
+        self._chunk: list[tuple[np.ndarray, float, float, int]] = []  # usable frames not pooled yet
         # pixel -> cell lookups (block centres of padded macroblocks may lie past the visible frame)
         self._xmax, self._ymax = width - 1, height - 1
         self._col_of = np.arange(width) * self.W // width
@@ -87,23 +89,42 @@ class MotionAccumulator:
         self._pending_b.clear()
 
     def _pool(self, frame: DecodedFrame, d_past: int, d_future: int) -> None:
-        mvs = frame.mvs
-        if not frame_is_usable(frame.pict_type, mvs):
+        if not frame_is_usable(frame.pict_type, frame.mvs):
             return
         # forward-time velocity = motion * source / distance / scale (FFmpeg: src = dst + motion / scale)
-        per_mv = np.where(mvs[:, 0] < 0, -1.0 / d_past, 1.0 / d_future) / mvs[:, 9]
-        weight = per_mv * (mvs[:, 1] * mvs[:, 2])  # area-weighted
-        area = (mvs[:, 1] * mvs[:, 2]).astype(np.float64)
-        cell = self._row_of[np.clip(mvs[:, 6], 0, self._ymax)] + self._col_of[np.clip(mvs[:, 5], 0, self._xmax)]
-        b = self._bin(frame.index)
-        hw = self.H * self.W
-        self.sums[b, 0] += np.bincount(cell, weights=weight * mvs[:, 7], minlength=hw) * self._sx
-        self.sums[b, 1] += np.bincount(cell, weights=weight * mvs[:, 8], minlength=hw) * self._sy
-        self.areas[b] += np.bincount(cell, weights=area, minlength=hw)
-        self.counts[b] += 1
-        self.n_mv_frames += 1
+        self._chunk.append((frame.mvs, -1.0 / d_past, 1.0 / d_future, frame.index))
+        if len(self._chunk) >= self.chunk_frames:
+            self._flush_chunk()
 
-    def _bin(self, index: int) -> int:
+    def _flush_chunk(self) -> None:
+        """Pool the buffered frames in one vectorised pass (per-frame numpy calls cost more than decoding)."""
+        if not self._chunk:
+            return
+        chunk, self._chunk = self._chunk, []
+        counts = np.fromiter((len(c[0]) for c in chunk), dtype=np.int64, count=len(chunk))
+        mvs = np.concatenate([c[0] for c in chunk])
+        past = np.repeat(np.fromiter((c[1] for c in chunk), dtype=np.float64, count=len(chunk)), counts)
+        future = np.repeat(np.fromiter((c[2] for c in chunk), dtype=np.float64, count=len(chunk)), counts)
+        index = np.fromiter((c[3] for c in chunk), dtype=np.int64, count=len(chunk))
+        self._make_room(int(index.max()))
+        frame_bins = index // self.bin_width
+        b0 = int(frame_bins.min())
+        nb = int(frame_bins.max()) - b0 + 1
+        hw = self.H * self.W
+        area = (mvs[:, 1] * mvs[:, 2]).astype(np.float64)
+        weight = np.where(mvs[:, 0] < 0, past, future) / mvs[:, 9] * area  # area-weighted
+        cell = self._row_of[np.clip(mvs[:, 6], 0, self._ymax)] + self._col_of[np.clip(mvs[:, 5], 0, self._xmax)]
+        flat = np.repeat(frame_bins - b0, counts) * hw + cell
+        size = nb * hw
+        self.sums[b0:b0 + nb, 0] += np.bincount(flat, weights=weight * mvs[:, 7], minlength=size).reshape(nb, hw) \
+            * self._sx
+        self.sums[b0:b0 + nb, 1] += np.bincount(flat, weights=weight * mvs[:, 8], minlength=size).reshape(nb, hw) \
+            * self._sy
+        self.areas[b0:b0 + nb] += np.bincount(flat, weights=area, minlength=size).reshape(nb, hw)
+        self.counts[b0:b0 + nb] += np.bincount(frame_bins - b0, minlength=nb)
+        self.n_mv_frames += len(chunk)
+
+    def _make_room(self, index: int) -> None:
         while index // self.bin_width >= self.max_bins:
             # Halve the temporal resolution: merge bin pairs in place.
             half = self.max_bins // 2
@@ -112,10 +133,10 @@ class MotionAccumulator:
                 arr[:half] = merged
                 arr[half:] = 0
             self.bin_width *= 2
-        return index // self.bin_width
 
     def finish(self) -> MotionTensor:
         self._flush_b(next_anchor=None)
+        self._flush_chunk()
         n = self.n_frames
         out_sum = np.zeros((self.T, 2, self.H * self.W), dtype=np.float64)
         out_area = np.zeros((self.T, self.H * self.W), dtype=np.float64)

