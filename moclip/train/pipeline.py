@@ -43,7 +43,8 @@ class TrainConfig:
     mvnet: str = "mvnet-small"  # a name in moclip/model_configs or a JSON path
     mv_epochs: int = 40
     head_epochs: int = 100
-    batch_size: int = 64
+    batch_size: int = 64  # MV net
+    head_batch_size: int = 512  # fusion head and linear probe (frozen features: big batches are cheap)
     mv_lr: float = 2e-3
     head_lr: float = 1e-3
     weight_decay: float = 0.05
@@ -178,7 +179,7 @@ def train(url: str, out: str | Path, cfg: TrainConfig | None = None,
     head = FusionHead(mvf.shape[1], p.clip.shape[1], len(p.classes), cfg.hidden, cfg.dropout,
                       cfg.stream_dropout).to(device)
     set_standardisation(head, fused[torch.from_numpy(s.train).to(device)])
-    fit_head = FitConfig(epochs=cfg.head_epochs, batch_size=cfg.batch_size, lr=cfg.head_lr,
+    fit_head = FitConfig(epochs=cfg.head_epochs, batch_size=cfg.head_batch_size, lr=cfg.head_lr,
                          weight_decay=cfg.weight_decay, patience=cfg.patience, seed=cfg.seed)
     h_fusion = fit(head, _feature_batches(fused, p.y), s.train, s.val, fit_head)
     times["fusion_head"] = time.perf_counter() - t

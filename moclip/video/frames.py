@@ -13,6 +13,21 @@ MV_COLUMNS = (
 EMPTY_MVS = np.zeros((0, len(MV_COLUMNS)), dtype=np.int32)
 
 
+def mv_column(mvs: np.ndarray, name: str) -> np.ndarray:
+    """One MV column by name, from an (N, 10) array or from FFmpeg's structured record array."""
+    return mvs[name] if mvs.dtype.names else mvs[:, MV_COLUMNS.index(name)]
+
+
+def mv_columns(mvs: np.ndarray) -> np.ndarray:
+    """MVs as an (N, 10) int32 array in MV_COLUMNS order (mv-extractor's layout)."""
+    if not mvs.dtype.names:
+        return mvs
+    out = np.empty((mvs.shape[0], len(MV_COLUMNS)), dtype=np.int32)
+    for i, name in enumerate(MV_COLUMNS):
+        out[:, i] = mvs[name]
+    return out
+
+
 class DecodeError(RuntimeError):
     """A video could not be decoded; the message says why in words a user understands."""
 
@@ -41,7 +56,7 @@ MV_CODECS = frozenset({"h264", "mpeg4", "mpeg2video", "mpeg1video", "h263", "h26
 class DecodedFrame:
     index: int  # display-order index, 0-based
     pict_type: str  # "I", "P", "B", ...
-    mvs: np.ndarray  # (N, 10) int32 in MV_COLUMNS order; empty for intra frames
+    mvs: np.ndarray  # (N, 10) int32 in MV_COLUMNS order, or FFmpeg's record array (see mv_columns); may be empty
     rgb: np.ndarray | None = field(default=None)  # uint8 HxWx3 when requested
 
 

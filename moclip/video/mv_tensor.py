@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from moclip.video.frames import DecodedFrame
+from moclip.video.frames import DecodedFrame, mv_column
 
 
 @dataclass
@@ -38,7 +38,7 @@ class MotionTensor:
 def frame_is_usable(pict_type: str, mvs: np.ndarray) -> bool:
     if pict_type == "I" or mvs.shape[0] == 0:
         return False
-    if pict_type == "B" and not (mvs[:, 7].any() or mvs[:, 8].any()):
+    if pict_type == "B" and not (mv_column(mvs, "motion_x").any() or mv_column(mvs, "motion_y").any()):
         return False
     return True
 
@@ -111,15 +111,18 @@ class MotionAccumulator:
         b0 = int(frame_bins.min())
         nb = int(frame_bins.max()) - b0 + 1
         hw = self.H * self.W
-        area = (mvs[:, 1] * mvs[:, 2]).astype(np.float64)
-        weight = np.where(mvs[:, 0] < 0, past, future) / mvs[:, 9] * area  # area-weighted
-        cell = self._row_of[np.clip(mvs[:, 6], 0, self._ymax)] + self._col_of[np.clip(mvs[:, 5], 0, self._xmax)]
+        col = {n: mv_column(mvs, n) for n in ("source", "w", "h", "dst_x", "dst_y", "motion_x", "motion_y",
+                                                  "motion_scale")}
+        area = col["w"].astype(np.float64) * col["h"]
+        weight = np.where(col["source"] < 0, past, future) / col["motion_scale"] * area  # area-weighted
+        cell = (self._row_of[np.clip(col["dst_y"], 0, self._ymax)]
+                + self._col_of[np.clip(col["dst_x"], 0, self._xmax)])
         flat = np.repeat(frame_bins - b0, counts) * hw + cell
         size = nb * hw
-        self.sums[b0:b0 + nb, 0] += np.bincount(flat, weights=weight * mvs[:, 7], minlength=size).reshape(nb, hw) \
-            * self._sx
-        self.sums[b0:b0 + nb, 1] += np.bincount(flat, weights=weight * mvs[:, 8], minlength=size).reshape(nb, hw) \
-            * self._sy
+        vx = np.bincount(flat, weights=weight * col["motion_x"], minlength=size)
+        vy = np.bincount(flat, weights=weight * col["motion_y"], minlength=size)
+        self.sums[b0:b0 + nb, 0] += vx.reshape(nb, hw) * self._sx
+        self.sums[b0:b0 + nb, 1] += vy.reshape(nb, hw) * self._sy
         self.areas[b0:b0 + nb] += np.bincount(flat, weights=area, minlength=size).reshape(nb, hw)
         self.counts[b0:b0 + nb] += np.bincount(frame_bins - b0, minlength=nb)
         self.n_mv_frames += len(chunk)

@@ -20,7 +20,6 @@ av.logging.set_level(av.logging.PANIC)  # FFmpeg chatter ("packed B-frames" ...)
 # FFmpeg's AVPictureType; PyAV returns either this int or an enum whose name is the letter.
 _PICT_TYPES = {0: "?", 1: "I", 2: "P", 3: "B", 4: "S", 5: "SI", 6: "SP", 7: "BI"}
 
-_MV_FIELDS = ("source", "w", "h", "src_x", "src_y", "dst_x", "dst_y", "motion_x", "motion_y", "motion_scale")
 
 
 def open_video(path: str) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
@@ -70,17 +69,15 @@ def _pict_letter(pict_type: object) -> str:
 
 
 def mv_array(frame: av.VideoFrame) -> np.ndarray:
-    """The frame's exported MVs as an (N, 10) int32 array in mv-extractor's column order."""
+    """The frame's exported MVs as FFmpeg's record array (fields source, w, h, ..., motion_scale).
+
+    Kept as is (no per-frame copy into columns); ``frames.mv_columns`` gives mv-extractor's (N, 10) layout.
+    """
     sd = frame.side_data.get("MOTION_VECTORS")
     if sd is None:
         return EMPTY_MVS
-    rec = sd.to_ndarray()
-    if rec.size == 0:
-        return EMPTY_MVS
-    out = np.empty((rec.shape[0], len(_MV_FIELDS)), dtype=np.int32)
-    for i, name in enumerate(_MV_FIELDS):
-        out[:, i] = rec[name]
-    return out
+    rec = sd.to_ndarray()  # a view into the frame's side data: copy, or buffered MVs would pin whole frames
+    return rec.copy() if rec.size else EMPTY_MVS
 
 
 def iter_frames(
