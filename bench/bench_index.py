@@ -27,6 +27,8 @@ from moclip.corpus import load_unlabeled
 from moclip.video import extract_video
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from common import write_table  # noqa: E402
 
 
 def raw_mvextractor(files: list[str]) -> int:
@@ -150,10 +152,7 @@ def main() -> int:
     for name, files in corpora.items():
         lines.append(f"| {name} " + bench_storage(files, str(Path(tmp) / name.replace(' ', '_'))))
         print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
+    write_table(lines, args.out)
     return 0
 
 

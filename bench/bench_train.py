@@ -23,6 +23,8 @@ from moclip.train.loop import FitConfig, fit
 from moclip.train.pipeline import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from common import write_table  # noqa: E402
 
 
 def batches(x: torch.Tensor, y: torch.Tensor):
@@ -83,10 +85,7 @@ def main() -> int:
         lines.append(f"| MV net {name} ({params:,} params), one epoch, 1,000 videos, batch 64, with augmentation "
                      f"| 8 x 2 x 15 x 20 | **{secs:.1f} s** per epoch per 1,000 videos | minutes for UCF101 |")
         print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
+    write_table(lines, args.out)
     return 0
 
 
