@@ -7,7 +7,9 @@ from pathlib import Path
 
 import torch
 
-from moclip.models.mvnet import MVNet
+from moclip.models.mvnet import MVNet, MVNet21D
+
+ARCHITECTURES = {"2d": MVNet, "r2plus1d": MVNet21D}
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "model_configs"
 
@@ -26,15 +28,19 @@ def mvnet_config(name_or_path: str) -> dict:
     return json.loads(path.read_text())
 
 
-def create_mvnet(config: dict, num_classes: int) -> MVNet:
-    return MVNet(num_classes=num_classes, **{k: v for k, v in config.items() if k != "description"})
+def create_mvnet(config: dict, num_classes: int) -> MVNet | MVNet21D:
+    kind = config.get("type", "2d")
+    if kind not in ARCHITECTURES:
+        raise ValueError(f"unknown MV-net type {kind!r}: use one of {', '.join(ARCHITECTURES)}")
+    kwargs = {k: v for k, v in config.items() if k not in ("description", "type")}
+    return ARCHITECTURES[kind](num_classes=num_classes, **kwargs)
 
 
 def count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def flops_per_video(model: MVNet, mv_shape: tuple[int, ...]) -> int:
+def flops_per_video(model: MVNet | MVNet21D, mv_shape: tuple[int, ...]) -> int:
     """FLOPs of one forward pass on one video (torch's FLOP counter: 2 x multiply-accumulates)."""
     from torch.utils.flop_counter import FlopCounterMode
 

@@ -49,3 +49,46 @@ class MVNet(nn.Module):
 
     def forward(self, mv: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         return self.classifier(self.dropout(self.features(mv, valid)))
+
+
+def conv21d(cin: int, cout: int) -> nn.Sequential:
+    """(2+1)D convolution: a 3x3 spatial conv, then a 3-tap temporal conv, each with BatchNorm + ReLU."""
+    mid = max(cin, cout)
+    return nn.Sequential(
+        nn.Conv3d(cin, mid, (1, 3, 3), padding=(0, 1, 1), bias=False), nn.BatchNorm3d(mid), nn.ReLU(inplace=True),
+        nn.Conv3d(mid, cout, (3, 1, 1), padding=(1, 0, 0), bias=False), nn.BatchNorm3d(cout), nn.ReLU(inplace=True))
+
+
+class MVNet21D(nn.Module):
+    """A tiny (2+1)D network over the whole [2, T, H, W] motion volume; masked mean over segments at the end."""
+
+    def __init__(self, num_classes: int, in_channels: int = 2, stages: list[list[int]] | None = None,
+                 feature_dim: int = 256, dropout: float = 0.3, **_: object):
+        super().__init__()
+        stages = stages or [[32, 1], [64, 1], [128, 1]]
+        layers: list[nn.Module] = []
+        cin = in_channels
+        for i, (cout, n_convs) in enumerate(stages):
+            for _ in range(n_convs):
+                layers.append(conv21d(cin, cout))
+                cin = cout
+            if i < len(stages) - 1:
+                layers.append(nn.MaxPool3d((1, 2, 2), ceil_mode=True))
+        self.body = nn.Sequential(*layers)
+        self.project = nn.Sequential(nn.Linear(cin, feature_dim), nn.ReLU(inplace=True))
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(feature_dim, num_classes)
+        self.feature_dim = feature_dim
+
+    def features(self, mv: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.body(mv.transpose(1, 2)).mean(dim=(3, 4)).transpose(1, 2)  # [B, T, C]
+        if valid is None:
+            pooled = x.mean(1)
+        else:
+            w = (valid > 0).to(x.dtype)
+            w = torch.where(w.sum(1, keepdim=True) > 0, w, torch.ones_like(w))
+            pooled = (x * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True)
+        return self.project(pooled)
+
+    def forward(self, mv: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        return self.classifier(self.dropout(self.features(mv, valid)))
