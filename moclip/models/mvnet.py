@@ -13,19 +13,34 @@ def conv_bn(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
+def build_stages(stages: list[list[int]], in_channels: int, conv, pool) -> tuple[list[nn.Module], int]:
+    """Conv blocks ``conv(cin, cout)`` per stage ([channels, n_convs]), a ``pool()`` between stages."""
+    layers: list[nn.Module] = []
+    cin = in_channels
+    for i, (cout, n_convs) in enumerate(stages):
+        for _ in range(n_convs):
+            layers.append(conv(cin, cout))
+            cin = cout
+        if i < len(stages) - 1:
+            layers.append(pool())
+    return layers, cin
+
+
+def masked_mean(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Mean over segments [B, T, C] -> [B, C], leaving out segments with no usable MV frames."""
+    if valid is None:
+        return x.mean(1)
+    w = (valid > 0).to(x.dtype)
+    w = torch.where(w.sum(1, keepdim=True) > 0, w, torch.ones_like(w))  # no usable segment: plain mean
+    return (x * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True)
+
+
 class MVNet(nn.Module):
     def __init__(self, num_classes: int, in_channels: int = 2, stages: list[list[int]] | None = None,
                  temporal_kernel: int = 3, feature_dim: int = 256, dropout: float = 0.3, **_: object):
         super().__init__()
-        stages = stages or [[32, 2], [64, 2], [128, 1]]
-        layers: list[nn.Module] = []
-        cin = in_channels
-        for i, (cout, n_convs) in enumerate(stages):
-            for _ in range(n_convs):
-                layers.append(conv_bn(cin, cout))
-                cin = cout
-            if i < len(stages) - 1:
-                layers.append(nn.MaxPool2d(2, ceil_mode=True))
+        layers, cin = build_stages(stages or [[32, 2], [64, 2], [128, 1]], in_channels, conv_bn,
+                                   lambda: nn.MaxPool2d(2, ceil_mode=True))
         self.spatial = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.temporal = nn.Sequential(
             nn.Conv1d(cin, cin, temporal_kernel, padding=temporal_kernel // 2), nn.ReLU(inplace=True))
@@ -39,13 +54,7 @@ class MVNet(nn.Module):
         b, t = mv.shape[:2]
         x = self.spatial(mv.flatten(0, 1)).view(b, t, -1)  # [B, T, C]
         x = self.temporal(x.transpose(1, 2)).transpose(1, 2)  # [B, T, C]
-        if valid is None:
-            pooled = x.mean(1)
-        else:
-            w = (valid > 0).to(x.dtype)
-            w = torch.where(w.sum(1, keepdim=True) > 0, w, torch.ones_like(w))  # no usable segment: plain mean
-            pooled = (x * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True)
-        return self.project(pooled)
+        return self.project(masked_mean(x, valid))
 
     def forward(self, mv: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         return self.classifier(self.dropout(self.features(mv, valid)))
@@ -65,15 +74,8 @@ class MVNet21D(nn.Module):
     def __init__(self, num_classes: int, in_channels: int = 2, stages: list[list[int]] | None = None,
                  feature_dim: int = 256, dropout: float = 0.3, **_: object):
         super().__init__()
-        stages = stages or [[32, 1], [64, 1], [128, 1]]
-        layers: list[nn.Module] = []
-        cin = in_channels
-        for i, (cout, n_convs) in enumerate(stages):
-            for _ in range(n_convs):
-                layers.append(conv21d(cin, cout))
-                cin = cout
-            if i < len(stages) - 1:
-                layers.append(nn.MaxPool3d((1, 2, 2), ceil_mode=True))
+        layers, cin = build_stages(stages or [[32, 1], [64, 1], [128, 1]], in_channels, conv21d,
+                                   lambda: nn.MaxPool3d((1, 2, 2), ceil_mode=True))
         self.body = nn.Sequential(*layers)
         self.project = nn.Sequential(nn.Linear(cin, feature_dim), nn.ReLU(inplace=True))
         self.dropout = nn.Dropout(dropout)
@@ -82,13 +84,7 @@ class MVNet21D(nn.Module):
 
     def features(self, mv: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         x = self.body(mv.transpose(1, 2)).mean(dim=(3, 4)).transpose(1, 2)  # [B, T, C]
-        if valid is None:
-            pooled = x.mean(1)
-        else:
-            w = (valid > 0).to(x.dtype)
-            w = torch.where(w.sum(1, keepdim=True) > 0, w, torch.ones_like(w))
-            pooled = (x * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True)
-        return self.project(pooled)
+        return self.project(masked_mean(x, valid))
 
     def forward(self, mv: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         return self.classifier(self.dropout(self.features(mv, valid)))

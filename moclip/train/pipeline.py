@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 from collections.abc import Callable
@@ -179,7 +180,9 @@ def train(url: str, out: str | Path, cfg: TrainConfig | None = None,
     head = FusionHead(mvf.shape[1], p.clip.shape[1], len(p.classes), cfg.hidden, cfg.dropout,
                       cfg.stream_dropout).to(device)
     set_standardisation(head, fused[torch.from_numpy(s.train).to(device)])
-    fit_head = FitConfig(epochs=cfg.head_epochs, batch_size=cfg.head_batch_size, lr=cfg.head_lr,
+    # big batches are cheap on frozen features, but a small dataset still gets >= 8 steps per epoch
+    head_batch = max(16, min(cfg.head_batch_size, math.ceil(len(s.train) / 8)))
+    fit_head = FitConfig(epochs=cfg.head_epochs, batch_size=head_batch, lr=cfg.head_lr,
                          weight_decay=cfg.weight_decay, patience=cfg.patience, seed=cfg.seed)
     h_fusion = fit(head, _feature_batches(fused, p.y), s.train, s.val, fit_head)
     times["fusion_head"] = time.perf_counter() - t
