@@ -144,6 +144,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_label(args: argparse.Namespace) -> int:
+    from flows.runtime import prefect_api
+    from moclip.params import LabelParams
+
+    extra = [c.strip() for c in (args.extra_classes or "").split(",") if c.strip()]
+    params = LabelParams(corpus=args.path, model=args.model, out=args.out, layout=args.layout,
+                         manifest=args.manifest, top_k=args.top_k, extra_classes=extra, shard_size=args.shard_size,
+                         workers=args.workers, dask_address=args.dask_address, device=args.device)
+    with prefect_api(preload=("flows.label_flow",)):
+        from flows.label_flow import label_archive
+
+        out = label_archive(params)
+    top = ", ".join(f"{k} {v}" for k, v in list(out["top1_counts"].items())[:10])
+    print(f"{out['n_labelled']} videos labelled ({out['n_failed']} failed to index): {top}")
+    print(f"predictions: {out['predictions']} and {out['csv']}")
+    return 0
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     params = _index_params(args, args.path, args.out, args.clip_weights)
     summary = _run_index(params)
@@ -212,6 +230,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", required=True, help="report folder (report.md, report.html, plots/)")
     ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ev.set_defaults(func=cmd_evaluate)
+
+    lb = sub.add_parser("label", help="label an archive with a trained model (indexes it first, incrementally)")
+    lb.add_argument("path", help="archive folder")
+    lb.add_argument("--model", required=True, help="model bundle folder")
+    lb.add_argument("--out", required=True, help="output folder: predictions.parquet, predictions.csv, features/")
+    lb.add_argument("--top-k", type=int, default=5)
+    lb.add_argument("--extra-classes", help='comma-separated class names scored zero-shot by CLIP, e.g. "a,b,c"')
+    lb.add_argument("--layout", default="unlabeled", choices=["unlabeled", "manifest", "folder"])
+    lb.add_argument("--manifest", help="CSV manifest (layout=manifest)")
+    lb.add_argument("--workers", type=int)
+    lb.add_argument("--dask-address")
+    lb.add_argument("--shard-size", type=int, default=16)
+    lb.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    lb.set_defaults(func=cmd_label)
 
     demo = sub.add_parser("demo", help="generate the synthetic demo corpus and run the whole job on it")
     demo.add_argument("--out", required=True, help="output folder: corpus/, dataset/, model/, report.html, report.md")

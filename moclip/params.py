@@ -87,3 +87,35 @@ class TrainParams(BaseModel):
         return TrainConfig(mvnet=self.mvnet, mv_epochs=self.mv_epochs, head_epochs=self.head_epochs,
                            batch_size=self.batch_size, patience=self.patience, flip=self.flip,
                            val_fraction=self.val_fraction, seed=self.seed, device=self.device, prompts=self.prompts)
+
+
+class LabelParams(BaseModel):
+    """Label an archive with a trained bundle. Unknown names, wrong types and out-of-range values are rejected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    corpus: str = Field(description="archive folder (videos found recursively) or manifest root")
+    model: str = Field(description="trained-model bundle folder")
+    out: str = Field(description="output folder or fsspec URL: predictions.parquet, predictions.csv")
+    features_out: str | None = Field(None, description="where the archive's features go (default: OUT/features)")
+    layout: Literal["unlabeled", "manifest", "folder"] = "unlabeled"
+    manifest: str | None = None
+    top_k: int = Field(5, ge=1, le=1000)
+    extra_classes: list[str] = Field(default_factory=list, description="class names scored zero-shot by CLIP")
+    shard_size: int = Field(16, ge=1, le=10_000)
+    workers: int | None = Field(None, ge=1, le=1024)
+    dask_address: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    storage_options: dict = Field(default_factory=dict)
+
+    def index_params(self, settings: dict) -> IndexParams:
+        """Index the archive with exactly the feature settings the model was trained on."""
+        mv, clip = settings["mv"], settings["clip"]
+        return IndexParams(
+            corpus=self.corpus, out=self.features_out or f"{self.out.rstrip('/')}/features", layout=self.layout,
+            manifest=self.manifest, segments=mv["segments"], grid=tuple(mv["grid"]), mv_backend=mv["backend"],
+            max_frames=mv.get("max_frames", 54_000), clip_model=clip["model"], clip_weights=clip["weights"],
+            clip_frames=clip["frames"], clip_precision=clip["precision"], shard_size=self.shard_size,
+            workers=self.workers, dask_address=self.dask_address, device=self.device,
+            storage_options=self.storage_options,
+        )
