@@ -24,6 +24,13 @@ from moclip.workers.shard_worker import ShardResult
 from tasks.index_tasks import commit, index_shard_task, list_corpus, plan
 
 
+def _for_manifest(summary: dict, cap: int = 200) -> dict:
+    """The run summary as kept in the manifest's run history: counts, and at most ``cap`` ids per change list."""
+    out = {k: v for k, v in summary.items() if k not in ("failures", "changes")}
+    out["changes"] = {k: v[:cap] for k, v in summary["changes"].items()}
+    return out
+
+
 @flow(name="extract-features")
 def extract_features(
     shards: list[Shard], settings: FeatureSettings, run: RunConfig, out: str, settings_hash: str,
@@ -76,7 +83,7 @@ def index_corpus(params: IndexParams) -> dict:
     summary = summarize(len(videos), the_plan, results, crashed, time.perf_counter() - t0, params.out,
                         settings_hash, weights.weights_id, weights.kind == "none")
     write_manifest(Store(params.out, params.storage_options), settings, settings_hash, weights.weights_id,
-                   weights.kind == "none", {k: v for k, v in summary.items() if k != "failures"},
+                   weights.kind == "none", _for_manifest(summary),
                    corpus={"root": params.corpus, "layout": params.layout, "split": params.split,
                            "split_dir": params.split_dir, "manifest": params.manifest})
     create_markdown_artifact(to_markdown(summary), key="index-summary", description=one_line(summary))

@@ -30,6 +30,11 @@ def summarize(
         "frames_decoded": sum(r.frames_decoded for r in results),
         "images_embedded": sum(r.images_embedded for r in results),
         "workers": sorted({r.worker for r in results}),
+        "changes": {
+            "new": sorted(v["video_id"] for v in plan.to_index if v["video_id"] not in set(plan.reindexed)),
+            "reindexed": sorted(plan.reindexed),
+            "deleted": sorted(plan.deleted),
+        },
         "worker_seconds": {k: round(v, 3) for k, v in secs.items()},
         "wall_seconds": round(wall_s, 3),
         "settings_hash": settings_hash,
@@ -60,6 +65,13 @@ def to_markdown(s: dict, max_failures: int = 50) -> str:
         f"{s['bytes_written'] / 1e6:.2f} MB written · wall {s['wall_seconds']:.1f} s · worker seconds "
         + ", ".join(f"{k} {v:.1f}" for k, v in s["worker_seconds"].items()),
     ]
+    for kind, title in (("new", "New videos"), ("reindexed", "Changed videos (re-indexed)"),
+                        ("deleted", "Deleted videos (marked deleted)")):
+        ids = s.get("changes", {}).get(kind, [])
+        if ids:
+            lines += ["", f"## {title}: {len(ids)}", ""] + [f"- `{v}`" for v in ids[:max_failures]]
+            if len(ids) > max_failures:
+                lines.append(f"- … {len(ids) - max_failures} more")
     if s["failures"]:
         lines += ["", "## Failed videos", "", "| video | reason |", "|---|---|"]
         for f in s["failures"][:max_failures]:
