@@ -25,6 +25,16 @@ def _grid(text: str) -> tuple[int, int]:
     return h, w
 
 
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {e}") from e
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
+
+
 def _add_index_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("corpus")
     g.add_argument("--layout", default="folder", choices=["folder", "ucf101", "hmdb51", "manifest", "unlabeled"],
@@ -52,6 +62,8 @@ def _add_index_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=64, help="CLIP images per forward pass")
     g.add_argument("--decode-timeout", type=float, default=600.0, help="seconds allowed per video")
     g.add_argument("--retry-failed", action="store_true", help="decode again videos that failed before")
+    g.add_argument("--storage-options", type=_json_object, default={},
+                   help='fsspec options for --out as JSON, e.g. \'{"client_kwargs": {"endpoint_url": "http://..."}}\'')
 
 
 def _index_params(args: argparse.Namespace, corpus: str, out: str, clip_weights: str) -> IndexParams:
@@ -62,7 +74,7 @@ def _index_params(args: argparse.Namespace, corpus: str, out: str, clip_weights:
         clip_weights=clip_weights, clip_frames=args.frames, clip_precision=args.precision,
         clip_batch_size=args.batch_size, shard_size=args.shard_size, workers=args.workers,
         dask_address=args.dask_address, device=args.device, decode_timeout_s=args.decode_timeout,
-        retry_failed=args.retry_failed,
+        retry_failed=args.retry_failed, storage_options=args.storage_options,
     )
 
 
