@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,14 +14,11 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-from test_scale_out import free_port
+from datasets import index_in_process, motion_corpus
+from test_scale_out import free_port, stop
 from video_factory import make_video
 
-from moclip.config import ClipConfig, FeatureSettings, RunConfig
-from moclip.corpus import load_folder
-from moclip.dataset import Store, plan_index, write_manifest
 from moclip.train.pipeline import TrainConfig, train
-from moclip.workers.shard_worker import index_shard
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -30,17 +26,9 @@ PREFECT = str(Path(sys.executable).parent / "prefect")
 
 
 def bundle(tmp: Path) -> Path:
-    root = tmp / "train"
-    for name, dx in (("right", 3), ("left", -3)):
-        for i in range(6):
-            make_video(root / name / f"{name}{i}.mp4", dx=dx * (0.7 + 0.1 * i), n_frames=16, seed=i + (dx > 0) * 10)
-    settings = FeatureSettings(clip=ClipConfig(weights="none", frames=2))
-    h = settings.settings_hash("random-init")
-    ds = tmp / "ds"
-    index_shard(plan_index(load_folder(root), Store(str(ds)), h).to_index, settings, str(ds), "part-d.parquet",
-                RunConfig(), h)
-    write_manifest(Store(str(ds)), settings, h, "random-init", True, {})
-    train(str(ds), tmp / "model", TrainConfig(flip=False, mv_epochs=10, head_epochs=10), log=lambda m: None)
+    corpus = motion_corpus(tmp / "train", per_class=6, motions={"right": (3, 0), "left": (-3, 0)}, n_frames=16)
+    ds = index_in_process(corpus, tmp / "ds")
+    train(ds, tmp / "model", TrainConfig(flip=False, mv_epochs=10, head_epochs=10), log=lambda m: None)
     return tmp / "model"
 
 
@@ -107,9 +95,4 @@ def test_label_deployment_end_to_end(tmp_path):
         assert all(len(v) == 2 for v in preds["labels"]) and "zero_shot_labels" in preds
     finally:
         for proc in reversed(started):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
+            stop(proc)

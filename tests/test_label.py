@@ -4,35 +4,20 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from datasets import MOTIONS, index_in_process, motion_corpus
 from video_factory import make_video
 
-from moclip.config import ClipConfig, FeatureSettings, RunConfig
-from moclip.corpus import load_folder
-from moclip.dataset import Store, plan_index, write_manifest
 from moclip.train.pipeline import TrainConfig, train
-from moclip.workers.shard_worker import index_shard
 
 pytestmark = pytest.mark.slow
-MOTIONS = {"right": (3, 0), "left": (-3, 0), "up": (0, -3), "down": (0, 3)}
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train_corpus")
-    k = 0
-    for name, (dx, dy) in MOTIONS.items():
-        for i in range(8):
-            k += 1
-            make_video(root / name / f"{name}{i}.mp4", dx=dx * (0.7 + 0.1 * (i % 4)), dy=dy * (0.7 + 0.1 * (i % 4)),
-                       n_frames=20, seed=k)
-    ds = tmp_path_factory.mktemp("ds")
-    settings = FeatureSettings(clip=ClipConfig(weights="none", frames=2))
-    h = settings.settings_hash("random-init")
-    plan = plan_index(load_folder(root), Store(str(ds)), h)
-    index_shard(plan.to_index, settings, str(ds), "part-l-00000.parquet", RunConfig(), h)
-    write_manifest(Store(str(ds)), settings, h, "random-init", True, {})
+    corpus = motion_corpus(tmp_path_factory.mktemp("train_corpus"), per_class=8)
+    ds = index_in_process(corpus, tmp_path_factory.mktemp("ds"))
     model = tmp_path_factory.mktemp("model")
-    train(str(ds), model, TrainConfig(flip=False, mv_epochs=20, head_epochs=20, patience=30), log=lambda m: None)
+    train(ds, model, TrainConfig(flip=False, mv_epochs=20, head_epochs=20, patience=30), log=lambda m: None)
     return model
 
 

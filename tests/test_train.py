@@ -5,36 +5,18 @@ from __future__ import annotations
 import json
 
 import pytest
-from video_factory import make_video
+from datasets import index_in_process, motion_corpus
 
 from moclip.bundle import BundleError, load_bundle
-from moclip.config import ClipConfig, FeatureSettings, RunConfig
-from moclip.corpus import load_folder
-from moclip.dataset import Store, plan_index, write_manifest
 from moclip.train.pipeline import TrainConfig, evaluate, train
-from moclip.workers.shard_worker import index_shard
 
-MOTIONS = {"right": (3, 0), "left": (-3, 0), "up": (0, -3), "down": (0, 3)}
 FAST = TrainConfig(flip=False, mv_epochs=20, head_epochs=15, patience=30)
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    k = 0
-    for name, (dx, dy) in MOTIONS.items():
-        for i in range(10):
-            k += 1
-            speed = 0.6 + 0.1 * (i % 5)
-            make_video(root / name / f"{name}{i}.mp4", dx=dx * speed, dy=dy * speed, n_frames=20, seed=k,
-                       bframes=2 * (i % 2))
-    out = tmp_path_factory.mktemp("ds")
-    settings = FeatureSettings(clip=ClipConfig(weights="none", frames=2))
-    h = settings.settings_hash("random-init")
-    plan = plan_index(load_folder(root), Store(str(out)), h)
-    index_shard(plan.to_index, settings, str(out), "part-t-00000.parquet", RunConfig(), h)
-    write_manifest(Store(str(out)), settings, h, "random-init", True, {})
-    return str(out)
+    corpus = motion_corpus(tmp_path_factory.mktemp("corpus"), per_class=10, bframes=True)
+    return index_in_process(corpus, tmp_path_factory.mktemp("ds"))
 
 
 def test_train_is_seeded_and_evaluate_is_leak_free(dataset, tmp_path):
