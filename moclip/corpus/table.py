@@ -106,10 +106,27 @@ def scan_videos(root: str | os.PathLike[str]) -> list[str]:
     return sorted(found)
 
 
+def storable_text(text: str | None) -> str | None:
+    """A str that UTF-8 can store: file names that are not valid UTF-8 reach Python with lone surrogates
+    (``os.fsdecode``); their bytes are written as ``\\xNN`` escapes instead (readable, stable, unique)."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
 def make_table(rows: Iterable[Mapping[str, str | None]]) -> pd.DataFrame:
-    """Rows (dicts keyed by column name; missing keys are ``None``) -> a validated, sorted corpus table."""
+    """Rows (dicts keyed by column name; missing keys are ``None``) -> a validated, sorted corpus table.
+
+    ``video_id`` and ``label`` are made storable (see :func:`storable_text`); ``path`` stays the real OS path.
+    """
     records = sorted(
-        ({col: row.get(col) for col in TABLE_COLUMNS} for row in rows), key=lambda r: str(r["video_id"])
+        ({col: (storable_text(row.get(col)) if col in ("video_id", "label") else row.get(col))
+          for col in TABLE_COLUMNS} for row in rows),
+        key=lambda r: str(r["video_id"]),
     )
     data = {col: [r[col] for r in records] for col in TABLE_COLUMNS}
     df = pd.DataFrame(data, columns=list(TABLE_COLUMNS), dtype=object)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from moclip.corpus.table import storable_text
+
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 STATUS_DELETED = "deleted"
@@ -49,6 +51,10 @@ STATE_COLUMNS = [
 
 
 def rows_to_table(rows: list[dict]) -> pa.Table:
-    """Rows (dicts keyed by column name; missing keys are null) -> a table with the canonical schema."""
-    columns = {f.name: [r.get(f.name) for r in rows] for f in SCHEMA}
+    """Rows (dicts keyed by column name; missing keys are null) -> a table with the canonical schema.
+
+    Strings are made storable first: a path that is not valid UTF-8 is kept with ``\\xNN`` escapes.
+    """
+    columns = {f.name: [storable_text(r.get(f.name)) if pa.types.is_string(f.type) else r.get(f.name) for r in rows]
+               for f in SCHEMA}
     return pa.Table.from_pydict(columns, schema=SCHEMA)
