@@ -1,0 +1,58 @@
+"""kill -9 of a whole index run midway, then a rerun: the dataset equals one from an uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datasets import motion_corpus
+
+from moclip.dataset import load_features, read_manifest, read_metadata
+
+pytestmark = pytest.mark.slow
+MOCLIP = str(Path(sys.executable).parent / "moclip")
+
+
+def index_cmd(corpus: Path, out: Path) -> list[str]:
+    return [MOCLIP, "index", str(corpus), "--out", str(out), "--clip-weights", "none", "--frames", "2",
+            "--workers", "2", "--shard-size", "1", "--precision", "fp32"]
+
+
+def env() -> dict:
+    return {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_LOGGING_LEVEL")}
+
+
+def test_kill_9_then_rerun_equals_uninterrupted(tmp_path):
+    corpus = motion_corpus(tmp_path / "corpus", per_class=4, n_frames=30)  # 16 videos, 16 shards
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    assert subprocess.run(index_cmd(corpus, ref), env=env(), capture_output=True, timeout=600).returncode == 0
+
+    proc = subprocess.Popen(index_cmd(corpus, killed), env=env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while len(list(killed.glob("part-*.parquet"))) < 3:
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the CLI, its Prefect server, the Dask scheduler and workers
+    proc.wait(30)
+    partial = len(list(killed.glob("part-*.parquet")))
+    assert 3 <= partial < 16 and not (killed / "_manifest.json").exists()
+
+    r = subprocess.run(index_cmd(corpus, killed), env=env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"16 videos: {16 - partial} indexed, 0 failed, {partial} unchanged" in r.stdout  # resumed, not redone
+
+    a, b = read_metadata(str(ref)), read_metadata(str(killed))
+    assert list(a["video_id"]) == list(b["video_id"]) and b["video_id"].is_unique
+    assert list(a["status"]) == list(b["status"]) == ["ok"] * 16
+    fa, fb = load_features(str(ref)), load_features(str(killed))
+    assert np.array_equal(fa.mv, fb.mv) and np.array_equal(fa.clip, fb.clip)
+    assert not list(killed.glob(".tmp-*"))
+    assert read_manifest(str(killed))["shards"] == sorted(p.name for p in killed.glob("part-*.parquet"))
