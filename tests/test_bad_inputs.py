@@ -89,6 +89,7 @@ def test_every_file_gets_one_row(indexed):
     table, res, meta, out = indexed
     assert len(meta) == len(table) == res.n_ok + res.n_failed
     assert meta.index.is_unique
+    assert "dir_named.mp4" not in meta.index  # a directory is not a video
     pq.read_table(next(out.glob("part-*.parquet")))  # a valid Parquet file
 
 
