@@ -11,7 +11,7 @@ import av
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from video_factory import make_video, textured_background
+from video_factory import make_video, textured_background, write_frames
 
 from moclip.config import ClipConfig, FeatureSettings, RunConfig
 from moclip.corpus import load_unlabeled
@@ -30,14 +30,7 @@ def encode(path: Path, codec: str, n: int = 12, pix_fmt: str = "yuv420p", size=(
         s.codec_context.time_base = Fraction(1, 10)
         if options:
             s.options = {k: str(v) for k, v in options.items()}
-        for i in range(n):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(bg[i:i + size[1], 2 * i:2 * i + size[0]]),
-                                               format="rgb24")
-            frame.pts = i
-            for p in s.encode(frame):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
+        write_frames(out, s, (bg[i:i + size[1], 2 * i:2 * i + size[0]] for i in range(n)))
     return path
 
 

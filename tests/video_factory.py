@@ -17,6 +17,17 @@ def textured_background(height: int, width: int, seed: int = 0) -> np.ndarray:
     return (tex // 2 + noise).astype(np.uint8)
 
 
+def write_frames(out: av.container.OutputContainer, stream: av.video.stream.VideoStream, images) -> None:
+    """Encode RGB images (pts 0, 1, 2, ...) into ``stream`` and flush the encoder."""
+    for i, img in enumerate(images):
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+        frame.pts = i
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+
+
 def make_video(
     path: str | Path, *, codec: str = "libx264", bframes: int = 0, dx: float = 3.0, dy: float = 0.0,
     n_frames: int = 50, width: int = 320, height: int = 240, fps: int = 25, gop: int = 12, seed: int = 0,
@@ -40,15 +51,7 @@ def make_video(
         else:
             stream.options = {"bf": str(bframes), "threads": "1"}
             stream.bit_rate = 800_000
-        for i in range(n_frames):
-            # content moves by +dx: the crop window moves by -dx
-            x0 = margin - int(round(dx * i))
-            y0 = margin - int(round(dy * i))
-            img = big[y0:y0 + height, x0:x0 + width]
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+        # content moves by +dx: the crop window moves by -dx
+        write_frames(out, stream, (big[margin - round(dy * i):margin - round(dy * i) + height,
+                                       margin - round(dx * i):margin - round(dx * i) + width] for i in range(n_frames)))
     return path
