@@ -183,7 +183,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from moclip.clip import ClipWeightsError, resolve_weights
+    from moclip.clip import ClipWeightsError
     from moclip.demo import generate_demo_corpus
 
     out = Path(args.out)
@@ -196,8 +196,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             from moclip.clip import load_clip
             from moclip.config import ClipConfig
 
-            resolve_weights(args.clip_model, weights)
-            load_clip(ClipConfig(model=args.clip_model, weights=weights), device="cpu")
+            load_clip(ClipConfig(model=args.clip_model, weights=weights), device="cpu")  # resolves, then loads
         except ClipWeightsError as e:
             print(f"WARNING: {e}\nWARNING: the demo goes on with RANDOM CLIP weights (--clip-weights none); "
                   "its appearance features carry no pretrained knowledge.", file=sys.stderr)

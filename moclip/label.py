@@ -18,7 +18,7 @@ import torch
 from moclip import zeroshot
 from moclip.bundle import load_bundle
 from moclip.dataset import Store, load_features, read_manifest
-from moclip.train.pipeline import load_clip_model, mv_features, pick_device, rebuild
+from moclip.train.pipeline import fused_features, load_clip_model, pick_device, rebuild
 
 PREDICTIONS = "predictions.parquet"
 PREDICTIONS_CSV = "predictions.csv"
@@ -55,7 +55,7 @@ def predict(dataset: str, model: str | Path, top_k: int = 5, extra_classes: list
     valid = torch.from_numpy(fs.mv_valid).to(dev)
     clip = torch.from_numpy(zeroshot.video_embedding(fs.clip)).float().to(dev)
     with torch.no_grad():
-        logits = head(torch.cat([mv_features(net, mv, valid), clip], dim=1)).float()
+        logits = head(fused_features(net, mv, valid, clip)).float()
     probs = torch.softmax(logits, dim=1).cpu().numpy()
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     out = pd.DataFrame({

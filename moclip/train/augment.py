@@ -25,7 +25,11 @@ def temporal_jitter(mv: torch.Tensor, valid: torch.Tensor, gen: torch.Generator,
     return mv[rows, idx], valid[rows, idx]
 
 
-def augment(mv: torch.Tensor, valid: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def augment(mv: torch.Tensor, valid: torch.Tensor, gen: torch.Generator,
+            flip: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Temporal jitter, then (with ``flip``) a horizontal flip of a random half of the batch."""
     mv, valid = temporal_jitter(mv, valid, gen)
-    flip = torch.rand(mv.shape[0], generator=gen) < 0.5
-    return hflip(mv, flip), valid
+    if not flip:
+        return mv, valid
+    flipped = torch.rand(mv.shape[0], generator=gen) < 0.5
+    return hflip(mv, flipped), valid

@@ -61,6 +61,7 @@ def fit(model: nn.Module, batch: BatchFn, train_idx: np.ndarray, val_idx: np.nda
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     hist, best_state, bad, best_loss = History(), copy.deepcopy(model.state_dict()), 0, float("inf")
+    y_val = batch(val_idx, False)[1].cpu().numpy() if len(val_idx) else np.zeros(0, np.int64)
     for epoch in range(cfg.epochs):
         model.train()
         order = gen.permutation(train_idx)
@@ -77,7 +78,6 @@ def fit(model: nn.Module, batch: BatchFn, train_idx: np.ndarray, val_idx: np.nda
             sched.step()
             losses.append(loss.item())
         val_scores = predict(model, batch, val_idx)
-        y_val = batch(val_idx, False)[1].cpu().numpy() if len(val_idx) else np.zeros(0, np.int64)
         val_top1 = float((val_scores.argmax(1) == y_val).mean()) if len(val_idx) else float("nan")
         val_loss = float(loss_fn(torch.from_numpy(val_scores), torch.from_numpy(y_val))) if len(val_idx) else 0.0
         hist.train_loss.append(float(np.mean(losses)) if losses else float("nan"))

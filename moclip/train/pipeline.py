@@ -32,7 +32,7 @@ from moclip.models import (
 )
 from moclip.train import metrics
 from moclip.train.augment import augment
-from moclip.train.loop import FitConfig, History, fit, predict
+from moclip.train.loop import FitConfig, fit, predict
 from moclip.train.splits import Splits, make_splits
 
 PAPER = {"source": "MoCLIP-Lite (arXiv 2509.17084), UCF101 split 1, top-1",
@@ -106,17 +106,11 @@ def _mv_batches(p: Prepared, flip: bool, seed: int) -> Callable:
         i = torch.from_numpy(idx).to(p.mv.device)
         mv, valid = p.mv[i], p.valid[i]
         if train:
-            mv_c, valid_c = augment(mv.cpu(), valid.cpu(), gen) if flip else _jitter_only(mv.cpu(), valid.cpu(), gen)
+            mv_c, valid_c = augment(mv.cpu(), valid.cpu(), gen, flip)
             mv, valid = mv_c.to(p.mv.device), valid_c.to(p.mv.device)
         return (mv, valid), y[i]
 
     return batch
-
-
-def _jitter_only(mv, valid, gen):
-    from moclip.train.augment import temporal_jitter
-
-    return temporal_jitter(mv, valid, gen)
 
 
 def _feature_batches(x: torch.Tensor, y_np: np.ndarray) -> Callable:
@@ -133,6 +127,11 @@ def _feature_batches(x: torch.Tensor, y_np: np.ndarray) -> Callable:
 def mv_features(net: torch.nn.Module, mv: torch.Tensor, valid: torch.Tensor, batch: int = 512) -> torch.Tensor:
     net.eval()
     return torch.cat([net.features(mv[i:i + batch], valid[i:i + batch]) for i in range(0, len(mv), batch)])
+
+
+def fused_features(net: torch.nn.Module, mv: torch.Tensor, valid: torch.Tensor, clip: torch.Tensor) -> torch.Tensor:
+    """What the fusion head sees: [frozen MV-net features || CLIP video embedding]."""
+    return torch.cat([mv_features(net, mv, valid), clip], dim=1)
 
 
 def load_clip_model(manifest: dict, device: torch.device):
@@ -174,10 +173,9 @@ def train(url: str, out: str | Path, cfg: TrainConfig | None = None,
     times["mv_net"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    mvf = mv_features(net, p.mv, p.valid)
-    fused = torch.cat([mvf, p.clip], dim=1)
+    fused = fused_features(net, p.mv, p.valid, p.clip)
     torch.manual_seed(cfg.seed)
-    head = FusionHead(mvf.shape[1], p.clip.shape[1], len(p.classes), cfg.hidden, cfg.dropout,
+    head = FusionHead(net.feature_dim, p.clip.shape[1], len(p.classes), cfg.hidden, cfg.dropout,
                       cfg.stream_dropout).to(device)
     set_standardisation(head, fused[torch.from_numpy(s.train).to(device)])
     # big batches are cheap on frozen features, but a small dataset still gets >= 8 steps per epoch
@@ -216,7 +214,8 @@ def train(url: str, out: str | Path, cfg: TrainConfig | None = None,
         "splits": {"train": p.fs.meta["video_id"].iloc[s.train].tolist(),
                    "val": p.fs.meta["video_id"].iloc[s.val].tolist()},
         "curves": {"mv_net": h_mv.to_dict(), "fusion": h_fusion.to_dict(), "clip_linear_probe": h_probe.to_dict()},
-        "val": _val_metrics(p, net.to(device), head, probe, text, fused, h_mv, h_fusion, h_probe),
+        "val": {k: metrics.summary(v, p.y[s.val]) for k, v in method_scores(
+            p, s.val, net.to(device), head, probe, text, fused).items() if k != "zero_shot_single"},
         "time_per_stage_s": {k: round(v, 2) for k, v in times.items()},
         "device": str(device),
         "versions": versions(),
@@ -238,16 +237,16 @@ def split_name(manifest: dict, url: str) -> str:
     return f"{layout} corpus at {corpus.get('root')}" if layout else url
 
 
-def _val_metrics(p: Prepared, net, head, probe, text, fused, h_mv: History, h_fusion: History,
-                 h_probe: History) -> dict:
-    v = p.splits.val
-    y = p.y[v]
-    mv_scores = predict(net, _mv_batches(p, False, 0), v)
+def method_scores(p: Prepared, idx: np.ndarray, net, head, probe, text: np.ndarray,
+                  fused: torch.Tensor) -> dict[str, np.ndarray]:
+    """Class scores [len(idx), C] of every method on the rows ``idx``."""
+    rows = torch.from_numpy(idx).to(p.clip.device)
     return {
-        "mv_only": metrics.summary(mv_scores, y),
-        "fusion": metrics.summary(predict(head, _feature_batches(fused, p.y), v), y),
-        "clip_linear_probe": metrics.summary(predict(probe, _feature_batches(p.clip, p.y), v), y),
-        "zero_shot_mean": metrics.summary(zeroshot.scores(p.clip[v].cpu().numpy(), text), y),
+        "zero_shot_mean": zeroshot.scores(p.clip[rows].cpu().numpy(), text),
+        "zero_shot_single": zeroshot.scores(p.clip_frames[idx, p.clip_frames.shape[1] // 2], text),
+        "mv_only": predict(net, _mv_batches(p, False, 0), idx),
+        "clip_linear_probe": predict(probe, _feature_batches(p.clip, p.y), idx),
+        "fusion": predict(head, _feature_batches(fused, p.y), idx),
     }
 
 
@@ -297,17 +296,9 @@ def evaluate(url: str, model: str | Path, device: str = "auto") -> dict:
         raise ValueError(f"{url}: no labelled test videos to evaluate")
     net, head, probe, text = rebuild(bundle, dev)
     y = p.y[test]
-    mvf = mv_features(net, p.mv, p.valid)
-    fused = torch.cat([mvf, p.clip], dim=1)
-    mv_scores = predict(net, _mv_batches(p, False, 0), test)
-    fusion_scores = predict(head, _feature_batches(fused, p.y), test)
-    probe_scores = predict(probe, _feature_batches(p.clip, p.y), test)
-    mid = p.clip_frames.shape[1] // 2
-    zs_mean = zeroshot.scores(p.clip[torch.from_numpy(test).to(dev)].cpu().numpy(), text)
-    zs_single = zeroshot.scores(p.clip_frames[test, mid], text)
+    scores = method_scores(p, test, net, head, probe, text, fused_features(net, p.mv, p.valid, p.clip))
     n = len(p.classes)
-    preds = {"fusion": fusion_scores.argmax(1), "mv_only": mv_scores.argmax(1),
-             "clip_linear_probe": probe_scores.argmax(1)}
+    preds = {k: scores[k].argmax(1) for k in ("fusion", "mv_only", "clip_linear_probe")}
     all_meta = read_metadata(url)
     ok = int((all_meta["status"] == "ok").sum())
     failed = int((all_meta["status"] == "failed").sum())
@@ -322,13 +313,7 @@ def evaluate(url: str, model: str | Path, device: str = "auto") -> dict:
         "clip": {"model": m["clip"].get("model"), "weights_id": m["clip"].get("weights_id"),
                  "random_init": bool(m["clip"].get("random_init"))},
         "paper": PAPER,
-        "methods": {
-            "zero_shot_mean": metrics.summary(zs_mean, y),
-            "zero_shot_single": metrics.summary(zs_single, y),
-            "mv_only": metrics.summary(mv_scores, y),
-            "clip_linear_probe": metrics.summary(probe_scores, y),
-            "fusion": metrics.summary(fusion_scores, y),
-        },
+        "methods": {k: metrics.summary(v, y) for k, v in scores.items()},
         "per_class": {k: metrics.per_class_accuracy(v, y, n) for k, v in preds.items()},
         "confusion": {"fusion": metrics.confusion(preds["fusion"], y, n).tolist()},
         "curves": m["curves"],
