@@ -103,3 +103,22 @@ def test_settings_hash_ignores_run_only_fields():
     assert a.settings_hash("x") == b.settings_hash("x")
     assert a.settings_hash("x") != a.settings_hash("y")
     assert a.settings_hash("x") != FeatureSettings(clip=ClipConfig(frames=4)).settings_hash("x")
+
+
+def test_a_file_that_comes_back_or_is_retried_keeps_one_row(corpus, tmp_path):
+    out = tmp_path / "ds"
+    index_all(corpus, out)
+    moved = tmp_path / "one.mp4"
+    (corpus / "a" / "one.mp4").rename(moved)
+    index_all(corpus, out, "part-y-00000.parquet")
+    assert read_metadata(str(out)).set_index("video_id").loc["a/one.mp4", "status"] == "deleted"
+    moved.rename(corpus / "a" / "one.mp4")
+    index_all(corpus, out, "part-z-00000.parquet")
+    meta = read_metadata(str(out))
+    assert meta["video_id"].is_unique and len(meta) == 4
+    assert meta.set_index("video_id").loc["a/one.mp4", "status"] == "ok"
+    plan = plan_index(load_folder(corpus), Store(str(out)), HASH, retry_failed=True)
+    assert len(plan.to_index) == 2  # the two failed files
+    index_shard(plan.to_index, SETTINGS, str(out), "part-w-00000.parquet", RUN, HASH)
+    rewrite_old_shards(Store(str(out)), plan)
+    assert read_metadata(str(out))["video_id"].is_unique

@@ -69,8 +69,12 @@ def plan_index(corpus: pd.DataFrame, store: Store, settings_hash: str, retry_fai
     plan = IndexPlan(to_index=[])
     for video in corpus.to_dict("records"):
         old = current.get(video["video_id"])
-        if old is None or old.status == STATUS_DELETED or (retry_failed and old.status == STATUS_FAILED):
+        if old is None:
             plan.to_index.append(video)
+            continue
+        if old.status == STATUS_DELETED or (retry_failed and old.status == STATUS_FAILED):
+            plan.to_index.append(video)  # back in the corpus, or retried: its new row replaces the old one
+            drop[old.shard].add(old.video_id)
             continue
         same_settings = old.settings_hash == settings_hash
         try:
