@@ -6,6 +6,7 @@ The library never imports Prefect; commands that run flows import them when they
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -82,15 +83,10 @@ def _run_index(params: IndexParams, server_running: bool = False) -> dict:
     from flows.runtime import prefect_api
     from moclip.report.index_summary import one_line
 
-    if server_running:
+    with contextlib.nullcontext() if server_running else prefect_api(preload=("flows.index_flow",)):
         from flows.index_flow import index_corpus
 
         summary = index_corpus(params)
-    else:
-        with prefect_api(preload=("flows.index_flow",)):
-            from flows.index_flow import index_corpus
-
-            summary = index_corpus(params)
     print(one_line(summary))
     for f in summary["failures"][:20]:
         print(f"  failed: {f['video_id']}: {f['reason']}", file=sys.stderr)
