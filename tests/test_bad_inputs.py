@@ -1,9 +1,16 @@
 """Messy archives: every bad input ends as a `failed` row with a reason a user understands, or is indexed
-correctly, and the rest of the shard is indexed. (More cases come with the reliability work.)"""
+correctly, and the rest of the shard is indexed. Every input is generated here with PyAV's encoders.
+
+Frame sampling is by display-order frame index, not by time: a variable-frame-rate video gets its T MV
+segments and K CLIP frames at equal shares of its *frames*, and MV velocities are per frame (see the VFR test).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -13,25 +20,68 @@ import pyarrow.parquet as pq
 import pytest
 from video_factory import make_video, textured_background, write_frames
 
-from moclip.config import ClipConfig, FeatureSettings, RunConfig
+from moclip.config import ClipConfig, FeatureSettings, MVConfig, RunConfig
 from moclip.corpus import load_unlabeled
 from moclip.dataset import read_metadata
+from moclip.video import sample_indices
 from moclip.workers.shard_worker import index_shard
 
 SETTINGS = FeatureSettings(clip=ClipConfig(weights="none", frames=2))
+MV_SHAPE = [SETTINGS.mv.segments, 2, *SETTINGS.mv.grid]
+AV1_ENCODERS = [c for c in ("libaom-av1", "libsvtav1", "librav1e") if c in av.codecs_available]
+TRUNCATED_MOOV_LAST = (0.3, 0.6, 0.95)
+TRUNCATED_MOOV_FIRST = (0.01, 0.3, 0.6, 0.99)
+TRUNCATED_MKV = (0.05, 0.5, 0.99)
+VFR_PTS_MS = [0, 40, 80, 400, 420, 440, 1500, 1533, 1566, 1600, 3000, 3010, 3020, 3030, 3040, 3050]
 
 
-def encode(path: Path, codec: str, n: int = 12, pix_fmt: str = "yuv420p", size=(160, 120), **options) -> Path:
+def _pan(i: int, size: tuple[int, int], bg: np.ndarray) -> np.ndarray:
+    """Frame i of a pan: the content moves 2 px left and 1 px up per frame."""
+    return bg[i:i + size[1], 2 * i:2 * i + size[0]]
+
+
+def encode(path: Path, codec: str, n: int = 12, pix_fmt: str = "yuv420p", size=(160, 120), fmt: str | None = None,
+           **options) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    bg = textured_background(size[1] + 64, size[0] + 64)
-    with av.open(str(path), "w") as out:
+    bg = textured_background(size[1] + n + 8, size[0] + 2 * n + 8)
+    with av.open(str(path), "w", format=fmt) as out:
         s = out.add_stream(codec, rate=10)
         s.width, s.height, s.pix_fmt = size[0], size[1], pix_fmt
         s.codec_context.time_base = Fraction(1, 10)
         if options:
             s.options = {k: str(v) for k, v in options.items()}
-        write_frames(out, s, (bg[i:i + size[1], 2 * i:2 * i + size[0]] for i in range(n)))
+        write_frames(out, s, (_pan(i, size, bg) for i in range(n)))
     return path
+
+
+def encode_vfr(path: Path, pts_ms: list[int], size=(160, 120)) -> Path:
+    """H.264 in MP4 with irregular timestamps (time base 1/1000 s): bursts of 10 ms and gaps of 1 s."""
+    bg = textured_background(size[1] + len(pts_ms) + 8, size[0] + 2 * len(pts_ms) + 8)
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = size[0], size[1], "yuv420p"
+        s.codec_context.time_base = s.time_base = Fraction(1, 1000)
+        s.options = {"preset": "veryfast", "bf": "0"}
+        for i, pts in enumerate(pts_ms):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(_pan(i, size, bg)), format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 1000)
+            for p in s.encode(frame):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    return path
+
+
+def faststart(src: Path, dst: Path) -> Path:
+    """Remux an MP4 with its index (moov) first, so that a cut file still has the index of every frame."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
+        s = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(video=0):
+            if packet.dts is not None:
+                packet.stream = s
+                out.mux(packet)
+    return dst
 
 
 def audio_only(path: Path) -> Path:
@@ -52,8 +102,14 @@ def indexed(tmp_path_factory):
     root = tmp_path_factory.mktemp("archive")
     good = make_video(root / "good.mp4", n_frames=20)
     data = good.read_bytes()
-    for frac in (0.3, 0.6, 0.95):
+    for frac in TRUNCATED_MOOV_LAST:  # the index (moov) is written last: nothing before it is playable
         (root / f"truncated_{int(frac * 100)}.mp4").write_bytes(data[: int(len(data) * frac)])
+    fast = faststart(good, root / "tmp" / "fast.mp4").read_bytes()
+    for frac in TRUNCATED_MOOV_FIRST:
+        (root / f"truncated_faststart_{int(frac * 100)}.mp4").write_bytes(fast[: int(len(fast) * frac)])
+    mkv = make_video(root / "tmp" / "x.mkv", n_frames=20).read_bytes()
+    for frac in TRUNCATED_MKV:
+        (root / f"truncated_{int(frac * 100)}.mkv").write_bytes(mkv[: int(len(mkv) * frac)])
     avi = make_video(root / "good_xvid_like.avi", codec="mpeg4", bframes=2, n_frames=20)
     (root / "truncated_avi.avi").write_bytes(avi.read_bytes()[: len(avi.read_bytes()) // 2])
     (root / "random.mp4").write_bytes(os.urandom(20_000))
@@ -66,8 +122,14 @@ def indexed(tmp_path_factory):
     encode(root / "single_frame.mp4", "libx264", n=1)
     encode(root / "short_clip.mp4", "libx264", n=3)
     (root / "wrong_extension.mkv").write_bytes(make_video(root / "tmp" / "x.mp4", n_frames=12).read_bytes())
-    (root / "tmp" / "x.mp4").unlink()
-    (root / "tmp").rmdir()
+    shutil.rmtree(root / "tmp")
+    encode(root / "uhd_4k.mp4", "libx264", n=3, size=(3840, 2160), preset="ultrafast")
+    encode(root / "odd_321x241_mpeg4.avi", "mpeg4", size=(321, 241))  # libx264 refuses odd sizes in 4:2:0
+    encode(root / "odd_321x241_h264_444.mp4", "libx264", size=(321, 241), pix_fmt="yuv444p")
+    encode_vfr(root / "vfr.mp4", VFR_PTS_MS)
+    encode(root / "bare_m4v_es.mp4", "mpeg4", fmt="m4v")  # MPEG-4 Part 2 elementary stream, no container
+    if AV1_ENCODERS:
+        encode(root / "av1.mp4", AV1_ENCODERS[0], n=6)
     (root / "dir_named.mp4").mkdir()
     bad_name = os.fsencode(str(root)) + b"/caf\xe9_latin1.mp4"  # not valid UTF-8
     with open(bad_name, "wb") as f:
@@ -76,6 +138,21 @@ def indexed(tmp_path_factory):
     out = tmp_path_factory.mktemp("ds")
     res = index_shard(table.to_dict("records"), SETTINGS, str(out), "part-bad-00000.parquet", RunConfig(), "h")
     return table, res, read_metadata(str(out)).set_index("video_id"), out
+
+
+@pytest.fixture(scope="module")
+def features(indexed):
+    """The full rows (features included) of the module's shard, by video_id."""
+    out = indexed[3]
+    return pq.read_table(next(out.glob("part-*.parquet"))).to_pandas().set_index("video_id")
+
+
+def pan_velocity(row) -> tuple[float, float]:
+    """Mean (x, y) velocity in % of the frame size per frame over the cells that got MVs."""
+    mv = np.asarray(row["mv"]).reshape(row["mv_shape"])
+    used = mv[np.asarray(row["mv_valid"]) > 0]
+    cells = (used != 0).any(axis=1)
+    return float(used[:, 0][cells].mean()), float(used[:, 1][cells].mean())
 
 
 def test_every_file_gets_one_row(indexed):
@@ -121,3 +198,161 @@ def test_non_utf8_file_name_is_indexed_with_a_readable_id(indexed):
     names = [v for v in meta.index if v.startswith("caf")]
     assert len(names) == 1 and meta.loc[names[0], "status"] == "ok"
     names[0].encode("utf-8")  # storable and printable
+
+
+def test_4k_video_is_indexed_at_the_configured_grid(features):
+    row = features.loc["uhd_4k.mp4"]
+    assert row["status"] == "ok", row["error"]
+    assert (row["width"], row["height"], row["n_frames"]) == (3840, 2160, 3)
+    assert list(row["mv_shape"]) == MV_SHAPE and row["mv_valid"].sum() == 2  # two P-frames
+    assert list(row["clip_shape"])[0] == 2 and len(row["clip"]) == np.prod(row["clip_shape"])
+    vx, vy = pan_velocity(row)  # 2 px left, 1 px up per frame, in % of the frame size
+    assert vx == pytest.approx(-2 / 3840 * 100, rel=0.2) and vy == pytest.approx(-1 / 2160 * 100, rel=0.2)
+
+
+@pytest.mark.parametrize("name", ["odd_321x241_mpeg4.avi", "odd_321x241_h264_444.mp4"])
+def test_odd_frame_sizes_are_indexed(features, name):
+    row = features.loc[name]
+    assert row["status"] == "ok", row["error"]
+    assert (row["width"], row["height"], row["n_frames"]) == (321, 241, 12)
+    assert list(row["mv_shape"]) == MV_SHAPE and list(row["clip_shape"])[0] == 2
+    vx, vy = pan_velocity(row)
+    assert vx == pytest.approx(-2 / 321 * 100, rel=0.2) and vy == pytest.approx(-1 / 241 * 100, rel=0.2)
+
+
+def test_variable_frame_rate_is_sampled_by_frame_index(features):
+    row = features.loc["vfr.mp4"]
+    n = len(VFR_PTS_MS)
+    assert row["status"] == "ok", row["error"]
+    assert row["n_frames"] == n and row["duration_s"] == pytest.approx(VFR_PTS_MS[-1] / 1000, abs=0.1)
+    # CLIP frames at the centres of K equal shares of the frames (by time they would be near 0.76 s and 2.29 s)
+    assert list(row["frame_indices"]) == sample_indices(n, 2) == [4, 12]
+    # MV segments: n / T = 2 frames each, whatever the time gaps; frame 0 is the I-frame
+    assert list(row["mv_valid"]) == [1] + [2] * (SETTINGS.mv.segments - 1)
+    vx, vy = pan_velocity(row)  # per frame, not per second: a 10 ms step and a 1.1 s gap count the same
+    assert vx == pytest.approx(-2 / 160 * 100, rel=0.2) and vy == pytest.approx(-1 / 120 * 100, rel=0.2)
+
+
+def test_bare_mpeg4_elementary_stream_named_mp4_is_probed(indexed, features):
+    path = Path(indexed[0].set_index("video_id").loc["bare_m4v_es.mp4", "path"])
+    assert path.read_bytes()[:4] == b"\x00\x00\x01\xb0"  # visual_object_sequence start code, no MP4 box
+    row = features.loc["bare_m4v_es.mp4"]
+    assert row["status"] == "ok", row["error"]
+    assert row["codec"] == "mpeg4" and row["n_frames"] == 12 and row["n_mv_frames"] == 11
+    assert list(row["mv_shape"]) == MV_SHAPE and list(row["clip_shape"])[0] == 2
+
+
+@pytest.mark.skipif(not AV1_ENCODERS, reason="no AV1 encoder (libaom-av1, libsvtav1, librav1e) in this PyAV build")
+def test_av1_fails_for_lack_of_motion_vectors(indexed):
+    row = indexed[2].loc["av1.mp4"]
+    assert row["status"] == "failed"
+    assert "codec 'av1' has no motion vectors FFmpeg can export" in row["error"], row["error"]
+
+
+@pytest.mark.parametrize("name", [*(f"truncated_{int(f * 100)}.mp4" for f in TRUNCATED_MOOV_LAST),
+                                  *(f"truncated_faststart_{int(f * 100)}.mp4" for f in TRUNCATED_MOOV_FIRST),
+                                  *(f"truncated_{int(f * 100)}.mkv" for f in TRUNCATED_MKV), "truncated_avi.avi"])
+def test_truncated_files_fail_with_a_reason_or_keep_the_frames_that_decode(features, name):
+    row = features.loc[name]
+    if row["status"] == "failed":
+        assert len(row["error"]) > 8 and "unexpected" not in row["error"] and "Errno" not in row["error"], row["error"]
+    else:
+        assert row["status"] == "ok" and 1 <= row["n_frames"] <= 20
+        assert list(row["mv_shape"]) == MV_SHAPE and list(row["clip_shape"])[0] == 2
+    if name.startswith("truncated_") and name.endswith(".mp4") and "faststart" not in name:
+        assert "not a readable video file" in row["error"]  # no index (moov): nothing to decode
+    if name in ("truncated_50.mkv", "truncated_99.mkv"):
+        assert row["status"] == "ok" and row["n_frames"] < 20  # the frames before the cut
+
+
+CAP = 15
+
+
+@pytest.fixture(scope="module")
+def capped(tmp_path_factory):
+    """A corpus indexed with a small frame cap (MVConfig.max_frames, the CLI's --max-frames)."""
+    root = tmp_path_factory.mktemp("long")
+    encode(root / "at_cap.mp4", "libx264", n=CAP)
+    encode(root / "over_cap.mp4", "libx264", n=CAP + 1)
+    encode(root / "far_over_cap.mp4", "libx264", n=4 * CAP)
+    settings = FeatureSettings(mv=MVConfig(max_frames=CAP), clip=SETTINGS.clip)
+    out = tmp_path_factory.mktemp("ds_long")
+    index_shard(load_unlabeled(root).to_dict("records"), settings, str(out), "part-long-00000.parquet", RunConfig(),
+                "h")
+    return read_metadata(str(out)).set_index("video_id")
+
+
+def test_frame_cap_fails_over_long_videos_only(capped):
+    assert capped.loc["at_cap.mp4", "status"] == "ok", capped.loc["at_cap.mp4", "error"]
+    assert capped.loc["at_cap.mp4", "n_frames"] == CAP
+    for name in ("over_cap.mp4", "far_over_cap.mp4"):
+        assert capped.loc[name, "status"] == "failed"
+        assert f"more than {CAP} frames" in capped.loc[name, "error"] and "max_frames" in capped.loc[name, "error"]
+
+
+# Unreadable files and folders, checked in a child process: as root (as in CI) permission bits do not stop reads,
+# so there the child drops the capabilities that override them (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH) before
+# it lists and indexes the corpus. It stays root, so it can still read this Python and the test's tmp dirs.
+_CHILD = """
+import sys
+from moclip.config import ClipConfig, FeatureSettings, RunConfig
+from moclip.corpus import load_unlabeled
+from moclip.workers.shard_worker import index_shard
+root, out = sys.argv[1:3]
+settings = FeatureSettings(clip=ClipConfig(weights="none", frames=2))
+index_shard(load_unlabeled(root).to_dict("records"), settings, out, "part-perm-00000.parquet", RunConfig(), "h")
+"""
+
+
+def _drop_dac_override() -> None:
+    """preexec_fn: remove CAP_DAC_OVERRIDE (1) and CAP_DAC_READ_SEARCH (2) from the bounding set (PR_CAPBSET_DROP)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):
+        if libc.prctl(24, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+def _run_unprivileged(args: list[str]) -> subprocess.CompletedProcess:
+    kwargs = {"preexec_fn": _drop_dac_override} if os.geteuid() == 0 else {}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=120, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def unreadable(tmp_path_factory):
+    base = tmp_path_factory.mktemp("perm")
+    secret = base / "secret"
+    secret.write_bytes(b"x")
+    secret.chmod(0)
+    try:
+        probe = _run_unprivileged(["-c", f"open({str(secret)!r}).read()"])
+    except (OSError, subprocess.SubprocessError) as e:
+        pytest.skip(f"cannot start a process without the permission override here: {e}")
+    if "PermissionError" not in probe.stderr:
+        pytest.skip(f"permission bits do not stop reads here: {probe.stderr.strip()[-300:]}")
+    root, out = base / "corpus", base / "ds"
+    make_video(root / "readable.mp4", n_frames=12)
+    make_video(root / "secret.mp4", n_frames=12).chmod(0)
+    make_video(root / "locked" / "inside.mp4", n_frames=12)
+    (root / "locked").chmod(0)
+    try:
+        child = _run_unprivileged(["-c", _CHILD, str(root), str(out)])
+        assert child.returncode == 0, child.stderr[-2000:]
+        yield read_metadata(str(out)).set_index("video_id"), child.stderr, root
+    finally:
+        (root / "locked").chmod(0o755)  # so that pytest can clean up when not root
+
+
+def test_unreadable_file_fails_with_permission_denied(unreadable):
+    meta, _, root = unreadable
+    assert meta.loc["readable.mp4", "status"] == "ok", meta.loc["readable.mp4", "error"]
+    assert meta.loc["secret.mp4", "status"] == "failed"
+    assert meta.loc["secret.mp4", "error"] == f"permission denied: {root / 'secret.mp4'}"
+
+
+def test_unreadable_folder_is_reported_not_fatal(unreadable):
+    meta, stderr, root = unreadable
+    assert sorted(meta.index) == ["readable.mp4", "secret.mp4"]  # its videos cannot be listed
+    assert f"cannot list {root / 'locked'}" in stderr and "permission denied" in stderr.lower(), stderr[-2000:]

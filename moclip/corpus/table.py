@@ -81,12 +81,17 @@ def scan_videos(root: str | os.PathLike[str]) -> list[str]:
     Hidden files and folders are skipped. Symlinked folders are followed, but each real folder is
     visited at most once (the first time in sorted walk order), so symlink loops cannot hang the scan
     and a folder linked twice does not list its videos twice. Symlinked files are listed under the
-    link's own name; broken links are skipped.
+    link's own name; broken links are skipped. A folder that cannot be listed (no permission) is logged as a
+    warning and skipped.
     """
     top = check_root(root)
     found: list[str] = []
     visited: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+
+    def unlistable(err: OSError) -> None:  # e.g. a folder without read permission: say so, list the rest
+        logger.warning("cannot list %s: %s; its videos are not indexed", err.filename, err.strerror or err)
+
+    for dirpath, dirnames, filenames in os.walk(top, onerror=unlistable, followlinks=True):
         real = os.path.realpath(dirpath)
         if real in visited:  # reached again through a link: prune
             dirnames[:] = []

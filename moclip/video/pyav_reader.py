@@ -27,6 +27,8 @@ def open_video(path: str) -> tuple[av.container.InputContainer, av.video.stream.
         container = av.open(path, metadata_errors="ignore")
     except av.error.InvalidDataError as e:
         raise DecodeError(f"not a readable video file ({e.strerror or e})") from e
+    except PermissionError as e:  # av.error.PermissionError is one too
+        raise DecodeError(f"permission denied: {path}") from e
     except (av.error.FFmpegError, OSError) as e:
         raise DecodeError(f"cannot open: {getattr(e, 'strerror', None) or e}") from e
     if not container.streams.video:
@@ -57,10 +59,18 @@ def _info(container: av.container.InputContainer, stream: av.video.stream.VideoS
     if n_hint <= 0 and duration > 0 and fps > 0:
         n_hint = int(round(duration * fps))
     cc = stream.codec_context
-    return VideoInfo(
-        codec=cc.name, width=int(cc.width), height=int(cc.height), fps=fps, n_frames_hint=n_hint,
+    return VideoInfo(  # the codec, not the decoder that FFmpeg picked for it ("av1", not "libdav1d")
+        codec=cc.codec.canonical_name, width=int(cc.width), height=int(cc.height), fps=fps, n_frames_hint=n_hint,
         duration_s=duration, container=container.format.name,
     )
+
+
+def _ffmpeg_message(e: av.error.FFmpegError) -> str:
+    """FFmpeg's words without the errno and C function, e.g. "Invalid data found when processing input
+    (h264: Error splitting the input into NAL units.)"; ``e.log`` is FFmpeg's last (level, component, message)."""
+    log = getattr(e, "log", None)
+    detail = f" ({log[1]}: {str(log[2]).strip()})" if isinstance(log, tuple) and len(log) == 3 else ""
+    return f"{e.strerror or e}{detail}"
 
 
 def _pict_letter(pict_type: object) -> str:
@@ -121,7 +131,7 @@ def iter_frames(
                 yield DecodedFrame(index=index, pict_type=_pict_letter(frame.pict_type), mvs=mvs, rgb=rgb)
                 index += 1
         except av.error.FFmpegError as e:
-            raise DecodeError(f"decoder error at frame {index}: {e}") from e
+            raise DecodeError(f"decoder error at frame {index}: {_ffmpeg_message(e)}") from e
         finally:
             container.close()
 
