@@ -1,6 +1,7 @@
 """Index flow: corpus -> plan (incremental) -> shards on Dask -> commit -> summary.
 
-    list-corpus ──> plan-index ──> extract-features (subflow on Dask: one index-shard task per shard)
+    list-corpus ──> plan-index ──> extract-features (subflow on Dask: one index-shard task per shard;
+                                        │                a failed shard: one index-shard-isolated retry)
                                         └──> commit-index ──> manifest + summary artifact
 """
 
@@ -21,7 +22,7 @@ from moclip.params import IndexParams
 from moclip.report.index_summary import one_line, summarize, to_markdown
 from moclip.sharding import Shard, make_shards, new_run_id
 from moclip.workers.shard_worker import ShardResult
-from tasks.index_tasks import commit, index_shard_task, list_corpus, plan
+from tasks.index_tasks import commit, index_shard_isolated_task, index_shard_task, list_corpus, plan
 
 
 def _for_manifest(summary: dict, cap: int = 200) -> dict:
@@ -36,28 +37,43 @@ def extract_features(
     shards: list[Shard], settings: FeatureSettings, run: RunConfig, out: str, settings_hash: str,
     storage_options: dict,
 ) -> tuple[list[ShardResult], list[dict]]:
-    """Fan out one task per shard; a crashed shard (e.g. a decoder took its worker down) is reported, not fatal."""
-    futures = {
-        index_shard_task.submit(s.videos, s.name, settings, run, out, settings_hash, storage_options): s
-        for s in shards
-    }
+    """Fan out one task per shard. A shard whose task fails (e.g. a decoder crashed or hung and took its worker
+    down) is retried once with each video decoded in its own process; only if that fails too is it reported as
+    crashed, never fatal."""
+    logger = get_run_logger()
+    args = (settings, run, out, settings_hash, storage_options)
+    futures = {index_shard_task.submit(s.videos, s.name, *args): s for s in shards}
     n_videos = sum(len(s.videos) for s in shards)
     progress_id = create_progress_artifact(0.0, description=f"Indexing {n_videos} videos in {len(shards)} shards")
     results: list[ShardResult] = []
     crashed: list[dict] = []
+    retries: dict = {}
     done = 0
     with tqdm(total=n_videos, unit="video", desc="index", disable=None) as bar:
+        def finished(shard: Shard) -> None:
+            nonlocal done
+            done += len(shard.videos)
+            bar.update(len(shard.videos))
+            update_progress_artifact(progress_id, 100.0 * done / max(n_videos, 1))
+
         for fut in as_completed(list(futures)):
             shard = futures[fut]
             try:
                 results.append(fut.result())
-            except Exception as exc:  # noqa: BLE001 - any crash of a shard is reported and the run goes on
+                finished(shard)
+            except Exception as exc:  # noqa: BLE001 - any failure of a shard gets one isolated retry
+                error = f"{type(exc).__name__}: {exc}"[:500]
+                logger.warning("shard %s failed (%s); retrying its videos one by one in isolation", shard.name, error)
+                retries[index_shard_isolated_task.submit(shard.videos, shard.name, *args, error)] = shard
+        for fut in as_completed(list(retries)):
+            shard = retries[fut]
+            try:
+                results.append(fut.result())
+            except Exception as exc:  # noqa: BLE001 - reported; the next run indexes the shard's videos again
                 crashed.append({"shard": shard.name, "video_ids": [v["video_id"] for v in shard.videos],
                                 "error": f"{type(exc).__name__}: {exc}"[:500]})
-                get_run_logger().error("shard %s crashed: %s", shard.name, exc)
-            done += len(shard.videos)
-            bar.update(len(shard.videos))
-            update_progress_artifact(progress_id, 100.0 * done / max(n_videos, 1))
+                logger.error("shard %s crashed, in isolation too: %s", shard.name, exc)
+            finished(shard)
     return results, crashed
 
 

@@ -7,7 +7,10 @@ import importlib
 import os
 import threading
 from collections.abc import Iterator
+from typing import Any
 
+import dask
+from distributed import LocalCluster
 from prefect_dask import DaskTaskRunner
 
 from moclip.config import RunConfig
@@ -18,7 +21,7 @@ def dask_runner(run: RunConfig) -> DaskTaskRunner:
     if run.dask_address:
         return DaskTaskRunner(address=run.dask_address)
     return DaskTaskRunner(
-        cluster_class="distributed.LocalCluster",
+        cluster_class=local_cluster,
         cluster_kwargs={
             "n_workers": run.workers or os.cpu_count() or 1,
             "threads_per_worker": 1,
@@ -26,6 +29,15 @@ def dask_runner(run: RunConfig) -> DaskTaskRunner:
             "dashboard_address": None,
         },
     )
+
+
+def local_cluster(**kwargs: Any) -> LocalCluster:
+    """A ``LocalCluster`` where a task that kills its worker fails at once (allowed-failures 0) instead of being
+    tried on 3 more workers, and a worker holds one task at a time (worker-saturation 1.0), so a crashing decoder
+    takes down its own shard only; the flow then retries that shard in isolation."""
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0,
+                          "distributed.scheduler.worker-saturation": 1.0}):
+        return LocalCluster(**kwargs)
 
 
 @contextlib.contextmanager

@@ -62,6 +62,8 @@ def _add_index_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     g.add_argument("--batch-size", type=int, default=64, help="CLIP images per forward pass")
     g.add_argument("--decode-timeout", type=float, default=600.0, help="seconds allowed per video")
+    g.add_argument("--decode-hard-timeout", type=float,
+                   help="seconds after which a decoder stuck in one video is killed (default: decode timeout + 60)")
     g.add_argument("--retry-failed", action="store_true", help="decode again videos that failed before")
     g.add_argument("--storage-options", type=_json_object, default={},
                    help='fsspec options for --out as JSON, e.g. \'{"client_kwargs": {"endpoint_url": "http://..."}}\'')
@@ -75,7 +77,8 @@ def _index_params(args: argparse.Namespace, corpus: str, out: str, clip_weights:
         clip_weights=clip_weights, clip_frames=args.frames, clip_precision=args.precision,
         clip_batch_size=args.batch_size, shard_size=args.shard_size, workers=args.workers,
         dask_address=args.dask_address, device=args.device, decode_timeout_s=args.decode_timeout,
-        retry_failed=args.retry_failed, storage_options=args.storage_options,
+        decode_hard_timeout_s=args.decode_hard_timeout, retry_failed=args.retry_failed,
+        storage_options=args.storage_options,
     )
 
 

@@ -84,10 +84,18 @@ class RunConfig:
     dask_address: str | None = None  # existing scheduler, e.g. tcp://10.0.0.5:8786
     clip_batch_size: int = 64
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda"
-    decode_timeout_s: float = 600.0  # per-video decode time limit
+    decode_timeout_s: float = 600.0  # per-video decode time limit, checked between frames
+    decode_hard_timeout_s: float | None = None  # past it the decoding process is killed; None: decode_timeout_s + 60
 
     def __post_init__(self) -> None:
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.decode_hard_timeout_s is not None and self.decode_hard_timeout_s <= 0:
+            raise ValueError(f"decode_hard_timeout_s must be > 0, got {self.decode_hard_timeout_s}")
+
+    @property
+    def hard_timeout_s(self) -> float:
+        """Seconds one video may spend in the decoder before its process is killed (a hang inside one frame)."""
+        return self.decode_hard_timeout_s or self.decode_timeout_s + 60.0

@@ -38,6 +38,8 @@ class IndexParams(BaseModel):
     dask_address: str | None = Field(None, description="existing Dask scheduler, e.g. tcp://host:8786")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     decode_timeout_s: float = Field(600.0, gt=0)
+    decode_hard_timeout_s: float | None = Field(
+        None, gt=0, description="kill a decoder still inside one video after this (default: decode_timeout_s + 60)")
     retry_failed: bool = Field(False, description="re-decode videos that failed before")
     storage_options: dict = Field(default_factory=dict, description="fsspec options for `out`")
 
@@ -59,6 +61,7 @@ class IndexParams(BaseModel):
         return RunConfig(
             shard_size=self.shard_size, workers=self.workers, dask_address=self.dask_address,
             clip_batch_size=self.clip_batch_size, device=self.device, decode_timeout_s=self.decode_timeout_s,
+            decode_hard_timeout_s=self.decode_hard_timeout_s,
         )
 
 

@@ -9,6 +9,7 @@ from moclip.config import FeatureSettings, RunConfig
 from moclip.corpus import CorpusSpec, load_corpus
 from moclip.dataset import IndexPlan, Store, plan_index, rewrite_old_shards
 from moclip.params import IndexParams
+from moclip.workers.isolated import index_shard_isolated
 from moclip.workers.shard_worker import ShardResult, index_shard
 
 
@@ -37,6 +38,14 @@ def index_shard_task(
     storage_options: dict,
 ) -> ShardResult:
     return index_shard(videos, settings, out, shard_name, run, settings_hash, storage_options)
+
+
+@task(name="index-shard-isolated", cache_policy=NO_CACHE)
+def index_shard_isolated_task(
+    videos: list[dict], shard_name: str, settings: FeatureSettings, run: RunConfig, out: str, settings_hash: str,
+    storage_options: dict, first_error: str,
+) -> ShardResult:
+    return index_shard_isolated(videos, settings, out, shard_name, run, settings_hash, storage_options, first_error)
 
 
 @task(name="commit-index", cache_policy=NO_CACHE)

@@ -26,6 +26,8 @@ def summarize(
         "failed": len(failures),
         "failures": failures,
         "crashed_shards": crashed,
+        "isolated_retries": [{"shard": r.shard, "error": r.first_error, "culprits": r.culprits}
+                             for r in results if r.first_error is not None],
         "bytes_written": sum(r.bytes_written for r in results),
         "frames_decoded": sum(r.frames_decoded for r in results),
         "images_embedded": sum(r.images_embedded for r in results),
@@ -45,9 +47,13 @@ def summarize(
 
 def one_line(s: dict) -> str:
     crashed = sum(len(c["video_ids"]) for c in s["crashed_shards"])
+    retried = s.get("isolated_retries", [])
+    culprits = [v for r in retried for v in r["culprits"]]
     return (f"{s['corpus_videos']} videos: {s['indexed_ok']} indexed, {s['failed']} failed, "
             f"{s['unchanged']} unchanged, {s['deleted']} deleted"
             + (f", {crashed} in crashed shards" if crashed else "")
+            + (f", {len(retried)} shards retried in isolation (decoder crashed or hung on: "
+               f"{', '.join(culprits) or 'none'})" if retried else "")
             + f" in {s['wall_seconds']:.1f} s -> {s['out']}")
 
 
@@ -78,6 +84,12 @@ def to_markdown(s: dict, max_failures: int = 50) -> str:
             lines.append(f"| `{f['video_id']}` | {f['reason'].replace('|', '/')} |")
         if len(s["failures"]) > max_failures:
             lines.append(f"| … | {len(s['failures']) - max_failures} more |")
+    if s.get("isolated_retries"):
+        lines += ["", "## Shards retried in isolation (a worker died or hung; each video decoded in its own process)",
+                  "", "| shard | first attempt | decoder crashed or hung on |", "|---|---|---|"]
+        for r in s["isolated_retries"]:
+            culprits = ", ".join(f"`{v}`" for v in r["culprits"]) or "none (the retry indexed every video)"
+            lines.append(f"| `{r['shard']}` | {r['error'].replace('|', '/')} | {culprits} |")
     if s["crashed_shards"]:
         lines += ["", "## Crashed shards (retried on the next run)", "", "| shard | videos | error |", "|---|---|---|"]
         for c in s["crashed_shards"]:

@@ -1,26 +1,32 @@
 """One shard of videos -> one Parquet file. Runs inside a Dask worker process (or anywhere else).
 
 Every video ends as exactly one row: ``ok`` with features, or ``failed`` with the reason. The CLIP model is
-loaded once per process (``load_clip`` caches it) and frames are batched across the shard's videos.
+loaded once per process (``load_clip`` caches it) and frames are batched across the shard's videos. Decoding one
+video has a hard time limit: past it, the process exits, so a decoder hung inside native code fails the Dask task
+instead of stalling the run (the flow then retries the shard in isolation, ``isolated.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import os
 import socket
 import time
-import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-import av
 import numpy as np
 
 from moclip.config import FeatureSettings, RunConfig
 from moclip.dataset.incremental import fingerprint
 from moclip.dataset.schema import STATUS_FAILED, STATUS_OK, rows_to_table
 from moclip.dataset.storage import Store
-from moclip.video import DecodeError, extract_video
+from moclip.video import DecodeError, VideoFeatures
+from moclip.workers.decode import decode_video, describe_error, failure_reason
+
+__all__ = ["ShardResult", "describe_error", "embed_and_write", "hard_time_limit", "index_shard", "video_row"]
 
 
 @dataclass
@@ -34,75 +40,67 @@ class ShardResult:
     frames_decoded: int = 0
     images_embedded: int = 0
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    first_error: str | None = None  # set when this is an isolated retry: why the shard's first attempt failed
+    culprits: list[str] = field(default_factory=list)  # isolated retry: videos whose decoder crashed or hung
 
 
-def describe_error(exc: BaseException) -> str:
-    """A one-line reason a user understands."""
-    if isinstance(exc, DecodeError):
-        return str(exc)
-    if isinstance(exc, PermissionError):
-        return f"permission denied: {exc.filename or exc}"
-    if isinstance(exc, FileNotFoundError):
-        return "file not found"
-    if isinstance(exc, IsADirectoryError):
-        return "is a directory, not a video file"
-    if isinstance(exc, OSError):
-        return f"cannot read file: {exc.strerror or exc}"
-    if isinstance(exc, av.error.FFmpegError):
-        return f"decoder error: {exc}"
-    return f"unexpected {type(exc).__name__}: {exc}"
+@contextlib.contextmanager
+def hard_time_limit(seconds: float) -> Iterator[None]:
+    """End this process (exit status 1, every thread's stack dumped to stderr) if the block runs past ``seconds``.
+
+    faulthandler's watchdog is a C thread: it fires even while a decoder hangs inside native code holding the GIL.
+    A process has one such timer, so this one replaces any other (e.g. pytest's ``faulthandler_timeout``) meanwhile.
+    """
+    faulthandler.dump_traceback_later(seconds, exit=True)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
-def index_shard(
-    videos: list[dict], settings: FeatureSettings, out_url: str, shard_name: str, run: RunConfig,
-    settings_hash: str, storage_options: dict | None = None,
-) -> ShardResult:
-    from moclip.clip import load_clip
-
-    result = ShardResult(shard=shard_name)
-    encoder = load_clip(settings.clip, device=run.device)
-    size_fn = encoder.target_size  # the decoder's swscale resizes straight to CLIP's input size
-    rows: list[dict] = []
+def video_row(
+    video: dict, settings_hash: str, clip_weights_id: str, decode: Callable[[str], VideoFeatures],
+) -> tuple[dict, list[np.ndarray]]:
+    """One video's row (``ok`` with MV features, or ``failed`` with the reason) and the RGB frames CLIP embeds."""
+    t0 = time.perf_counter()
+    row = {k: video.get(k) for k in ("video_id", "path", "label", "split", "group")}
+    row.update(settings_hash=settings_hash, clip_weights_id=clip_weights_id)
     frames: list[np.ndarray] = []
-    owners: list[int] = []
-    t_decode = 0.0
-    for video in videos:
-        t0 = time.perf_counter()
-        row = {k: video.get(k) for k in ("video_id", "path", "label", "split", "group")}
-        row.update(settings_hash=settings_hash, clip_weights_id=encoder.weights_id)
-        try:
-            st = os.stat(video["path"])
-            row.update(file_size=st.st_size, mtime_ns=st.st_mtime_ns)
-            row["fingerprint"] = video.get("fingerprint") or fingerprint(video["path"])
-            if st.st_size == 0:
-                raise DecodeError("empty file (0 bytes)")
-            feats = extract_video(video["path"], settings.mv, settings.clip.frames, size_fn, run.decode_timeout_s)
-            info, motion = feats.info, feats.motion
-            row.update(
-                status=STATUS_OK, codec=info.codec, width=info.width, height=info.height, fps=info.fps,
-                n_frames=motion.n_frames, n_mv_frames=motion.n_mv_frames,
-                duration_s=info.duration_s or (motion.n_frames / info.fps if info.fps else None),
-                mv=motion.values.ravel(), mv_shape=list(motion.values.shape), mv_valid=motion.valid.tolist(),
-                frame_indices=feats.frame_indices,
-            )
-            frames.extend(feats.frames)
-            owners.extend([len(rows)] * len(feats.frames))
-            result.frames_decoded += motion.n_frames
-        except Exception as exc:  # one bad video is a row, never a failed shard
-            row.update(status=STATUS_FAILED, error=describe_error(exc))
-            if not isinstance(exc, (DecodeError, OSError)):
-                row["error"] += " | " + traceback.format_exc(limit=3).replace("\n", " ")[-500:]
-        dt = time.perf_counter() - t0
-        t_decode += dt
-        row["elapsed_s"] = dt
-        rows.append(row)
+    try:
+        st = os.stat(video["path"])
+        row.update(file_size=st.st_size, mtime_ns=st.st_mtime_ns)
+        row["fingerprint"] = video.get("fingerprint") or fingerprint(video["path"])
+        if st.st_size == 0:
+            raise DecodeError("empty file (0 bytes)")
+        feats = decode(video["path"])
+        info, motion = feats.info, feats.motion
+        row.update(
+            status=STATUS_OK, codec=info.codec, width=info.width, height=info.height, fps=info.fps,
+            n_frames=motion.n_frames, n_mv_frames=motion.n_mv_frames,
+            duration_s=info.duration_s or (motion.n_frames / info.fps if info.fps else None),
+            mv=motion.values.ravel(), mv_shape=list(motion.values.shape), mv_valid=motion.valid.tolist(),
+            frame_indices=feats.frame_indices,
+        )
+        frames = feats.frames
+    except Exception as exc:  # noqa: BLE001 - one bad video is a row, never a failed shard
+        row.update(status=STATUS_FAILED, error=failure_reason(exc))
+    row["elapsed_s"] = time.perf_counter() - t0
+    return row, frames
 
+
+def embed_and_write(
+    decoded: list[tuple[dict, list[np.ndarray]]], encoder, run: RunConfig, store: Store, result: ShardResult,
+) -> ShardResult:
+    """Embed every row's frames in shared batches, then write the rows as the Parquet file ``result.shard``."""
+    rows = [row for row, _ in decoded]
+    frames = [f for _, fs in decoded for f in fs]
+    owners = np.asarray([i for i, (_, fs) in enumerate(decoded) for _ in fs])
+    t_decode = sum(row["elapsed_s"] for row in rows)
     t0 = time.perf_counter()
     if frames:
         emb = encoder.embed(frames, batch_size=run.clip_batch_size)
-        owners_arr = np.asarray(owners)
         for i, row in enumerate(rows):
-            mine = emb[owners_arr == i]
+            mine = emb[owners == i]
             if len(mine):
                 row["clip"] = mine.ravel()
                 row["clip_shape"] = list(mine.shape)
@@ -114,11 +112,28 @@ def index_shard(
         row["indexed_at"] = now
         if row["status"] == STATUS_OK:
             result.n_ok += 1
+            result.frames_decoded += row["n_frames"]
         else:
             result.n_failed += 1
             result.failures.append((row["video_id"], row["error"]))
 
     t0 = time.perf_counter()
-    result.bytes_written = Store(out_url, storage_options).write_table(shard_name, rows_to_table(rows))
+    result.bytes_written = store.write_table(result.shard, rows_to_table(rows))
     result.seconds = {"decode": t_decode, "embed": t_embed, "write": time.perf_counter() - t0}
     return result
+
+
+def index_shard(
+    videos: list[dict], settings: FeatureSettings, out_url: str, shard_name: str, run: RunConfig,
+    settings_hash: str, storage_options: dict | None = None,
+) -> ShardResult:
+    from moclip.clip import load_clip
+
+    encoder = load_clip(settings.clip, device=run.device)
+
+    def decode(path: str) -> VideoFeatures:
+        with hard_time_limit(run.hard_timeout_s):  # the decoder's swscale resizes straight to CLIP's input size
+            return decode_video(path, settings.mv, settings.clip.frames, encoder.target_size, run.decode_timeout_s)
+
+    decoded = [video_row(video, settings_hash, encoder.weights_id, decode) for video in videos]
+    return embed_and_write(decoded, encoder, run, Store(out_url, storage_options), ShardResult(shard=shard_name))

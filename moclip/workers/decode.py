@@ -1,0 +1,105 @@
+"""Decoding one video, the same way in a shard worker and in an isolated child process.
+
+Run as ``python -m moclip.workers.decode FD`` it is that child: it decodes the videos its parent sends over the
+socket FD, one at a time, so a decoder that crashes or hangs takes down this process only (see ``isolated.py``).
+It imports no torch: the parent, which holds the CLIP model, answers the decoder's resize questions.
+
+Fault injection, for tests only: ``MOCLIP_FAULT_INJECT="crash:<substring>;hang:<substring>"`` makes the decode of
+any video whose path contains ``<substring>`` kill its own process with a real SIGSEGV (``crash``) or block
+forever (``hang``), just before the decoder would start.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+
+import av
+
+from moclip.config import MVConfig
+from moclip.video import DecodeError, VideoFeatures, extract_video
+
+FAULT_ENV = "MOCLIP_FAULT_INJECT"
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line reason a user understands."""
+    if isinstance(exc, DecodeError):
+        return str(exc)
+    if isinstance(exc, PermissionError):
+        return f"permission denied: {exc.filename or exc}"
+    if isinstance(exc, FileNotFoundError):
+        return "file not found"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory, not a video file"
+    if isinstance(exc, OSError):
+        return f"cannot read file: {exc.strerror or exc}"
+    if isinstance(exc, av.error.FFmpegError):
+        return f"decoder error: {exc}"
+    return f"unexpected {type(exc).__name__}: {exc}"
+
+
+def failure_reason(exc: BaseException) -> str:
+    """``describe_error``, plus the end of the traceback when the error is not an expected input problem."""
+    reason = describe_error(exc)
+    if not isinstance(exc, (DecodeError, OSError)):
+        reason += " | " + traceback.format_exc(limit=3).replace("\n", " ")[-500:]
+    return reason
+
+
+def inject_fault(path: str) -> None:
+    """The test-only fault hook (see the module docstring); does nothing unless ``MOCLIP_FAULT_INJECT`` is set."""
+    for rule in filter(None, os.environ.get(FAULT_ENV, "").split(";")):
+        kind, _, needle = rule.partition(":")
+        if not needle or needle not in path:
+            continue
+        if kind == "crash":
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file
+            os.kill(os.getpid(), signal.SIGSEGV)
+        elif kind == "hang":
+            while True:
+                time.sleep(3600)
+        else:
+            raise ValueError(f"{FAULT_ENV}: unknown fault {kind!r} in {rule!r} (use crash:SUBSTRING or hang:SUBSTRING)")
+
+
+def decode_video(
+    path: str, mv: MVConfig, n_rgb: int, rgb_size: Callable[[int, int], tuple[int, int]], timeout_s: float,
+) -> VideoFeatures:
+    """MVs and ``n_rgb`` RGB frames of one video; ``timeout_s`` is checked between frames."""
+    inject_fault(path)
+    return extract_video(path, mv, n_rgb, rgb_size, timeout_s)
+
+
+def child_main(fd: int) -> None:
+    """Decode jobs ``(path, mv, n_rgb, timeout_s)`` from the parent until it closes the connection.
+
+    Messages to the parent: ``("ready",)`` once, then per job any number of ``("size", w, h)`` (answered with
+    ``(w, h)``) and finally ``("ok", VideoFeatures)`` or ``("failed", reason)``.
+    """
+    conn = Connection(fd)
+
+    def rgb_size(width: int, height: int) -> tuple[int, int]:
+        conn.send(("size", width, height))
+        return conn.recv()
+
+    conn.send(("ready",))
+    while True:
+        try:
+            path, mv, n_rgb, timeout_s = conn.recv()
+        except EOFError:
+            return
+        try:
+            conn.send(("ok", decode_video(path, mv, n_rgb, rgb_size, timeout_s)))
+        except Exception as exc:  # noqa: BLE001 - every error is the video's, reported as its reason
+            conn.send(("failed", failure_reason(exc)))
+
+
+if __name__ == "__main__":
+    child_main(int(sys.argv[1]))

@@ -1,0 +1,130 @@
+"""The second try of a shard whose first attempt failed (its worker died or hung): each video decoded in isolation.
+
+Videos are decoded one at a time in a child process (``python -m moclip.workers.decode``), so a decoder that
+crashes or hangs costs one video: the child dies, or is killed at the hard time limit, the video becomes a
+``failed`` row that says so, and a fresh child takes the next video. Everything else is what ``index_shard`` does:
+the same rows, frames embedded with this worker's cached CLIP model, one Parquet file with the shard's name.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+
+from moclip.config import FeatureSettings, MVConfig, RunConfig
+from moclip.dataset.storage import Store
+from moclip.video import DecodeError, VideoFeatures
+from moclip.workers.shard_worker import ShardResult, embed_and_write, video_row
+
+log = logging.getLogger(__name__)
+
+
+class DecoderCrash(DecodeError):
+    """The child process decoding a video died or hung; the message is the video's ``failed`` reason."""
+
+
+class DecoderProcess:
+    """A child process that decodes one video at a time; started (again) on demand, e.g. after a crash."""
+
+    start_timeout_s = 120.0
+
+    def __init__(self, rgb_size: Callable[[int, int], tuple[int, int]]) -> None:
+        self.rgb_size = rgb_size  # answered here: the child has no CLIP model (and imports no torch)
+        self.proc: subprocess.Popen | None = None
+        self.conn: Connection | None = None
+        self.deaths = 0  # children that crashed or were killed as hung
+
+    def decode(self, path: str, mv: MVConfig, n_rgb: int, timeout_s: float, hard_timeout_s: float) -> VideoFeatures:
+        """Decode ``path`` in the child; raises ``DecoderCrash`` if it dies or has no answer in ``hard_timeout_s``."""
+        if self.proc is None:
+            self._start()
+        try:
+            self.conn.send((path, mv, n_rgb, timeout_s))
+        except OSError:
+            raise DecoderCrash(self._died()) from None
+        status, payload = self._receive(hard_timeout_s)
+        if status == "failed":
+            raise DecodeError(payload)
+        return payload
+
+    def close(self) -> int | None:
+        """Stop the child (killed if still running); its exit status, negative for a signal."""
+        if self.proc is None:
+            return None
+        self.conn.close()
+        try:
+            self.proc.wait(timeout=5)  # an idle child exits when its connection closes
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        code, self.proc, self.conn = self.proc.returncode, None, None
+        return code
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair()
+        with theirs:
+            self.proc = subprocess.Popen([sys.executable, "-m", "moclip.workers.decode", str(theirs.fileno())],
+                                         pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        self.conn = Connection(ours.detach())
+        try:
+            self._receive(self.start_timeout_s)
+        except DecoderCrash as exc:
+            raise RuntimeError(f"could not start a decoder process ({sys.executable}): {exc}") from None
+
+    def _receive(self, limit_s: float) -> tuple:
+        """The child's next answer, serving its frame-size questions meanwhile."""
+        deadline = time.monotonic() + limit_s
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self.conn.poll(remaining):
+                    self.proc.kill()
+                    self.close()
+                    self.deaths += 1
+                    raise DecoderCrash(f"decoder hung: no result within {limit_s:g} s (hard limit)")
+                msg = self.conn.recv()
+                if msg[0] != "size":
+                    return msg
+                self.conn.send(self.rgb_size(*msg[1:]))
+        except (EOFError, OSError):
+            raise DecoderCrash(self._died()) from None
+
+    def _died(self) -> str:
+        code = self.close()
+        self.deaths += 1
+        if code is not None and code < 0:
+            return f"decoder crashed (killed by {signal.Signals(-code).name})"
+        return f"decoder crashed (its process exited with status {code})"
+
+
+def index_shard_isolated(
+    videos: list[dict], settings: FeatureSettings, out_url: str, shard_name: str, run: RunConfig,
+    settings_hash: str, storage_options: dict | None = None, first_error: str = "",
+) -> ShardResult:
+    """``index_shard``, with every video decoded in a child process; ``first_error``: why the first try failed."""
+    from moclip.clip import load_clip
+
+    encoder = load_clip(settings.clip, device=run.device)
+    result = ShardResult(shard=shard_name, first_error=first_error)
+    child = DecoderProcess(encoder.target_size)
+
+    def decode(path: str) -> VideoFeatures:
+        return child.decode(path, settings.mv, settings.clip.frames, run.decode_timeout_s, run.hard_timeout_s)
+
+    decoded = []
+    try:
+        for video in videos:
+            deaths = child.deaths
+            decoded.append(video_row(video, settings_hash, encoder.weights_id, decode))
+            if child.deaths > deaths:
+                result.culprits.append(video["video_id"])
+                log.warning("shard %s: the decoder died on %s: %s", shard_name, video["path"], decoded[-1][0]["error"])
+    finally:
+        child.close()
+    return embed_and_write(decoded, encoder, run, Store(out_url, storage_options), result)

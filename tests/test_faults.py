@@ -1,0 +1,115 @@
+"""A decoder that crashes (real SIGSEGV) or hangs costs one video, not its shard or the run.
+
+Faults come from the test-only hook ``MOCLIP_FAULT_INJECT`` (moclip/workers/decode.py): the process decoding a
+video whose path contains the given substring kills itself with SIGSEGV or blocks forever, in the Dask worker and
+in the isolated retry's child process alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from video_factory import make_video
+
+from moclip.config import ClipConfig, FeatureSettings, RunConfig
+from moclip.dataset import load_features, read_metadata
+from moclip.workers.isolated import index_shard_isolated
+from moclip.workers.shard_worker import index_shard
+
+MOCLIP = str(Path(sys.executable).parent / "moclip")
+REASONS = {"crash": "decoder crashed (killed by SIGSEGV)", "hang": "decoder hung: no result within 3 s (hard limit)"}
+
+
+def small_corpus(root: Path, names: list[str]) -> list[dict]:
+    """Tiny real H.264 videos, one per name: even positions in left/, odd ones in right/; their corpus records."""
+    videos = []
+    for i, name in enumerate(names):
+        label = "right" if i % 2 else "left"
+        path = make_video(root / label / f"{name}.mp4", dx=3 if i % 2 else -3, n_frames=12, width=160, height=120,
+                          seed=i)
+        videos.append({"video_id": f"{label}/{name}.mp4", "path": str(path), "label": label, "split": None,
+                       "group": None})
+    return videos
+
+
+def env(faults: str) -> dict:
+    """The CLI's environment: this session's isolated PREFECT_HOME, no server URL (it starts its own), the faults."""
+    out = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_LOGGING_LEVEL")}
+    out["MOCLIP_FAULT_INJECT"] = faults
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["crash", "hang"])
+def test_a_crash_or_hang_in_a_worker_costs_one_video(tmp_path, fault):
+    # 6 videos, shards of 3 (left/a0, left/a4, left/<fault> | right/a1, right/a3, right/a5): the culprit kills (or
+    # hangs) the Dask worker of its shard, which is retried in isolation; the other shard is indexed as usual.
+    small_corpus(tmp_path / "corpus", ["a0", "a1", fault, "a3", "a4", "a5"])
+    out = tmp_path / "ds"
+    cmd = [MOCLIP, "index", str(tmp_path / "corpus"), "--out", str(out), "--clip-weights", "none", "--frames", "2",
+           "--workers", "2", "--shard-size", "3", "--precision", "fp32", "--decode-hard-timeout", "3", "--json"]
+    r = subprocess.run(cmd, env=env(f"{fault}:/{fault}.mp4"), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    culprit = f"left/{fault}.mp4"
+    summary = json.loads(r.stdout[r.stdout.index("\n{") + 1:])
+    assert summary["indexed_ok"] == 5 and summary["failed"] == 1 and not summary["crashed_shards"]
+    [retry] = summary["isolated_retries"]
+    assert "KilledWorker" in retry["error"] and retry["culprits"] == [culprit]
+    assert f"1 shards retried in isolation (decoder crashed or hung on: {culprit})" in r.stdout
+    if fault == "hang":
+        assert "Timeout (0:00:03)!" in r.stderr  # the hard limit ended the hung worker: stacks dumped, then exit
+
+    df = read_metadata(str(out)).set_index("video_id")
+    assert df.index.is_unique and len(df) == 6
+    assert df.loc[culprit, "status"] == "failed" and df.loc[culprit, "error"] == REASONS[fault]
+    good = df.drop(culprit)
+    assert (good["status"] == "ok").all()
+    feats = load_features(str(out))
+    assert sorted(feats.meta["video_id"]) == sorted(good.index)
+    assert feats.mv.shape[0] == 5 and feats.clip.shape == (5, 2, 512) and np.isfinite(feats.clip).all()
+
+
+def test_isolated_retry_matches_index_shard(tmp_path, monkeypatch):
+    """In process, no Dask: the isolated path gives the culprits their reasons and every other video the very
+    features ``index_shard`` gives it."""
+    monkeypatch.setenv("MOCLIP_FAULT_INJECT", "crash:/crash.mp4;hang:/hang.mp4")
+    videos = small_corpus(tmp_path / "corpus", ["a0", "a1", "crash", "a3", "a4", "hang"])
+    settings = FeatureSettings(clip=ClipConfig(weights="none", frames=2))
+    res = index_shard_isolated(videos, settings, str(tmp_path / "iso"), "part-iso.parquet",
+                               RunConfig(decode_hard_timeout_s=3), "h", None, "KilledWorker: test")
+    assert res.first_error == "KilledWorker: test"
+    assert res.culprits == ["left/crash.mp4", "right/hang.mp4"]
+    assert dict(res.failures) == {"left/crash.mp4": REASONS["crash"], "right/hang.mp4": REASONS["hang"]}
+    assert res.n_ok == 4
+
+    good = [v for v in videos if v["video_id"] not in res.culprits]
+    index_shard(good, settings, str(tmp_path / "ref"), "part-ref.parquet", RunConfig(), "h")
+    iso = pd.read_parquet(tmp_path / "iso")
+    ref = pd.read_parquet(tmp_path / "ref")
+    iso = iso[iso["status"] == "ok"].reset_index(drop=True)
+    assert list(iso["video_id"]) == list(ref["video_id"])
+    for col in ("mv", "clip", "mv_valid", "frame_indices"):
+        assert all(np.array_equal(a, b) for a, b in zip(iso[col], ref[col])), col
+
+
+def test_hard_time_limit_ends_a_hung_worker(tmp_path):
+    """The normal path: a decoder hung past the hard limit ends its process (no Dask needed to see it)."""
+    small_corpus(tmp_path / "corpus", ["hang"])
+    code = ("import sys; from moclip.config import *; from moclip.workers.shard_worker import index_shard; "
+            f"index_shard([dict(video_id='v', path={str(tmp_path / 'corpus/left/hang.mp4')!r})], "
+            "FeatureSettings(clip=ClipConfig(weights='none', frames=2)), sys.argv[1], 'p.parquet', "
+            "RunConfig(decode_hard_timeout_s=2), 'h')")
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "ds")], env=env("hang:/hang.mp4"),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "Timeout (0:00:02)!" in r.stderr and "inject_fault" in r.stderr
+    assert time.monotonic() - t0 < 60 and not list((tmp_path / "ds").glob("*.parquet"))
