@@ -95,12 +95,14 @@ def _run_index(params: IndexParams, server_running: bool = False) -> dict:
         print(f"  failed: {f['video_id']}: {f['reason']}", file=sys.stderr)
     if len(summary["failures"]) > 20:
         print(f"  ... {len(summary['failures']) - 20} more failures (see the index-summary artifact)", file=sys.stderr)
+    for c in summary["crashed_shards"]:  # e.g. the disk filled up: the shard's videos are not in the dataset
+        print(f"  shard not written: {c['shard']} ({len(c['video_ids'])} videos): {c['error']}", file=sys.stderr)
     return summary
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training")
-    g.add_argument("--mvnet", default="mvnet-small", help="MV-net architecture (moclip/model_configs) or JSON path")
+    g.add_argument("--mvnet", default="mvnet-r21d", help="MV-net architecture (moclip/model_configs) or JSON path")
     g.add_argument("--mv-epochs", type=int, default=40)
     g.add_argument("--head-epochs", type=int, default=100)
     g.add_argument("--batch-size-train", dest="train_batch", type=int, default=64)
@@ -178,6 +180,11 @@ def cmd_index(args: argparse.Namespace) -> int:
     summary = _run_index(params)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
+    if summary["crashed_shards"]:  # an incomplete dataset is not a success; a rerun indexes only what is missing
+        n = sum(len(c["video_ids"]) for c in summary["crashed_shards"])
+        print(f"moclip: error: {len(summary['crashed_shards'])} shards ({n} videos) were not written to {args.out}; "
+              "rerun the same command to index them", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,11 +1,15 @@
 """Where a dataset lives: a local folder or any fsspec URL (s3://, gs://, memory://, ...).
 
 Every file is written atomically: to a temporary name next to it, then renamed (local), or as one object put
-(object stores, where a put is atomic). Readers never see a half-written file.
+(object stores, where a put is atomic). Readers never see a half-written file. A write that fails (disk full, quota,
+file-size limit, permissions) removes its temp file and raises :class:`StorageError` naming the file and the reason;
+files written before it are untouched.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import json
 import os
@@ -17,6 +21,21 @@ import pyarrow.parquet as pq
 
 SHARD_PREFIX = "part-"
 MANIFEST_NAME = "_manifest.json"  # leading "_" : pyarrow.dataset and pandas skip it when reading the folder
+_OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+class StorageError(OSError):
+    """A dataset file could not be written. ``str()`` is one line: the file, the reason and what to do."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
+
+def _write_error(path: str, exc: BaseException) -> StorageError:
+    code = getattr(exc, "errno", None)
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    hint = "; free space and rerun the same command (files already written are kept)" if code in _OUT_OF_SPACE else ""
+    return StorageError(code if code is not None else errno.EIO, f"cannot write {path}: {reason}{hint}")
 
 
 class Store:
@@ -45,20 +64,25 @@ class Store:
     def write_bytes(self, name: str, data: bytes) -> None:
         final = self.path(name)
         if not self.local:
-            with self.fs.open(final, "wb") as f:
-                f.write(data)
+            try:
+                with self.fs.open(final, "wb") as f:
+                    f.write(data)
+            except OSError as e:
+                raise _write_error(self.url.rstrip("/") + "/" + name, e) from e
             return
-        os.makedirs(self.root, exist_ok=True)
         tmp = self.path(f".tmp-{uuid.uuid4().hex}-{name}")
         try:
+            os.makedirs(self.root, exist_ok=True)
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, final)
-        except BaseException:
-            if os.path.exists(tmp):
+        except BaseException as e:
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
+            if isinstance(e, OSError):
+                raise _write_error(final, e) from e
             raise
 
     def write_table(self, name: str, table: pa.Table) -> int:
