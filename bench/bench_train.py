@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from moclip.models import FusionHead, count_params, create_mvnet, mvnet_config, set_standardisation
+from moclip.precision import train_precision
 from moclip.train.augment import augment
 from moclip.train.loop import FitConfig, fit
 from moclip.train.pipeline import TrainConfig
@@ -35,20 +36,20 @@ def batches(x: torch.Tensor, y: torch.Tensor):
     return batch
 
 
-def bench_fusion(n: int = 13_320, classes: int = 101, epochs: int = 100) -> tuple[float, int]:
+def bench_fusion(precision: str, n: int = 13_320, classes: int = 101, epochs: int = 100) -> tuple[float, int]:
     g = torch.Generator().manual_seed(0)
     y = torch.randint(0, classes, (n,), generator=g)
     x = torch.randn(n, 256 + 512, generator=g) + torch.nn.functional.one_hot(y, 768)[:, :768].float()
     idx = np.arange(n)
     head = FusionHead(256, 512, classes)
     set_standardisation(head, x)
-    cfg = FitConfig(epochs=epochs, patience=epochs + 1, batch_size=TrainConfig().head_batch_size)
+    cfg = FitConfig(epochs=epochs, patience=epochs + 1, batch_size=TrainConfig().head_batch_size, precision=precision)
     t = time.perf_counter()
     fit(head, batches(x, y), idx[: int(n * 0.85)], idx[int(n * 0.85):], cfg)
     return time.perf_counter() - t, count_params(head)
 
 
-def bench_mvnet(name: str, n: int = 1000, classes: int = 101, epochs: int = 2) -> tuple[float, int]:
+def bench_mvnet(name: str, precision: str, n: int = 1000, classes: int = 101, epochs: int = 2) -> tuple[float, int]:
     g = torch.Generator().manual_seed(0)
     mv = torch.randn(n, 8, 2, 15, 20, generator=g)
     valid = torch.ones(n, 8)
@@ -61,7 +62,7 @@ def bench_mvnet(name: str, n: int = 1000, classes: int = 101, epochs: int = 2) -
         m, v = (augment(mv[i], valid[i], aug) if train else (mv[i], valid[i]))
         return (m, v), y[i]
 
-    cfg = FitConfig(epochs=epochs, patience=epochs + 1, batch_size=64)
+    cfg = FitConfig(epochs=epochs, patience=epochs + 1, batch_size=64, precision=precision)
     t = time.perf_counter()
     fit(net, batch, np.arange(n), np.arange(0), cfg)
     return (time.perf_counter() - t) / epochs, count_params(net)
@@ -72,19 +73,26 @@ def main() -> int:
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "train.md"))
     args = ap.parse_args()
     dev = "cuda" if torch.cuda.is_available() else "cpu"
+    best = train_precision(torch.device(dev))  # what TrainConfig(precision="auto") picks here
+    precisions = ["fp32"] + ([best] if best != "fp32" else [])
     lines = [f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores ({dev}), torch {torch.__version__}, "
-             f"{torch.get_num_threads()} threads.", "",
-             "| what | size | time | goal |", "|---|---|---|---|"]
-    secs, params = bench_fusion()
+             f"{torch.get_num_threads()} threads; `auto` precision here = {best}.", "",
+             "| what | precision | size | time | goal |", "|---|---|---|---|---|"]
     batch = TrainConfig().head_batch_size
-    lines.append(f"| fusion head ({params:,} params), 13,320 videos x 100 epochs, batch {batch} | 768-d, 101 classes "
-                 f"| **{secs:.1f} s** | <= 30 s |")
-    print(lines[-1], flush=True)
-    for name in ("mvnet-small", "mvnet-tiny"):
-        secs, params = bench_mvnet(name)
-        lines.append(f"| MV net {name} ({params:,} params), one epoch, 1,000 videos, batch 64, with augmentation "
-                     f"| 8 x 2 x 15 x 20 | **{secs:.1f} s** per epoch per 1,000 videos | minutes for UCF101 |")
+    for prec in precisions:
+        secs, params = bench_fusion(prec)
+        lines.append(f"| fusion head ({params:,} params), 13,320 videos x 100 epochs, batch {batch} | {prec} "
+                     f"| 768-d, 101 classes | **{secs:.1f} s** | <= 30 s |")
         print(lines[-1], flush=True)
+    ucf_train = 9_537 * 0.85  # UCF101 split-1 train list minus the validation carve-out
+    for name in ("mvnet-small", "mvnet-r21d", "mvnet-tiny"):
+        for prec in precisions:
+            secs, params = bench_mvnet(name, prec)
+            lines.append(f"| MV net {name} ({params:,} params), one epoch, batch 64, with augmentation | {prec} "
+                         f"| 8 x 2 x 15 x 20 | **{secs:.2f} s** per epoch per 1,000 videos "
+                         f"(UCF101 split 1: {secs * ucf_train / 1000 * 40 / 60:.1f} min for 40 epochs) "
+                         f"| minutes for UCF101 |")
+            print(lines[-1], flush=True)
     write_table(lines, args.out)
     return 0
 

@@ -113,6 +113,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--prompts", default="short", choices=["short", "clip-ucf101", "plain"],
                    help="zero-shot prompt ensemble")
+    g.add_argument("--train-precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="training forward passes (auto: bf16 where the CPU/GPU has it natively)")
 
 
 def _train_params(args: argparse.Namespace, dataset: str, model_out: str, report_out: str | None):
@@ -122,6 +124,7 @@ def _train_params(args: argparse.Namespace, dataset: str, model_out: str, report
         dataset=dataset, model_out=model_out, report_out=report_out, mvnet=args.mvnet, mv_epochs=args.mv_epochs,
         head_epochs=args.head_epochs, batch_size=args.train_batch, patience=args.patience, flip=args.flip,
         val_fraction=args.val_fraction, seed=args.seed, device=getattr(args, "device", "auto"), prompts=args.prompts,
+        precision=args.train_precision,
     )
 
 

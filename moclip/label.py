@@ -18,6 +18,7 @@ import torch
 from moclip import zeroshot
 from moclip.bundle import load_bundle
 from moclip.dataset import Store, load_features, read_manifest
+from moclip.precision import autocast, train_precision
 from moclip.train.pipeline import fused_features, load_clip_model, pick_device, rebuild
 
 PREDICTIONS = "predictions.parquet"
@@ -54,8 +55,9 @@ def predict(dataset: str, model: str | Path, top_k: int = 5, extra_classes: list
     mv = torch.from_numpy(fs.mv).to(dev)
     valid = torch.from_numpy(fs.mv_valid).to(dev)
     clip = torch.from_numpy(zeroshot.video_embedding(fs.clip)).float().to(dev)
-    with torch.no_grad():
-        logits = head(fused_features(net, mv, valid, clip)).float()
+    precision = train_precision(dev, m["train_config"].get("precision", "auto"))  # as evaluate scores it
+    with torch.no_grad(), autocast(dev, precision):
+        logits = head(fused_features(net, mv, valid, clip, precision)).float()
     probs = torch.softmax(logits, dim=1).cpu().numpy()
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     out = pd.DataFrame({

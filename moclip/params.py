@@ -73,7 +73,7 @@ class TrainParams(BaseModel):
     dataset: str = Field(description="indexed dataset folder or fsspec URL")
     model_out: str = Field(description="where the trained-model bundle is written")
     report_out: str | None = Field(None, description="where report.md / report.html go (evaluate)")
-    mvnet: str = "mvnet-small"
+    mvnet: str = "mvnet-r21d"
     mv_epochs: int = Field(40, ge=1, le=10_000)
     head_epochs: int = Field(100, ge=1, le=100_000)
     batch_size: int = Field(64, ge=2, le=65_536)
@@ -83,13 +83,16 @@ class TrainParams(BaseModel):
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     prompts: Literal["short", "clip-ucf101", "plain"] = "short"
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="training forward passes; auto = bf16 where the hardware has it natively")
 
     def train_config(self):
         from moclip.train.pipeline import TrainConfig
 
         return TrainConfig(mvnet=self.mvnet, mv_epochs=self.mv_epochs, head_epochs=self.head_epochs,
                            batch_size=self.batch_size, patience=self.patience, flip=self.flip,
-                           val_fraction=self.val_fraction, seed=self.seed, device=self.device, prompts=self.prompts)
+                           val_fraction=self.val_fraction, seed=self.seed, device=self.device, prompts=self.prompts,
+                           precision=self.precision)
 
 
 class LabelParams(BaseModel):

@@ -54,4 +54,4 @@ def test_fusion_needs_and_uses_both_streams(tmp_path_factory):
     assert acc["mv_only", "appearance"] <= 0.5
     assert acc["fusion", "appearance"] >= acc["mv_only", "appearance"] + 0.25
     # overall, fusion beats both single streams
-    assert top1["fusion"] > top1["mv_only"] and top1["fusion"] > top1["clip_linear_probe"] + 0.2
+    assert top1["fusion"] >= top1["mv_only"] + 0.1 and top1["fusion"] >= top1["clip_linear_probe"] + 0.2

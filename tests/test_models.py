@@ -35,3 +35,21 @@ def test_unknown_config_is_a_clear_error():
         mvnet_config("mvnet-huge")
     with pytest.raises(ValueError, match="unknown MV-net type"):
         create_mvnet({"type": "lstm"}, 3)
+
+
+@pytest.mark.parametrize("name", list_mvnet_configs())
+def test_input_scale_is_the_train_rms_and_travels_with_the_weights(name):
+    """Stored MVs are small (% of frame per frame); the net divides them by the train set's per-channel RMS so
+    BatchNorm's running statistics start near the batch statistics (unscaled, early-stopped nets predicted one
+    class in eval mode on the demo corpus)."""
+    from moclip.models import set_input_scale
+
+    torch.manual_seed(0)
+    mv = torch.randn(64, 8, 2, 15, 20) * torch.tensor([0.05, 0.2]).view(1, 1, 2, 1, 1)
+    net = create_mvnet(mvnet_config(name), num_classes=5)
+    set_input_scale(net, mv)
+    scaled = mv / net.input_scale.view(1, 1, -1, 1, 1)
+    assert torch.allclose(scaled.pow(2).mean(dim=(0, 1, 3, 4)), torch.ones(2), atol=1e-3)
+    other = create_mvnet(mvnet_config(name), num_classes=5)
+    other.load_state_dict(net.state_dict())  # the bundle's safetensors carry it
+    assert torch.equal(other.input_scale, net.input_scale)

@@ -21,12 +21,12 @@ from open_clip.pretrained import get_pretrained_cfg
 from torch import nn
 
 from moclip.config import ClipConfig
+from moclip.precision import DTYPES, native_bf16_cpu
 
 from .pretrained import ClipWeightsError, WeightsSpec, fetch_tag, resolve_weights
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 RANDOM_INIT_SEED = 0  # "none" weights are seeded so that "random-init" features are reproducible
 
 
@@ -62,10 +62,7 @@ def default_precision(device: str = "auto") -> str:
     dev = resolve_device(device)
     if dev.type == "cuda":
         return "fp16"
-    cpu = getattr(torch, "cpu", None)
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    native = any(getattr(cpu, name, lambda: False)() for name in checks)
-    return "bf16" if native else "fp32"
+    return "bf16" if native_bf16_cpu() else "fp32"
 
 
 def check_precision(precision: str, device: torch.device) -> torch.dtype:

@@ -9,9 +9,9 @@ from moclip.models.factory import (
     mvnet_config,
 )
 from moclip.models.heads import FusionHead, LinearProbe, set_standardisation
-from moclip.models.mvnet import MVNet, MVNet21D
+from moclip.models.mvnet import MVNet, MVNet21D, set_input_scale
 
 __all__ = [
     "PAPER_MV_NET", "FusionHead", "LinearProbe", "MVNet", "MVNet21D", "count_params", "create_mvnet", "flops_per_video",
-    "list_mvnet_configs", "mvnet_config", "set_standardisation",
+    "list_mvnet_configs", "mvnet_config", "set_input_scale", "set_standardisation",
 ]

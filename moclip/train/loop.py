@@ -1,6 +1,7 @@
 """One short training loop for every model here (nanoGPT style: explicit, no framework).
 
 AdamW, cosine learning rate, early stopping on validation top-1; the best epoch's weights are restored.
+Forward passes run under autocast at ``FitConfig.precision`` (bf16 where native); weights and AdamW state stay fp32.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
+
+from moclip.precision import autocast
 
 # batch(indices, train) -> (inputs tuple, labels)
 BatchFn = Callable[[np.ndarray, bool], tuple[tuple[torch.Tensor, ...], torch.Tensor]]
@@ -27,6 +30,7 @@ class FitConfig:
     patience: int = 8  # epochs without a better val top-1 before stopping
     label_smoothing: float = 0.1
     seed: int = 0
+    precision: str = "fp32"  # forward-pass precision: fp32 | bf16 (see moclip.precision.train_precision)
 
 
 @dataclass
@@ -42,10 +46,13 @@ class History:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, batch: BatchFn, idx: np.ndarray, batch_size: int = 512) -> np.ndarray:
+def predict(model: nn.Module, batch: BatchFn, idx: np.ndarray, batch_size: int = 512,
+            precision: str = "fp32") -> np.ndarray:
     model.eval()
-    out = [model(*batch(idx[i:i + batch_size], False)[0]).float().cpu()
-           for i in range(0, len(idx), batch_size)]
+    device = next(model.parameters()).device
+    with autocast(device, precision):
+        out = [model(*batch(idx[i:i + batch_size], False)[0]).float().cpu()
+               for i in range(0, len(idx), batch_size)]
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
@@ -71,13 +78,15 @@ def fit(model: nn.Module, batch: BatchFn, train_idx: np.ndarray, val_idx: np.nda
             if len(chunk) < 2 and len(order) > 2:
                 continue  # BatchNorm needs two samples
             inputs, y = batch(chunk, True)
-            loss = loss_fn(model(*inputs), y)
+            with autocast(y.device, cfg.precision):
+                logits = model(*inputs)
+            loss = loss_fn(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             losses.append(loss.item())
-        val_scores = predict(model, batch, val_idx)
+        val_scores = predict(model, batch, val_idx, precision=cfg.precision)
         val_top1 = float((val_scores.argmax(1) == y_val).mean()) if len(val_idx) else float("nan")
         val_loss = float(loss_fn(torch.from_numpy(val_scores), torch.from_numpy(y_val))) if len(val_idx) else 0.0
         hist.train_loss.append(float(np.mean(losses)) if losses else float("nan"))

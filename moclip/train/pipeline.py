@@ -28,8 +28,10 @@ from moclip.models import (
     create_mvnet,
     flops_per_video,
     mvnet_config,
+    set_input_scale,
     set_standardisation,
 )
+from moclip.precision import autocast, train_precision
 from moclip.train import metrics
 from moclip.train.augment import augment
 from moclip.train.loop import FitConfig, fit, predict
@@ -41,7 +43,7 @@ PAPER = {"source": "MoCLIP-Lite (arXiv 2509.17084), UCF101 split 1, top-1",
 
 @dataclass
 class TrainConfig:
-    mvnet: str = "mvnet-small"  # a name in moclip/model_configs or a JSON path
+    mvnet: str = "mvnet-r21d"  # a name in moclip/model_configs or a JSON path
     mv_epochs: int = 40
     head_epochs: int = 100
     batch_size: int = 64  # MV net
@@ -57,6 +59,7 @@ class TrainConfig:
     val_fraction: float = 0.15
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"  # training forward passes: auto (bf16 where native) | bf16 | fp32
     prompts: str = "short"  # zero-shot prompt ensemble: short | clip-ucf101 | plain
 
 
@@ -124,14 +127,18 @@ def _feature_batches(x: torch.Tensor, y_np: np.ndarray) -> Callable:
 
 
 @torch.no_grad()
-def mv_features(net: torch.nn.Module, mv: torch.Tensor, valid: torch.Tensor, batch: int = 512) -> torch.Tensor:
+def mv_features(net: torch.nn.Module, mv: torch.Tensor, valid: torch.Tensor, batch: int = 512,
+                precision: str = "fp32") -> torch.Tensor:
     net.eval()
-    return torch.cat([net.features(mv[i:i + batch], valid[i:i + batch]) for i in range(0, len(mv), batch)])
+    with autocast(mv.device, precision):
+        return torch.cat([net.features(mv[i:i + batch], valid[i:i + batch]).float()
+                          for i in range(0, len(mv), batch)])
 
 
-def fused_features(net: torch.nn.Module, mv: torch.Tensor, valid: torch.Tensor, clip: torch.Tensor) -> torch.Tensor:
+def fused_features(net: torch.nn.Module, mv: torch.Tensor, valid: torch.Tensor, clip: torch.Tensor,
+                   precision: str = "fp32") -> torch.Tensor:
     """What the fusion head sees: [frozen MV-net features || CLIP video embedding]."""
-    return torch.cat([mv_features(net, mv, valid), clip], dim=1)
+    return torch.cat([mv_features(net, mv, valid, precision=precision), clip], dim=1)
 
 
 def load_clip_model(manifest: dict, device: torch.device):
@@ -153,6 +160,7 @@ def train(url: str, out: str | Path, cfg: TrainConfig | None = None,
     times: dict[str, float] = {}
     t = time.perf_counter()
     device = pick_device(cfg.device)
+    precision = train_precision(device, cfg.precision)
     torch.manual_seed(cfg.seed)
     manifest = read_manifest(url) or {}
     p = prepare(url, cfg, device)
@@ -166,14 +174,15 @@ def train(url: str, out: str | Path, cfg: TrainConfig | None = None,
     arch = mvnet_config(cfg.mvnet)
     torch.manual_seed(cfg.seed)
     net = create_mvnet(arch, len(p.classes)).to(device)
+    set_input_scale(net, p.mv[torch.from_numpy(s.train).to(device)])
     fit_mv = FitConfig(epochs=cfg.mv_epochs, batch_size=cfg.batch_size, lr=cfg.mv_lr,
-                       weight_decay=cfg.weight_decay, patience=cfg.patience, seed=cfg.seed)
+                       weight_decay=cfg.weight_decay, patience=cfg.patience, seed=cfg.seed, precision=precision)
     h_mv = fit(net, _mv_batches(p, cfg.flip, cfg.seed), s.train, s.val, fit_mv,
                lambda e, loss, acc: log(f"mv-net epoch {e}: loss {loss:.3f} val top-1 {acc:.3f}"))
     times["mv_net"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    fused = fused_features(net, p.mv, p.valid, p.clip)
+    fused = fused_features(net, p.mv, p.valid, p.clip, precision)
     torch.manual_seed(cfg.seed)
     head = FusionHead(net.feature_dim, p.clip.shape[1], len(p.classes), cfg.hidden, cfg.dropout,
                       cfg.stream_dropout).to(device)
@@ -181,7 +190,7 @@ def train(url: str, out: str | Path, cfg: TrainConfig | None = None,
     # big batches are cheap on frozen features, but a small dataset still gets >= 8 steps per epoch
     head_batch = max(16, min(cfg.head_batch_size, math.ceil(len(s.train) / 8)))
     fit_head = FitConfig(epochs=cfg.head_epochs, batch_size=head_batch, lr=cfg.head_lr,
-                         weight_decay=cfg.weight_decay, patience=cfg.patience, seed=cfg.seed)
+                         weight_decay=cfg.weight_decay, patience=cfg.patience, seed=cfg.seed, precision=precision)
     h_fusion = fit(head, _feature_batches(fused, p.y), s.train, s.val, fit_head)
     times["fusion_head"] = time.perf_counter() - t
 
@@ -215,9 +224,10 @@ def train(url: str, out: str | Path, cfg: TrainConfig | None = None,
                    "val": p.fs.meta["video_id"].iloc[s.val].tolist()},
         "curves": {"mv_net": h_mv.to_dict(), "fusion": h_fusion.to_dict(), "clip_linear_probe": h_probe.to_dict()},
         "val": {k: metrics.summary(v, p.y[s.val]) for k, v in method_scores(
-            p, s.val, net.to(device), head, probe, text, fused).items() if k != "zero_shot_single"},
+            p, s.val, net.to(device), head, probe, text, fused, precision).items() if k != "zero_shot_single"},
         "time_per_stage_s": {k: round(v, 2) for k, v in times.items()},
         "device": str(device),
+        "precision": precision,
         "versions": versions(),
     }
     log(f"val top-1: mv-only {meta['val']['mv_only']['top1']:.3f}, fusion {meta['val']['fusion']['top1']:.3f}, "
@@ -238,15 +248,15 @@ def split_name(manifest: dict, url: str) -> str:
 
 
 def method_scores(p: Prepared, idx: np.ndarray, net, head, probe, text: np.ndarray,
-                  fused: torch.Tensor) -> dict[str, np.ndarray]:
+                  fused: torch.Tensor, precision: str = "fp32") -> dict[str, np.ndarray]:
     """Class scores [len(idx), C] of every method on the rows ``idx``."""
     rows = torch.from_numpy(idx).to(p.clip.device)
     return {
         "zero_shot_mean": zeroshot.scores(p.clip[rows].cpu().numpy(), text),
         "zero_shot_single": zeroshot.scores(p.clip_frames[idx, p.clip_frames.shape[1] // 2], text),
-        "mv_only": predict(net, _mv_batches(p, False, 0), idx),
-        "clip_linear_probe": predict(probe, _feature_batches(p.clip, p.y), idx),
-        "fusion": predict(head, _feature_batches(fused, p.y), idx),
+        "mv_only": predict(net, _mv_batches(p, False, 0), idx, precision=precision),
+        "clip_linear_probe": predict(probe, _feature_batches(p.clip, p.y), idx, precision=precision),
+        "fusion": predict(head, _feature_batches(fused, p.y), idx, precision=precision),
     }
 
 
@@ -296,7 +306,9 @@ def evaluate(url: str, model: str | Path, device: str = "auto") -> dict:
         raise ValueError(f"{url}: no labelled test videos to evaluate")
     net, head, probe, text = rebuild(bundle, dev)
     y = p.y[test]
-    scores = method_scores(p, test, net, head, probe, text, fused_features(net, p.mv, p.valid, p.clip))
+    precision = train_precision(dev, cfg.precision)  # as in training, where this machine has it natively
+    fused = fused_features(net, p.mv, p.valid, p.clip, precision)
+    scores = method_scores(p, test, net, head, probe, text, fused, precision)
     n = len(p.classes)
     preds = {k: scores[k].argmax(1) for k in ("fusion", "mv_only", "clip_linear_probe")}
     all_meta = read_metadata(url)
@@ -327,7 +339,7 @@ def evaluate(url: str, model: str | Path, device: str = "auto") -> dict:
         "provenance": {
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "seeds": {"train": cfg.seed}, "versions": versions(), "time_per_stage_s": times,
-            "device": str(dev), "dataset_settings_hash": manifest.get("settings_hash"),
+            "device": str(dev), "precision": precision, "dataset_settings_hash": manifest.get("settings_hash"),
             "model_bundle": str(model),
         },
     }
