@@ -171,10 +171,6 @@ def test_disk_full_during_index_then_rerun_after_freeing_space(tmp_path, small_f
 # --- memory ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "moclip/video/pyav_reader.mv_array reads frame.side_data, a frame <-> SideDataContainer reference cycle: "
-    "every decoded frame then waits for the cyclic GC (~150-200 1080p frames, ~600 MB, alive at once). "
-    "Fix: av.sidedata.sidedata.SideDataContainer(frame).get('MOTION_VECTORS') (no cycle): ~120 MB flat"))
 def test_peak_memory_of_a_1080p_video_is_flat_in_its_length(tmp_path):
     sys.path.insert(0, str(REPO / "bench"))
     from bench_memory import make_video, measure
