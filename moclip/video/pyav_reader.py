@@ -6,6 +6,7 @@ nondeterministic, and a Dask worker already owns one core.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 
@@ -115,12 +116,24 @@ def iter_frames(
     if export_mvs:
         cc.options = {"flags2": "+export_mvs"}
 
+    file_size = os.path.getsize(path)
+
+    def frames() -> Iterator[av.VideoFrame]:
+        """Decoded frames; a truncated file ends at its last complete packet (then the decoder is flushed), so a
+        cut download keeps the frames before the cut instead of failing on the packet that runs past the end."""
+        for packet in container.demux(stream):
+            cut = packet.is_corrupt and packet.pos is not None and packet.pos + packet.size >= file_size  # short read
+            if cut or (packet.size and packet.pos is not None and packet.pos + packet.size > file_size):
+                yield from stream.decode(None)
+                return
+            yield from stream.decode(packet)
+
     def gen() -> Iterator[DecodedFrame]:
         start = time.monotonic()
         index = 0
         reformatter = VideoReformatter()  # one swscale context for the whole video (4x faster than per frame)
         try:
-            for frame in container.decode(stream):
+            for frame in frames():
                 if max_frames is not None and index >= max_frames:
                     raise DecodeError(f"more than {max_frames} frames (max_frames cap)")
                 if timeout_s is not None and time.monotonic() - start > timeout_s:
