@@ -48,7 +48,8 @@ def _add_index_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--segments", type=int, default=8, help="T temporal segments of the MV tensor (default 8)")
     g.add_argument("--grid", type=_grid, default=(15, 20), help="H x W cells of the MV tensor (default 15x20)")
     g.add_argument("--mv-backend", default="pyav", choices=["pyav", "mvextractor"])
-    g.add_argument("--max-frames", type=int, default=54_000, help="cap on decoded frames per video")
+    g.add_argument("--max-frames", type=int, default=216_000,
+                   help="cap on decoded frames per video (default: 2 h at 30 fps)")
     g.add_argument("--clip-model", default="ViT-B-32")
     g.add_argument("--clip-weights", default="openai",
                    help="open_clip pretrained tag, a local checkpoint file, or 'none' (random init)")
@@ -61,7 +62,8 @@ def _add_index_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--shard-size", type=int, default=16, help="videos per Dask task (default 16)")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     g.add_argument("--batch-size", type=int, default=64, help="CLIP images per forward pass")
-    g.add_argument("--decode-timeout", type=float, default=600.0, help="seconds allowed per video")
+    g.add_argument("--decode-timeout", type=float, default=1800.0,
+                   help="seconds allowed per video (lower it for archives of short clips)")
     g.add_argument("--decode-hard-timeout", type=float,
                    help="seconds after which a decoder stuck in one video is killed (default: decode timeout + 60)")
     g.add_argument("--retry-failed", action="store_true", help="decode again videos that failed before")

@@ -25,7 +25,7 @@ class MVConfig:
     segments: int = 8  # T: TSN-style temporal segments
     grid: tuple[int, int] = (15, 20)  # (H, W) cells; 320x240 at 16 px macroblocks is exactly 15 x 20
     backend: str = "pyav"  # "pyav" or "mvextractor"
-    max_frames: int = 54_000  # cap on decoded frames per video (30 min at 30 fps)
+    max_frames: int = 216_000  # cap on decoded frames per video (2 h at 30 fps)
 
     def __post_init__(self) -> None:
         if self.segments < 1:
@@ -84,7 +84,7 @@ class RunConfig:
     dask_address: str | None = None  # existing scheduler, e.g. tcp://10.0.0.5:8786
     clip_batch_size: int = 64
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda"
-    decode_timeout_s: float = 600.0  # per-video decode time limit, checked between frames
+    decode_timeout_s: float = 1800.0  # per-video decode time limit, checked between frames (1 h of 1080p fits)
     decode_hard_timeout_s: float | None = None  # past it the decoding process is killed; None: decode_timeout_s + 60
 
     def __post_init__(self) -> None:

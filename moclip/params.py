@@ -26,7 +26,7 @@ class IndexParams(BaseModel):
     segments: int = Field(8, ge=1, le=64, description="T: temporal segments of the MV tensor")
     grid: tuple[int, int] = Field((15, 20), description="(H, W) cells of the MV tensor")
     mv_backend: Literal["pyav", "mvextractor"] = "pyav"
-    max_frames: int = Field(54_000, ge=1, description="cap on decoded frames per video")
+    max_frames: int = Field(216_000, ge=1, description="cap on decoded frames per video")
     clip_model: str = "ViT-B-32"
     clip_weights: str = Field("openai", description="open_clip pretrained tag, checkpoint path, or 'none'")
     clip_frames: int = Field(8, ge=1, le=64, description="K: RGB frames embedded per video")
@@ -37,7 +37,7 @@ class IndexParams(BaseModel):
     workers: int | None = Field(None, ge=1, le=1024, description="local Dask worker processes (default: cores)")
     dask_address: str | None = Field(None, description="existing Dask scheduler, e.g. tcp://host:8786")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    decode_timeout_s: float = Field(600.0, gt=0)
+    decode_timeout_s: float = Field(1800.0, gt=0)
     decode_hard_timeout_s: float | None = Field(
         None, gt=0, description="kill a decoder still inside one video after this (default: decode_timeout_s + 60)")
     retry_failed: bool = Field(False, description="re-decode videos that failed before")
@@ -120,7 +120,7 @@ class LabelParams(BaseModel):
         return IndexParams(
             corpus=self.corpus, out=self.features_out or f"{self.out.rstrip('/')}/features", layout=self.layout,
             manifest=self.manifest, segments=mv["segments"], grid=tuple(mv["grid"]), mv_backend=mv["backend"],
-            max_frames=mv.get("max_frames", 54_000), clip_model=clip["model"], clip_weights=clip["weights"],
+            max_frames=mv.get("max_frames", 216_000), clip_model=clip["model"], clip_weights=clip["weights"],
             clip_frames=clip["frames"], clip_precision=clip["precision"], shard_size=self.shard_size,
             workers=self.workers, dask_address=self.dask_address, device=self.device,
             storage_options=self.storage_options,
