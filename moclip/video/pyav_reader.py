@@ -80,6 +80,9 @@ def _pict_letter(pict_type: object) -> str:
     return name if name is not None else _PICT_TYPES.get(int(pict_type), "?")
 
 
+_MV_DTYPE: np.dtype | None = None
+
+
 def mv_array(frame: av.VideoFrame) -> np.ndarray:
     """The frame's exported MVs as FFmpeg's record array (fields source, w, h, ..., motion_scale).
 
@@ -90,8 +93,13 @@ def mv_array(frame: av.VideoFrame) -> np.ndarray:
     sd = SideDataContainer(frame).get("MOTION_VECTORS")
     if sd is None:
         return EMPTY_MVS
-    rec = sd.to_ndarray()  # a view into the frame's side data: copy, or buffered MVs would pin whole frames
-    return rec.copy() if rec.size else EMPTY_MVS
+    global _MV_DTYPE
+    if _MV_DTYPE is None:
+        _MV_DTYPE = sd.to_ndarray().dtype  # PyAV's record layout of AVMotionVector (40 bytes, aligned)
+    # A copy (buffered MVs must not pin frames), made as one memcpy: ndarray.copy() of this padded record dtype
+    # goes field by field (~10x slower, 16 % of the MV stage at 720p).
+    rec = np.frombuffer(bytes(sd), dtype=_MV_DTYPE)
+    return rec if rec.size else EMPTY_MVS
 
 
 def iter_frames(
