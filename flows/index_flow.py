@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from prefect import flow, get_run_logger
@@ -91,7 +92,8 @@ def index_corpus(params: IndexParams) -> dict:
     crashed: list[dict] = []
     if the_plan.to_index:
         load_clip(settings.clip, device=run.device)  # fail fast on missing weights, before Dask
-        shards = make_shards(the_plan.to_index, run.shard_size, new_run_id())
+        workers = None if run.dask_address else run.workers or os.cpu_count()
+        shards = make_shards(the_plan.to_index, run.shard_size, new_run_id(), workers)
         results, crashed = extract_features.with_options(task_runner=dask_runner(run))(
             shards, settings, run, params.out, settings_hash, params.storage_options)
     commit(the_plan, params)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import multiprocessing
 import os
 import threading
 from collections.abc import Iterator
+from multiprocessing import forkserver
 from typing import Any
 
 import dask
@@ -31,12 +33,48 @@ def dask_runner(run: RunConfig) -> DaskTaskRunner:
     )
 
 
+# Imported once by the process Dask worker processes are forked from (see start_worker_forkserver).
+WORKER_PRELOAD = ["distributed", "torch", "open_clip", "prefect", "moclip.workers.shard_worker", "flows.index_flow"]
+_forkserver_env: dict[str, str] | None = None  # the environment the fork server started with
+
+
+def start_worker_forkserver() -> None:
+    """Start (once per process) the server that local Dask worker processes are forked from.
+
+    It imports torch, open_clip, Prefect and moclip once, in the background; workers forked from it start in
+    ~0.3 s instead of each spawning a fresh interpreter and importing all of that (~4 s on 2 cores), and exit as
+    fast. The server is single-threaded, so forking it is safe. Call it once the environment the workers need is
+    final (the CLI does, right after its Prefect server is up); ``local_cluster`` falls back to spawning workers
+    when the environment has changed since.
+    """
+    global _forkserver_env
+    if _forkserver_env is not None or "forkserver" not in multiprocessing.get_all_start_methods():
+        return
+    multiprocessing.get_context("forkserver").set_forkserver_preload(WORKER_PRELOAD)
+    forkserver.ensure_running()
+    _forkserver_env = dict(os.environ)
+
+
+def _env_for_workers(env: Any) -> dict[str, str] | None:
+    """The environment as workers would see it, less what Dask's nanny sets itself before starting them."""
+    if env is None:
+        return None
+    own = set(dask.config.get("distributed.nanny.pre-spawn-environ", {})) | set(
+        dask.config.get("distributed.nanny.environ", {}))
+    own |= {"PYTHONHASHSEED"}  # also set by the nanny, with "__DASK_*" markers
+    return {k: v for k, v in env.items() if k not in own and not k.startswith("__DASK")}
+
+
 def local_cluster(**kwargs: Any) -> LocalCluster:
     """A ``LocalCluster`` where a task that kills its worker fails at once (allowed-failures 0) instead of being
     tried on 3 more workers, and a worker holds one task at a time (worker-saturation 1.0), so a crashing decoder
-    takes down its own shard only; the flow then retries that shard in isolation."""
+    takes down its own shard only; the flow then retries that shard in isolation. Workers are forked from the
+    warm fork server when its environment is still this process's, spawned otherwise."""
+    start_worker_forkserver()
+    method = "forkserver" if _env_for_workers(_forkserver_env) == _env_for_workers(os.environ) else "spawn"
     with dask.config.set({"distributed.scheduler.allowed-failures": 0,
-                          "distributed.scheduler.worker-saturation": 1.0}):
+                          "distributed.scheduler.worker-saturation": 1.0,
+                          "distributed.worker.multiprocessing-method": method}):
         return LocalCluster(**kwargs)
 
 
@@ -76,6 +114,7 @@ def prefect_api(preload: tuple[str, ...] = ()) -> Iterator[str]:
     if errors:
         raise RuntimeError(f"could not start a local Prefect server: {errors[0]}") from errors[0]
     os.environ["PREFECT_API_URL"] = server.api_url
+    start_worker_forkserver()  # warms up in the background while the flow lists and plans
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             yield server.api_url

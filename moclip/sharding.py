@@ -17,11 +17,15 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
-def make_shards(videos: list[dict], shard_size: int, run_id: str) -> list[Shard]:
-    """Consecutive runs of ``shard_size`` videos (the corpus table is sorted, so shards stay stable)."""
+def make_shards(videos: list[dict], shard_size: int, run_id: str, workers: int | None = None) -> list[Shard]:
+    """Consecutive runs of at most ``shard_size`` videos, of near-equal size (the corpus table is sorted, so shards
+    stay stable). With ``workers``, the shard count is rounded up to a multiple of it, so no worker sits idle while
+    the last, lone shard runs (200 videos, shard size 16, 2 workers: 14 shards of 14-15, not 12 x 16 + 8)."""
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    return [
-        Shard(name=f"part-{run_id}-{i // shard_size:05d}.parquet", videos=videos[i:i + shard_size])
-        for i in range(0, len(videos), shard_size)
-    ]
+    n = len(videos)
+    k = -(-n // shard_size)
+    if workers and k > 1:
+        k = min(n, -(-k // workers) * workers)
+    bounds = [i * n // k for i in range(k + 1)] if k else [0]
+    return [Shard(name=f"part-{run_id}-{i:05d}.parquet", videos=videos[bounds[i]:bounds[i + 1]]) for i in range(k)]

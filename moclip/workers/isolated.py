@@ -20,7 +20,7 @@ from multiprocessing.connection import Connection
 from moclip.config import FeatureSettings, MVConfig, RunConfig
 from moclip.dataset.storage import Store
 from moclip.video import DecodeError, VideoFeatures
-from moclip.workers.shard_worker import ShardResult, embed_and_write, video_row
+from moclip.workers.shard_worker import ShardResult, embed_and_write, match_thread_limit, video_row
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,7 @@ def index_shard_isolated(
     """``index_shard``, with every video decoded in a child process; ``first_error``: why the first try failed."""
     from moclip.clip import load_clip
 
+    match_thread_limit()
     encoder = load_clip(settings.clip, device=run.device)
     result = ShardResult(shard=shard_name, first_error=first_error)
     child = DecoderProcess(encoder.target_size)

@@ -26,7 +26,8 @@ from moclip.dataset.storage import Store
 from moclip.video import DecodeError, VideoFeatures
 from moclip.workers.decode import decode_video, describe_error, failure_reason
 
-__all__ = ["ShardResult", "describe_error", "embed_and_write", "hard_time_limit", "index_shard", "video_row"]
+__all__ = ["ShardResult", "describe_error", "embed_and_write", "hard_time_limit", "index_shard", "match_thread_limit",
+           "video_row"]
 
 
 @dataclass
@@ -123,17 +124,35 @@ def embed_and_write(
     return result
 
 
+def match_thread_limit() -> None:
+    """Use ``OMP_NUM_THREADS`` torch threads when it is set (Dask sets 1 for its single-threaded local workers).
+
+    torch reads it only when imported, and workers forked from a warm server (``flows.runtime``) imported torch
+    before Dask set it: without this, 2 workers x 2 torch threads fight over 2 cores (~10 % slower embedding).
+    """
+    import torch
+
+    n = os.environ.get("OMP_NUM_THREADS", "")
+    if n.isdigit() and int(n) > 0 and torch.get_num_threads() != int(n):
+        torch.set_num_threads(int(n))
+
+
 def index_shard(
     videos: list[dict], settings: FeatureSettings, out_url: str, shard_name: str, run: RunConfig,
     settings_hash: str, storage_options: dict | None = None,
 ) -> ShardResult:
     from moclip.clip import load_clip
 
-    encoder = load_clip(settings.clip, device=run.device)
+    match_thread_limit()
+    t0 = time.perf_counter()
+    encoder = load_clip(settings.clip, device=run.device)  # cached: only a process's first shard pays
+    load_s = time.perf_counter() - t0
 
     def decode(path: str) -> VideoFeatures:
         with hard_time_limit(run.hard_timeout_s):  # the decoder's swscale resizes straight to CLIP's input size
             return decode_video(path, settings.mv, settings.clip.frames, encoder.target_size, run.decode_timeout_s)
 
     decoded = [video_row(video, settings_hash, encoder.weights_id, decode) for video in videos]
-    return embed_and_write(decoded, encoder, run, Store(out_url, storage_options), ShardResult(shard=shard_name))
+    result = embed_and_write(decoded, encoder, run, Store(out_url, storage_options), ShardResult(shard=shard_name))
+    result.seconds["load_model"] = load_s
+    return result

@@ -1,0 +1,32 @@
+"""Input sharder: every video in exactly one shard, shards never above the shard size, no lone tail shard."""
+
+from __future__ import annotations
+
+import pytest
+
+from moclip.sharding import make_shards
+
+
+@pytest.mark.parametrize(("n", "size", "workers"), [(200, 16, 2), (200, 16, None), (7, 3, 4), (1, 16, 2), (0, 16, 2),
+                                                   (33, 1, 2), (1000, 16, 3)])
+def test_shards_cover_every_video_once_and_balance_the_workers(n, size, workers):
+    videos = [{"video_id": f"v{i:04d}"} for i in range(n)]
+    shards = make_shards(videos, size, "run", workers)
+    assert [v for s in shards for v in s.videos] == videos  # consecutive, in order, each once
+    assert all(1 <= len(s.videos) <= size for s in shards)
+    assert len({s.name for s in shards}) == len(shards)
+    if shards:
+        lens = [len(s.videos) for s in shards]
+        assert max(lens) - min(lens) <= 1  # near-equal: no short tail shard
+        if workers and len(shards) > 1 and n >= workers:
+            assert len(shards) % workers == 0 or len(shards) == n
+
+
+def test_two_hundred_videos_on_two_workers():
+    shards = make_shards([{"video_id": str(i)} for i in range(200)], 16, "r", 2)
+    assert len(shards) == 14 and {len(s.videos) for s in shards} == {14, 15}
+
+
+def test_bad_shard_size():
+    with pytest.raises(ValueError, match="shard_size"):
+        make_shards([], 0, "r")
