@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from common import write_table  # noqa: E402
 
 from moclip.params import IndexParams  # noqa: E402
+from moclip.sharding import make_shards  # noqa: E402
 
 
 def run_index(corpus: Path, out: Path, **kw) -> tuple[dict, float]:
@@ -92,7 +93,8 @@ def main() -> int:
         for size in (int(s) for s in args.shard_sizes.split(",")):
             summary, wall = run_index(demo, tmp / f"s{size}", workers=2, shard_size=size)
             over, load = overhead_share(summary, wall, 2)
-            lines.append(f"| {size} | {-(-200 // size)} | {wall:.1f} | **{over:.1%}** | {load:.1%} |")
+            n_shards = len(make_shards([{}] * summary["indexed_ok"], size, "x", 2))
+            lines.append(f"| {size} | {n_shards} | {wall:.1f} | **{over:.1%}** | {load:.1%} |")
             print(lines[-1], flush=True)
 
         lines += ["", "### Scaling with corpus size (copies of the demo clips, K=1 CLIP frame, 2 workers, shard 16)",

@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
+from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
@@ -21,7 +23,7 @@ from moclip.config import FeatureSettings, RunConfig
 from moclip.dataset import Store, write_manifest
 from moclip.params import IndexParams
 from moclip.report.index_summary import one_line, summarize, to_markdown
-from moclip.sharding import Shard, make_shards, new_run_id
+from moclip.sharding import Shard, load_shards, make_shards, new_run_id, save_shards
 from moclip.workers.shard_worker import ShardResult
 from tasks.index_tasks import commit, index_shard_isolated_task, index_shard_task, list_corpus, plan
 
@@ -35,13 +37,14 @@ def _for_manifest(summary: dict, cap: int = 200) -> dict:
 
 @flow(name="extract-features")
 def extract_features(
-    shards: list[Shard], settings: FeatureSettings, run: RunConfig, out: str, settings_hash: str,
+    shard_plan: str, settings: FeatureSettings, run: RunConfig, out: str, settings_hash: str,
     storage_options: dict,
 ) -> tuple[list[ShardResult], list[dict]]:
-    """Fan out one task per shard. A shard whose task fails (e.g. a decoder crashed or hung and took its worker
-    down) is retried once with each video decoded in its own process; only if that fails too is it reported as
-    crashed, never fatal."""
+    """Fan out one task per shard of the plan (a JSON file: see ``moclip.sharding.save_shards``). A shard whose
+    task fails (e.g. a decoder crashed or hung and took its worker down) is retried once with each video decoded in
+    its own process; only if that fails too is it reported as crashed, never fatal."""
     logger = get_run_logger()
+    shards = load_shards(shard_plan)
     args = (settings, run, out, settings_hash, storage_options)
     futures = {index_shard_task.submit(s.videos, s.name, *args): s for s in shards}
     n_videos = sum(len(s.videos) for s in shards)
@@ -94,8 +97,10 @@ def index_corpus(params: IndexParams) -> dict:
         load_clip(settings.clip, device=run.device)  # fail fast on missing weights, before Dask
         workers = None if run.dask_address else run.workers or os.cpu_count()
         shards = make_shards(the_plan.to_index, run.shard_size, new_run_id(), workers)
-        results, crashed = extract_features.with_options(task_runner=dask_runner(run))(
-            shards, settings, run, params.out, settings_hash, params.storage_options)
+        with tempfile.TemporaryDirectory(prefix="moclip-plan-") as tmp:
+            save_shards(shards, Path(tmp) / "shards.json")
+            results, crashed = extract_features.with_options(task_runner=dask_runner(run))(
+                str(Path(tmp) / "shards.json"), settings, run, params.out, settings_hash, params.storage_options)
     commit(the_plan, params)
 
     summary = summarize(len(videos), the_plan, results, crashed, time.perf_counter() - t0, params.out,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 
 @dataclass
@@ -29,3 +31,13 @@ def make_shards(videos: list[dict], shard_size: int, run_id: str, workers: int |
         k = min(n, -(-k // workers) * workers)
     bounds = [i * n // k for i in range(k + 1)] if k else [0]
     return [Shard(name=f"part-{run_id}-{i:05d}.parquet", videos=videos[bounds[i]:bounds[i + 1]]) for i in range(k)]
+
+
+def save_shards(shards: list[Shard], path: str | Path) -> None:
+    """Write a shard plan as JSON (flows pass its path, not the plan: a 10,000-video plan is over 1 MB, above what
+    the Prefect API accepts as flow-run parameters)."""
+    Path(path).write_text(json.dumps([asdict(s) for s in shards]))
+
+
+def load_shards(path: str | Path) -> list[Shard]:
+    return [Shard(**d) for d in json.loads(Path(path).read_text())]

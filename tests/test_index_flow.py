@@ -96,3 +96,21 @@ def test_index_rerun_and_changes(prefect_api, corpus, tmp_path):
     assert row.loc["up/u0.mp4", "status"] == "ok"
     assert np.isfinite(load_features(str(out)).mv).all()
     shutil.move(tmp_path / "l2.avi", corpus / "left" / "l2.avi")
+
+
+def test_a_plan_bigger_than_the_prefect_parameter_limit_runs(prefect_api, tmp_path):
+    """The shard plan is not a flow-run parameter: the Prefect API refuses parameters over 512 KB (a 10,000-video
+    corpus makes ~1.3 MB). 300 empty files with ~1,800-character paths make a ~1 MB plan; each must end as a
+    `failed` row ("empty file") without decoding anything."""
+    deep = tmp_path / "c"
+    for level in range(7):
+        deep = deep / (f"{level}" * 250)
+    deep.mkdir(parents=True)
+    for i in range(300):
+        (deep / f"v{i:03d}.mp4").write_bytes(b"")
+    from flows.index_flow import index_corpus
+
+    s = index_corpus(IndexParams(corpus=str(tmp_path / "c"), out=str(tmp_path / "ds"), layout="unlabeled",
+                                 clip_weights="none", workers=2, shard_size=64, clip_frames=1))
+    assert s["corpus_videos"] == 300 and s["failed"] == 300 and not s["crashed_shards"]
+    assert {f["reason"] for f in s["failures"]} == {"empty file (0 bytes)"}

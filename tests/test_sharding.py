@@ -30,3 +30,11 @@ def test_two_hundred_videos_on_two_workers():
 def test_bad_shard_size():
     with pytest.raises(ValueError, match="shard_size"):
         make_shards([], 0, "r")
+
+
+def test_a_shard_plan_round_trips_through_its_file(tmp_path):
+    from moclip.sharding import load_shards, save_shards
+
+    shards = make_shards([{"video_id": f"v{i}", "path": f"/x/v{i}.mp4", "label": None} for i in range(50)], 16, "r", 2)
+    save_shards(shards, tmp_path / "plan.json")
+    assert load_shards(tmp_path / "plan.json") == shards
