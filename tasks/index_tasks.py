@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -14,22 +15,20 @@ from moclip.workers.shard_worker import ShardResult, index_shard
 
 
 @task(name="list-corpus", cache_policy=NO_CACHE)
-def list_corpus(params: IndexParams) -> list[dict]:
+def list_corpus(params: IndexParams) -> pd.DataFrame:
+    """The corpus as one table (video_id, path, label, split, group). A DataFrame, not a list of dicts: Prefect
+    walks list and dict parameters of the next task element by element (~0.15 s per 2,000 videos)."""
     spec = CorpusSpec(root=params.corpus, layout=params.layout, split_dir=params.split_dir, split=params.split,
                       manifest=params.manifest, allow_outside_root=params.allow_outside_root)
-    return load_corpus(spec).to_dict("records")
+    return load_corpus(spec)
 
 
 @task(name="plan-index", cache_policy=NO_CACHE)
-def plan(videos: list[dict], params: IndexParams, settings_hash: str) -> IndexPlan:
-    import pandas as pd
-
+def plan(videos: pd.DataFrame, params: IndexParams, settings_hash: str) -> IndexPlan:
     store = Store(params.out, params.storage_options)
     store.ensure()
     store.clean_temp()
-    corpus = pd.DataFrame(videos, columns=["video_id", "path", "label", "split", "group"]) if not videos else \
-        pd.DataFrame(videos)
-    return plan_index(corpus, store, settings_hash, retry_failed=params.retry_failed)
+    return plan_index(videos, store, settings_hash, retry_failed=params.retry_failed)
 
 
 @task(name="index-shard", cache_policy=NO_CACHE)

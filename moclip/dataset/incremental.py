@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -45,10 +46,12 @@ class IndexPlan:
 
 def read_state(store: Store) -> pd.DataFrame:
     """The bookkeeping columns of every row in the dataset, with the shard each row lives in."""
-    parts = []
-    for name in store.shard_names():
+    def one(name: str) -> pa.Table:
         table = store.read_table(name, columns=STATE_COLUMNS)
-        parts.append(table.append_column("shard", pa.array([name] * table.num_rows, pa.string())))
+        return table.append_column("shard", pa.array([name] * table.num_rows, pa.string()))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:  # file and object-store reads release the GIL
+        parts = list(pool.map(one, store.shard_names()))
     if not parts:
         return pd.DataFrame(columns=[*STATE_COLUMNS, "shard"])
     return pa.concat_tables(parts).to_pandas()
