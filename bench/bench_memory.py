@@ -27,6 +27,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from moclip.video.writer import write_frames
+
 REPO = Path(__file__).resolve().parents[1]
 
 _MEASURE = r"""
@@ -73,13 +75,7 @@ def make_video(path: str | Path, n_frames: int, fps: int = 25, width: int = 1920
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.time_base = Fraction(1, fps)
         stream.options = {"preset": "ultrafast", "bf": "2", "g": "250", "crf": "30"}
-        for i in range(n_frames):
-            frame = cycle[i % len(cycle)]
-            frame.pts = i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+        write_frames(out, stream, (cycle[i % len(cycle)] for i in range(n_frames)))
     return path
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from moclip.video.writer import write_frames
+
 CODECS = {"H.264": ("libx264", "mp4"), "MPEG-4 Part 2": ("mpeg4", "avi")}
 SIZES = {"320x240": (320, 240), "720p": (1280, 720)}
 
@@ -26,14 +28,8 @@ def make_clip(path: Path, codec: str, width: int, height: int, n_frames: int = 1
         s.options = {"bf": "2", "threads": "1"} | ({"preset": "veryfast"} if codec == "libx264" else {})
         if codec == "mpeg4":
             s.bit_rate = 2_000_000 if width > 640 else 600_000
-        for i in range(n_frames):
-            img = big[margin - dy * i:margin - dy * i + height, margin - dx * i:margin - dx * i + width]
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-            frame.pts = i
-            for p in s.encode(frame):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
+        write_frames(out, s, (big[margin - dy * i:margin - dy * i + height, margin - dx * i:margin - dx * i + width]
+                              for i in range(n_frames)))
     return path
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from moclip.video.writer import write_frames  # noqa: F401 - re-exported for the tests
+
 
 def textured_background(height: int, width: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
@@ -15,17 +17,6 @@ def textured_background(height: int, width: int, seed: int = 0) -> np.ndarray:
     tex = np.kron(small, np.ones((8, 8, 1), dtype=np.uint8))
     noise = rng.integers(0, 40, tex.shape, dtype=np.uint8)
     return (tex // 2 + noise).astype(np.uint8)
-
-
-def write_frames(out: av.container.OutputContainer, stream: av.video.stream.VideoStream, images) -> None:
-    """Encode RGB images (pts 0, 1, 2, ...) into ``stream`` and flush the encoder."""
-    for i, img in enumerate(images):
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-        frame.pts = i
-        for packet in stream.encode(frame):
-            out.mux(packet)
-    for packet in stream.encode():
-        out.mux(packet)
 
 
 def make_video(

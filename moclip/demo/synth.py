@@ -40,6 +40,8 @@ from typing import Any, Literal
 import av
 import numpy as np
 
+from moclip.video.writer import write_frames
+
 __all__ = [
     "DEMO_CLASSES", "DEMO_CORPUS_VERSION", "ENCODE_VARIANTS", "FPS", "HEIGHT", "STAMP_NAME", "WIDTH",
     "ClipSpec", "DemoClass", "EncodeVariant", "encode_clip", "generate_demo_corpus", "plan_demo_corpus",
@@ -435,13 +437,7 @@ def encode_clip(spec: ClipSpec, path: str | Path, *, container_format: str | Non
         stream.max_b_frames = variant.bframes
         stream.thread_count = 1
         stream.options = _codec_options(variant, spec.gop)
-        for k, rgb in enumerate(render_clip(spec)):
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts = k
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+        write_frames(out, stream, render_clip(spec))
     return path
 
 
