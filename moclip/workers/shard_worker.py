@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from moclip.video import DecodeError, VideoFeatures
 from moclip.workers.decode import decode_video, describe_error, failure_reason
 
 __all__ = ["ShardResult", "describe_error", "embed_and_write", "hard_time_limit", "index_shard", "match_thread_limit",
-           "video_row"]
+           "video_row", "worker_encoder"]
 
 
 @dataclass
@@ -137,16 +138,21 @@ def match_thread_limit() -> None:
         torch.set_num_threads(int(n))
 
 
-def index_shard(
-    videos: list[dict], settings: FeatureSettings, out_url: str, shard_name: str, run: RunConfig,
-    settings_hash: str, storage_options: dict | None = None,
-) -> ShardResult:
+def worker_encoder(settings: FeatureSettings, run: RunConfig) -> tuple[Any, float]:
+    """This worker process's CLIP encoder (cached: only its first shard pays) and the seconds it took to get."""
     from moclip.clip import load_clip
 
     match_thread_limit()
     t0 = time.perf_counter()
-    encoder = load_clip(settings.clip, device=run.device)  # cached: only a process's first shard pays
-    load_s = time.perf_counter() - t0
+    encoder = load_clip(settings.clip, device=run.device)
+    return encoder, time.perf_counter() - t0
+
+
+def index_shard(
+    videos: list[dict], settings: FeatureSettings, out_url: str, shard_name: str, run: RunConfig,
+    settings_hash: str, storage_options: dict | None = None,
+) -> ShardResult:
+    encoder, load_s = worker_encoder(settings, run)
 
     def decode(path: str) -> VideoFeatures:
         with hard_time_limit(run.hard_timeout_s):  # the decoder's swscale resizes straight to CLIP's input size
