@@ -82,3 +82,29 @@ def test_bins_merge_for_long_videos():
     assert abs(int(out.valid.sum()) - 4999) == 0
     # segments stay balanced to within one (merged) bin
     assert np.abs(out.valid - 5000 / 8).max() <= acc.bin_width
+
+
+@pytest.mark.parametrize("codec", ["libx264", "mpeg4"])
+def test_frame_count_hint_and_columns_layout_do_not_change_the_tensor(tmp_path, codec):
+    # The accumulator is sized from the container's frame count, a hint that may be wrong either way, and takes both
+    # FFmpeg's MV records (PyAV) and mv-extractor's (N, 10) columns: the tensor must be the same bytes in every case.
+    from moclip.video import pyav_reader
+    from moclip.video.frames import mv_columns
+
+    path = make_video(tmp_path / f"v.{'mp4' if codec == 'libx264' else 'avi'}", codec=codec, bframes=2, dx=3, dy=1,
+                      n_frames=90)
+    _, frames = pyav_reader.iter_frames(str(path))
+    frames = list(frames)
+    assert any(f.pict_type == "B" for f in frames)
+
+    def tensor(expected: int, columns: bool = False, max_bins: int = 1024):
+        acc = MotionAccumulator(8, (15, 20), 320, 240, max_bins=max_bins, expected_frames=expected)
+        for f in frames:
+            acc.add(DecodedFrame(f.index, f.pict_type, mv_columns(f.mvs) if columns else f.mvs))
+        out = acc.finish()
+        return out.values.tobytes() + out.valid.tobytes() + bytes([out.n_mv_frames])
+
+    ref = tensor(0)
+    assert all(tensor(n) == ref for n in (1, 89, 90, 91, 500, 10**9))
+    assert tensor(90, columns=True) == ref
+    assert tensor(0, max_bins=16) == tensor(10**9, max_bins=16, columns=True)  # merged bins too

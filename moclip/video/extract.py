@@ -44,7 +44,7 @@ def extract_video(
     if not info.has_mvs:
         raise DecodeError(f"codec {info.codec!r} has no motion vectors FFmpeg can export "
                           f"(supported: H.264, MPEG-4 Part 2, MPEG-1/2, H.263)")
-    acc = MotionAccumulator(mv.segments, mv.grid, info.width, info.height)
+    acc = MotionAccumulator(mv.segments, mv.grid, info.width, info.height, expected_frames=info.n_frames_hint)
     rgb: dict[int, np.ndarray] = {}
     for frame in frames_it:
         acc.add(frame)

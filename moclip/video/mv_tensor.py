@@ -38,15 +38,41 @@ class MotionTensor:
 def frame_is_usable(pict_type: str, mvs: np.ndarray) -> bool:
     if pict_type == "I" or mvs.shape[0] == 0:
         return False
-    if pict_type == "B" and not (mv_column(mvs, "motion_x").any() or mv_column(mvs, "motion_y").any()):
+    if pict_type == "B" and not _any_motion(mvs):
         return False
     return True
+
+
+def _any_motion(mvs: np.ndarray) -> bool:
+    """Whether any MV moves (this runs on every B-frame). FFmpeg's record keeps motion_x and motion_y as two
+    adjacent int32 in one aligned 8-byte word, so one strided int64 count tests both."""
+    if mvs.ndim == 1 and mvs.flags.c_contiguous:
+        word = _motion_word(mvs.dtype)
+        if word is not None:
+            return np.count_nonzero(mvs.view(np.int64)[word[0]::word[1]]) > 0
+    return bool(np.count_nonzero(mv_column(mvs, "motion_x")) or np.count_nonzero(mv_column(mvs, "motion_y")))
+
+
+_WORDS: dict[np.dtype, tuple[int, int] | None] = {}
+
+
+def _motion_word(dtype: np.dtype) -> tuple[int, int] | None:
+    """(index of the 8-byte word holding motion_x and motion_y, record size in words), or None."""
+    if dtype not in _WORDS:
+        f, word = dtype.fields, None
+        if f is not None and "motion_x" in f and "motion_y" in f:
+            off = f["motion_x"][1]
+            if f["motion_y"][1] == off + 4 and off % 8 == 0 and dtype.itemsize % 8 == 0:
+                word = (off // 8, dtype.itemsize // 8)
+        _WORDS[dtype] = word
+    return _WORDS[dtype]
 
 
 class MotionAccumulator:
     """Feed frames in display order with :meth:`add`; call :meth:`finish` once."""
 
-    def __init__(self, segments: int, grid: tuple[int, int], width: int, height: int, max_bins: int = 1024):
+    def __init__(self, segments: int, grid: tuple[int, int], width: int, height: int, max_bins: int = 1024,
+                 expected_frames: int = 0):
         if width <= 0 or height <= 0:
             raise ValueError(f"bad frame size {width}x{height}")
         self.T = segments
@@ -54,9 +80,11 @@ class MotionAccumulator:
         self.width, self.height = width, height
         self.max_bins = max_bins
         self.bin_width = 1
-        cap = min(64, max_bins)  # grown by doubling up to max_bins: short clips never allocate all of it
-        self.sums = np.zeros((cap, 2, self.H * self.W), dtype=np.float64)
-        self.areas = np.zeros((cap, self.H * self.W), dtype=np.float64)
+        # Sized for the container's frame count (``expected_frames``, a hint) and grown by doubling up to max_bins
+        # when the hint was short: short clips never allocate all of it, and right-sized ones never copy.
+        cap = min(max(64, expected_frames + 1), max_bins)
+        # per bin and cell: area-weighted velocity sums (x, y) and the area itself
+        self.sums = np.zeros((cap, 3, self.H * self.W), dtype=np.float64)
         self.counts = np.zeros(cap, dtype=np.int64)
         self.n_frames = 0
         self.n_mv_frames = 0
@@ -64,36 +92,40 @@ class MotionAccumulator:
         self._pending_b: list[DecodedFrame] = []
         self.chunk_frames = 64
         self._chunk: list[tuple[np.ndarray, float, float, int]] = []  # usable frames not pooled yet
-        # pixel -> cell lookups (block centres of padded macroblocks may lie past the visible frame)
-        self._xmax, self._ymax = width - 1, height - 1
+        # pixel -> cell lookups (block centres of padded macroblocks may lie past the visible frame: clipped)
         self._col_of = np.arange(width) * self.W // width
         self._row_of = (np.arange(height) * self.H // height) * self.W
         self._sx, self._sy = 100.0 / width, 100.0 / height  # px/frame -> % of frame size per frame
 
     def add(self, frame: DecodedFrame) -> None:
-        self.n_frames = max(self.n_frames, frame.index + 1)
+        i = frame.index
+        if i >= self.n_frames:
+            self.n_frames = i + 1
         if frame.pict_type == "B":
             self._pending_b.append(frame)
             return
+        last = self._last_anchor
         if frame.pict_type != "I":  # P, and MPEG-4's S (GMC) frames
-            d_past = frame.index - self._last_anchor if self._last_anchor is not None else 1
-            self._pool(frame, max(d_past, 1), 1)
-        self._flush_b(next_anchor=frame.index)
-        self._last_anchor = frame.index
+            self._pool(frame, i - last if last is not None and i > last else 1, 1)
+        if self._pending_b:
+            self._flush_b(next_anchor=i)
+        self._last_anchor = i
 
     def _flush_b(self, next_anchor: int | None) -> None:
-        for k, b in enumerate(self._pending_b):
-            d_past = b.index - self._last_anchor if self._last_anchor is not None else 1
+        last, pending = self._last_anchor, self._pending_b
+        for k, b in enumerate(pending):
+            d_past = b.index - last if last is not None else 1
             # At the end of a stream the next anchor is unknown: assume it directly follows the last B.
-            d_future = (next_anchor - b.index) if next_anchor is not None else len(self._pending_b) - k
+            d_future = (next_anchor - b.index) if next_anchor is not None else len(pending) - k
             self._pool(b, max(d_past, 1), max(d_future, 1))
-        self._pending_b.clear()
+        pending.clear()
 
     def _pool(self, frame: DecodedFrame, d_past: int, d_future: int) -> None:
-        if not frame_is_usable(frame.pict_type, frame.mvs):
+        mvs = frame.mvs
+        if not frame_is_usable(frame.pict_type, mvs):
             return
         # forward-time velocity = motion * source / distance / scale (FFmpeg: src = dst + motion / scale)
-        self._chunk.append((frame.mvs, -1.0 / d_past, 1.0 / d_future, frame.index))
+        self._chunk.append((mvs, -1.0 / d_past, 1.0 / d_future, frame.index))
         if len(self._chunk) >= self.chunk_frames:
             self._flush_chunk()
 
@@ -108,36 +140,35 @@ class MotionAccumulator:
         future = np.repeat(np.fromiter((c[2] for c in chunk), dtype=np.float64, count=len(chunk)), counts)
         index = np.fromiter((c[3] for c in chunk), dtype=np.int64, count=len(chunk))
         self._make_room(int(index.max()))
-        frame_bins = index // self.bin_width
-        b0 = int(frame_bins.min())
-        nb = int(frame_bins.max()) - b0 + 1
+        # Only the bins this chunk's frames fall in (an MPEG-4 IBBP chunk skips 2 of every 3 frames).
+        bins, local = np.unique(index // self.bin_width, return_inverse=True)
+        nb = len(bins)
         hw = self.H * self.W
         col = {n: mv_column(mvs, n) for n in ("source", "w", "h", "dst_x", "dst_y", "motion_x", "motion_y",
                                                   "motion_scale")}
         area = col["w"].astype(np.float64) * col["h"]
         weight = np.where(col["source"] < 0, past, future) / col["motion_scale"] * area  # area-weighted
-        cell = (self._row_of[np.clip(col["dst_y"], 0, self._ymax)]
-                + self._col_of[np.clip(col["dst_x"], 0, self._xmax)])
-        flat = np.repeat(frame_bins - b0, counts) * hw + cell
+        # take(mode="clip") clips the pixel to the frame, as np.clip would, without a pass of its own
+        cell = self._row_of.take(col["dst_y"], mode="clip") + self._col_of.take(col["dst_x"], mode="clip")
+        flat = np.repeat(local, counts) * hw + cell
         size = nb * hw
         vx = np.bincount(flat, weights=weight * col["motion_x"], minlength=size)
         vy = np.bincount(flat, weights=weight * col["motion_y"], minlength=size)
-        self.sums[b0:b0 + nb, 0] += vx.reshape(nb, hw) * self._sx
-        self.sums[b0:b0 + nb, 1] += vy.reshape(nb, hw) * self._sy
-        self.areas[b0:b0 + nb] += np.bincount(flat, weights=area, minlength=size).reshape(nb, hw)
-        self.counts[b0:b0 + nb] += np.bincount(frame_bins - b0, minlength=nb)
+        self.sums[bins, 0] += vx.reshape(nb, hw) * self._sx
+        self.sums[bins, 1] += vy.reshape(nb, hw) * self._sy
+        self.sums[bins, 2] += np.bincount(flat, weights=area, minlength=size).reshape(nb, hw)
+        self.counts[bins] += np.bincount(local, minlength=nb)
         self.n_mv_frames += len(chunk)
 
     def _make_room(self, index: int) -> None:
         while index // self.bin_width >= len(self.counts) and len(self.counts) < self.max_bins:
             cap = min(2 * len(self.counts), self.max_bins)
             self.sums = _grow(self.sums, cap)
-            self.areas = _grow(self.areas, cap)
             self.counts = _grow(self.counts, cap)
         while index // self.bin_width >= self.max_bins:
             # Halve the temporal resolution: merge bin pairs in place.
             half = self.max_bins // 2
-            for arr in (self.sums, self.areas, self.counts):
+            for arr in (self.sums, self.counts):
                 merged = arr[0::2] + arr[1::2]
                 arr[:half] = merged
                 arr[half:] = 0
@@ -147,22 +178,24 @@ class MotionAccumulator:
         self._flush_b(next_anchor=None)
         self._flush_chunk()
         n = self.n_frames
-        out_sum = np.zeros((self.T, 2, self.H * self.W), dtype=np.float64)
-        out_area = np.zeros((self.T, self.H * self.W), dtype=np.float64)
+        hw = self.H * self.W
+        out = np.zeros((self.T, 3 * hw), dtype=np.float64)
         valid = np.zeros(self.T, dtype=np.int32)
         bins = np.nonzero(self.counts)[0]
         if len(bins):
             first = bins * self.bin_width
             last = np.minimum((bins + 1) * self.bin_width, n) - 1
             seg = np.minimum(self.T - 1, ((first + last) / 2 * self.T / n).astype(np.int64))  # bin centre's segment
-            # bins are in order, so each segment's bins are one run; cumsum adds them one after another, in the
-            # same order as adding bin by bin (np.add.at is ~10x slower; reduceat sums in another order)
+            # Bins are in order, so each segment's bins are one run of rows (rows between them are empty: exact
+            # zeros). Reducing the rows along the first axis adds them one after another, as adding bin by bin would
+            # (the inner loop runs over the 3*H*W columns); np.add.at is ~10x slower, reduceat sums in another order.
+            rows = self.sums.reshape(len(self.sums), 3 * hw)
             segs, starts = np.unique(seg, return_index=True)
             for s, lo, hi in zip(segs, starts, [*starts[1:], len(bins)]):
-                run = bins[lo:hi]
-                out_sum[s] = np.cumsum(self.sums[run], axis=0)[-1]
-                out_area[s] = np.cumsum(self.areas[run], axis=0)[-1]
-                valid[s] = self.counts[run].sum()
+                np.add.reduce(rows[bins[lo]:bins[hi - 1] + 1], axis=0, out=out[s])
+                valid[s] = self.counts[bins[lo]:bins[hi - 1] + 1].sum()
+        out = out.reshape(self.T, 3, hw)
+        out_sum, out_area = out[:, :2], out[:, 2]
         values = np.divide(out_sum, out_area[:, None, :], out=np.zeros_like(out_sum), where=out_area[:, None, :] > 0)
         values = values.reshape(self.T, 2, self.H, self.W).astype(np.float32)
         return MotionTensor(values=values, valid=valid, n_frames=n, n_mv_frames=self.n_mv_frames)
@@ -175,10 +208,12 @@ def _grow(arr: np.ndarray, rows: int) -> np.ndarray:
 
 
 def _concat_records(parts: list[np.ndarray]) -> np.ndarray:
-    """Concatenate arrays of one structured dtype as raw records: ``np.concatenate`` on structured dtypes promotes
-    them field by field, which cost more than the pooling arithmetic itself."""
+    """Concatenate arrays of one structured dtype as raw bytes: ``np.concatenate`` on structured dtypes copies them
+    field by field, which cost more than the pooling arithmetic itself. The reader's arrays are views of whole
+    ``bytes`` objects, which ``bytes.join`` copies 2-3x faster than numpy concatenates them."""
     dtype = parts[0].dtype
     if not dtype.names:
         return np.concatenate(parts)
-    raw = np.dtype((np.void, dtype.itemsize))
-    return np.concatenate([np.ascontiguousarray(p).view(raw) for p in parts]).view(dtype)
+    raw = [p.base if type(p.base) is bytes and len(p.base) == p.nbytes else np.ascontiguousarray(p).tobytes()
+           for p in parts]
+    return np.frombuffer(b"".join(raw), dtype=dtype)
