@@ -122,3 +122,26 @@ def test_a_file_that_comes_back_or_is_retried_keeps_one_row(corpus, tmp_path):
     index_shard(plan.to_index, SETTINGS, str(out), "part-w-00000.parquet", RUN, HASH)
     rewrite_old_shards(Store(str(out)), plan)
     assert read_metadata(str(out))["video_id"].is_unique
+
+
+def test_rerun_trusts_size_and_mtime_even_beside_rows_without_them(corpus, tmp_path):
+    # A row whose file vanished before it was decoded has no size or mtime. Those nulls must not turn the mtime
+    # column into floats (a nanosecond mtime then no longer matches the file's, and every rerun re-hashes every file).
+    out = tmp_path / "ds"
+    mtime = 1_700_000_000_123_456_789  # not representable as a float64
+    for f in corpus.rglob("*.*"):
+        os.utime(f, ns=(mtime, mtime))
+    table = load_folder(corpus)
+    gone = {"video_id": "a/gone.mp4", "path": str(corpus / "a" / "gone.mp4"), "label": "a"}
+    plan = plan_index(table, Store(str(out)), HASH)
+    res = index_shard([*plan.to_index, gone], SETTINGS, str(out), "part-x-00000.parquet", RUN, HASH)
+    assert res.n_failed == 3 and read_metadata(str(out))["mtime_ns"].isna().sum() == 1
+    # Same size and mtime, other bytes: by design a rerun reads no video bytes, so this counts as unchanged. Had the
+    # mtime lost precision, the file would have been hashed and found changed.
+    f = corpus / "a" / "one.mp4"
+    data = bytearray(f.read_bytes())
+    data[-1] ^= 0xFF
+    f.write_bytes(bytes(data))
+    os.utime(f, ns=(mtime, mtime))
+    plan = plan_index(load_folder(corpus), Store(str(out)), HASH)
+    assert plan.unchanged == 4 and not plan.to_index and plan.deleted == ["a/gone.mp4"]

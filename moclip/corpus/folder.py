@@ -14,7 +14,7 @@ import os
 
 import pandas as pd
 
-from moclip.corpus.table import check_root, logger, make_table, scan_videos
+from moclip.corpus.table import check_root, list_videos, logger, make_table
 
 
 def load_folder(root: str | os.PathLike[str]) -> pd.DataFrame:
@@ -22,12 +22,12 @@ def load_folder(root: str | os.PathLike[str]) -> pd.DataFrame:
     top = check_root(root)
     rows = []
     skipped = []
-    for rel in scan_videos(top):
+    for rel, path in list_videos(top).items():
         parts = rel.split("/")
         if len(parts) < 2:
             skipped.append(rel)
             continue
-        rows.append({"video_id": rel, "path": str((top / rel).resolve()), "label": parts[-2]})
+        rows.append({"video_id": rel, "path": path, "label": parts[-2]})
     if skipped:
         logger.warning(
             "%s: skipped %d video(s) directly in the corpus root (no class folder), e.g. %s",

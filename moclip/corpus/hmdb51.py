@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from moclip.corpus.table import CorpusError, check_file, check_root, logger, make_table, scan_videos
+from moclip.corpus.table import CorpusError, check_file, check_root, list_videos, logger, make_table
 
 SPLIT_DIR_NAME = "testTrainMulti_7030_splits"
 OFFICIAL_SPLITS: tuple[int, ...] = (1, 2, 3)
@@ -70,7 +70,8 @@ def load_hmdb51(
 
     by_action: dict[str, list[str]] = {}
     skipped: list[str] = []
-    for rel in scan_videos(top):
+    videos = list_videos(top)
+    for rel in videos:
         parts = rel.split("/")
         if len(parts) != 2 or (sdir is not None and (top / parts[0]).resolve() == sdir):
             skipped.append(rel)
@@ -103,7 +104,7 @@ def load_hmdb51(
                 found.add(key)
             rows.append({
                 "video_id": f"{action}/{name}",
-                "path": str((top / action / name).resolve()),
+                "path": videos[f"{action}/{name}"],
                 "label": action,
                 "split": member[0] if member else None,
             })

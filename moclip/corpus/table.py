@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -76,16 +77,23 @@ def check_file(path: str | os.PathLike[str], what: str) -> Path:
 
 
 def scan_videos(root: str | os.PathLike[str]) -> list[str]:
-    """Video files under ``root``, recursively, as sorted POSIX paths relative to ``root``.
+    """Video files under ``root``, recursively, as sorted POSIX paths relative to ``root`` (see
+    :func:`list_videos`, which also gives each file's resolved path)."""
+    return list(list_videos(root))
+
+
+def list_videos(root: str | os.PathLike[str]) -> dict[str, str]:
+    """Video files under ``root``, recursively: sorted POSIX paths relative to ``root`` -> resolved absolute paths.
 
     Hidden files and folders are skipped. Symlinked folders are followed, but each real folder is
     visited at most once (the first time in sorted walk order), so symlink loops cannot hang the scan
     and a folder linked twice does not list its videos twice. Symlinked files are listed under the
     link's own name; broken links are skipped. A folder that cannot be listed (no permission) is logged as a
-    warning and skipped.
+    warning and skipped. One ``lstat`` per file: a file's resolved path is its folder's, resolved once, plus its
+    name (only links are resolved one by one).
     """
     top = check_root(root)
-    found: list[str] = []
+    found: dict[str, str] = {}
     visited: set[str] = set()
 
     def unlistable(err: OSError) -> None:  # e.g. a folder without read permission: say so, list the rest
@@ -103,12 +111,24 @@ def scan_videos(root: str | os.PathLike[str]) -> list[str]:
                 continue
             keep.append(d)
         dirnames[:] = keep
+        prefix = Path(os.path.relpath(dirpath, top)).as_posix() + "/"
+        prefix = "" if prefix == "./" else prefix
         for name in filenames:
-            full = os.path.join(dirpath, name)
-            if is_hidden(name) or not is_video_file(name) or not os.path.isfile(full):
+            if is_hidden(name) or not is_video_file(name):
                 continue
-            found.append(Path(os.path.relpath(full, top)).as_posix())
-    return sorted(found)
+            full = os.path.join(dirpath, name)
+            try:
+                mode = os.lstat(full).st_mode
+                if stat.S_ISLNK(mode):
+                    resolved = os.path.realpath(full)
+                    mode = os.stat(resolved).st_mode
+                else:
+                    resolved = os.path.join(real, name)
+            except OSError:  # vanished, or a broken link
+                continue
+            if stat.S_ISREG(mode):
+                found[prefix + name] = resolved
+    return dict(sorted(found.items()))
 
 
 def storable_text(text: str | None) -> str | None:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from moclip.corpus.table import CorpusError, check_file, check_root, logger, make_table, scan_videos
+from moclip.corpus.table import CorpusError, check_file, check_root, list_videos, logger, make_table
 
 VIDEO_DIR_NAMES: tuple[str, ...] = ("UCF-101", "UCF101")
 SPLIT_DIR_NAME = "ucfTrainTestlist"
@@ -130,7 +130,7 @@ def load_ucf101(
     skipped: list[str] = []
     unknown: list[str] = []
     found: set[str] = set()
-    for rel in scan_videos(video_root):
+    for rel, path in list_videos(video_root).items():
         parts = rel.split("/")
         if len(parts) != 2:
             skipped.append(rel)
@@ -148,7 +148,7 @@ def load_ucf101(
             found.add(key)
         rows.append({
             "video_id": rel,
-            "path": str((video_root / rel).resolve()),
+            "path": path,
             "label": label,
             "split": member[0] if member else None,
             "group": ucf101_group(file_name),

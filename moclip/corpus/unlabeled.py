@@ -6,10 +6,10 @@ import os
 
 import pandas as pd
 
-from moclip.corpus.table import check_root, make_table, scan_videos
+from moclip.corpus.table import check_root, list_videos, make_table
 
 
 def load_unlabeled(root: str | os.PathLike[str]) -> pd.DataFrame:
     """Table of every video under ``root``; ``label``, ``split`` and ``group`` are None."""
     top = check_root(root)
-    return make_table({"video_id": rel, "path": str((top / rel).resolve())} for rel in scan_videos(top))
+    return make_table({"video_id": rel, "path": path} for rel, path in list_videos(top).items())

@@ -44,12 +44,22 @@ class IndexPlan:
 
 
 def read_state(store: Store) -> pd.DataFrame:
-    """The bookkeeping columns of every row in the dataset, with the shard each row lives in."""
+    """The bookkeeping columns of every row in the dataset, with the shard each row lives in. Integers stay exact
+    (nullable ``Int64``): as float64, which pandas makes of an int column with a null in it, a nanosecond mtime
+    loses its last digits and no longer matches the file's."""
     parts = [table.append_column("shard", pa.array([name] * table.num_rows, pa.string()))
              for name, table in store.read_shards(STATE_COLUMNS)]
     if not parts:
         return pd.DataFrame(columns=[*STATE_COLUMNS, "shard"])
-    return pa.concat_tables(parts).to_pandas()
+    return pa.concat_tables(parts).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+
+
+def _stat(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 def plan_index(corpus: pd.DataFrame, store: Store, settings_hash: str, retry_failed: bool = False) -> IndexPlan:
@@ -62,10 +72,26 @@ def plan_index(corpus: pd.DataFrame, store: Store, settings_hash: str, retry_fai
         for vid, shard in zip(state.loc[dupes, "video_id"], state.loc[dupes, "shard"]):
             drop[shard].add(vid)
         state = state[~dupes]
-    current = {r.video_id: r for r in state.itertuples(index=False)}
+    state = state.set_index("video_id", drop=False)
 
-    plan = IndexPlan(to_index=[])
-    for video in corpus.to_dict("records"):
+    # The common case first, for the whole table at once: a video indexed with these settings whose file still has
+    # the size and mtime it had then is unchanged (one stat per video, no per-row Python beyond it).
+    prev = state.reindex(corpus["video_id"])
+    settled = prev["status"].notna() & (prev["status"] != STATUS_DELETED) & (prev["settings_hash"] == settings_hash)
+    if retry_failed:
+        settled &= prev["status"] != STATUS_FAILED
+    settled = settled.fillna(False).to_numpy(dtype=bool)
+    stats = [_stat(p) if ok else None for p, ok in zip(corpus["path"], settled)]
+    size = pd.array([st[0] if st else None for st in stats], dtype="Int64")
+    mtime = pd.array([st[1] if st else None for st in stats], dtype="Int64")
+    same = ((size == prev["file_size"].array) & (mtime == prev["mtime_ns"].array)).fillna(False).to_numpy(dtype=bool)
+    unchanged = settled & same
+
+    plan = IndexPlan(to_index=[], unchanged=int(unchanged.sum()))
+    rest = corpus[~unchanged]
+    seen = state[state["video_id"].isin(rest["video_id"])]
+    current = {r.video_id: r for r in seen.astype(object).where(seen.notna(), None).itertuples(index=False)}
+    for video in rest.to_dict("records"):
         old = current.get(video["video_id"])
         if old is None:
             plan.to_index.append(video)
@@ -95,12 +121,11 @@ def plan_index(corpus: pd.DataFrame, store: Store, settings_hash: str, retry_fai
         plan.reindexed.append(video["video_id"])
         drop[old.shard].add(old.video_id)
 
-    in_corpus = set(corpus["video_id"])
     mark: dict[str, set[str]] = defaultdict(set)
-    for vid, old in current.items():
-        if vid not in in_corpus and old.status != STATUS_DELETED:
-            plan.deleted.append(vid)
-            mark[old.shard].add(vid)
+    gone = state[~state["video_id"].isin(corpus["video_id"]) & (state["status"] != STATUS_DELETED)]
+    for vid, shard in zip(gone["video_id"], gone["shard"]):
+        plan.deleted.append(vid)
+        mark[shard].add(vid)
     plan.mark_deleted = dict(mark)
     plan.drop = dict(drop)
     return plan
