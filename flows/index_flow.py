@@ -16,7 +16,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.futures import as_completed
 from tqdm.auto import tqdm
 
-from flows.runtime import dask_runner, local_workers
+from flows.runtime import dask_runner, local_workers, preload_clip_in_workers, without_heartbeats
 from moclip.clip import load_clip, resolve_weights
 from moclip.config import FeatureSettings, RunConfig
 from moclip.dataset import Store, write_manifest
@@ -94,8 +94,9 @@ def index_corpus(params: IndexParams) -> dict:
     crashed: list[dict] = []
     if the_plan.to_index:
         load_clip(settings.clip, device=run.device)  # fail fast on missing weights, before Dask
+        preload_clip_in_workers(settings.clip, run.device)  # if the fork server has not started yet
         shards = make_shards(the_plan.to_index, run.shard_size, new_run_id(), local_workers(run))
-        with tempfile.TemporaryDirectory(prefix="moclip-plan-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="moclip-plan-") as tmp, without_heartbeats():
             save_shards(shards, Path(tmp) / "shards.json")
             results, crashed = extract_features.with_options(task_runner=dask_runner(run))(
                 str(Path(tmp) / "shards.json"), settings, run, params.out, settings_hash, params.storage_options)

@@ -15,7 +15,8 @@ import dask
 from distributed import LocalCluster
 from prefect_dask import DaskTaskRunner
 
-from moclip.config import RunConfig
+from moclip.config import ClipConfig, RunConfig
+from moclip.workers import preload
 
 
 def local_workers(run: RunConfig) -> int | None:
@@ -39,7 +40,8 @@ def dask_runner(run: RunConfig) -> DaskTaskRunner:
 
 
 # Imported once by the process Dask worker processes are forked from (see start_worker_forkserver).
-WORKER_PRELOAD = ["distributed", "torch", "open_clip", "prefect", "moclip.workers.shard_worker", "flows.index_flow"]
+WORKER_PRELOAD = ["distributed", "torch", "open_clip", "prefect", "moclip.workers.shard_worker", "flows.index_flow",
+                  "moclip.workers.preload"]
 _forkserver_env: dict[str, str] | None = None  # the environment the fork server started with
 
 
@@ -60,13 +62,25 @@ def start_worker_forkserver() -> None:
     _forkserver_env = dict(os.environ)
 
 
+def preload_clip_in_workers(clip: ClipConfig, device: str) -> None:
+    """Have local workers start with this CLIP encoder already built (``moclip.workers.preload``). It takes effect
+    only when the fork server has not started yet: the CLI calls it before ``prefect_api``."""
+    from moclip.clip.encoder import resolve_device
+
+    if _forkserver_env is None:
+        try:
+            preload.request(clip, resolve_device(device).type)
+        except ValueError:  # e.g. cuda asked for without CUDA: the flow reports it
+            pass
+
+
 def _env_for_workers(env: Any) -> dict[str, str] | None:
     """The environment as workers would see it, less what Dask's nanny sets itself before starting them."""
     if env is None:
         return None
     own = set(dask.config.get("distributed.nanny.pre-spawn-environ", {})) | set(
         dask.config.get("distributed.nanny.environ", {}))
-    own |= {"PYTHONHASHSEED"}  # also set by the nanny, with "__DASK_*" markers
+    own |= {"PYTHONHASHSEED", preload.ENV}  # also set by the nanny, with "__DASK_*" markers; a cache hint
     return {k: v for k, v in env.items() if k not in own and not k.startswith("__DASK")}
 
 
@@ -84,13 +98,28 @@ def local_cluster(**kwargs: Any) -> LocalCluster:
 
 
 @contextlib.contextmanager
+def without_heartbeats() -> Iterator[None]:
+    """Run the flows started in this block without Prefect's flow-run heartbeats.
+
+    For subflows (they run in their parent's process, whose own heartbeat already tells Prefect it is alive) and
+    for runs against a server that lives only as long as this process. Each heartbeat thread costs up to 1 s when
+    its flow ends: it sleeps in 1 s steps and the engine joins it (on the demo corpus, 1.5 of 27 s).
+    """
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
+@contextlib.contextmanager
 def prefect_api(preload: tuple[str, ...] = ()) -> Iterator[str]:
     """Make sure flows report to a real Prefect API server that Dask worker processes can reach too.
 
     With ``PREFECT_API_URL`` set, that server is used. Otherwise a local server is started on 127.0.0.1 for the
     duration of the block and its URL exported, so worker processes spawned inside the block report to it
     instead of each starting a temporary server of its own (5-16 s each). The server boots (~5 s) while this
-    process imports the ``preload`` modules.
+    process imports the ``preload`` modules. Flows against that server send no heartbeats: nothing outlives this
+    process to watch for them (``without_heartbeats``).
     """
     url = os.environ.get("PREFECT_API_URL")
     if url:
@@ -121,7 +150,7 @@ def prefect_api(preload: tuple[str, ...] = ()) -> Iterator[str]:
     os.environ["PREFECT_API_URL"] = server.api_url
     start_worker_forkserver()  # warms up in the background while the flow lists and plans
     try:
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}), without_heartbeats():
             yield server.api_url
     finally:
         _drain_prefect_services()

@@ -8,6 +8,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from flows.runtime import without_heartbeats
 from moclip.params import TrainParams
 from tasks.train_tasks import evaluate_test, train_models, write_report
 
@@ -32,5 +33,6 @@ def evaluate_model(dataset: str, model: str, report_out: str, device: str = "aut
 
 @flow(name="train-and-evaluate")
 def train_and_evaluate(params: TrainParams) -> dict:
-    model = train_model(params)
-    return evaluate_model(params.dataset, model, params.report_out or f"{params.model_out}/report", params.device)
+    with without_heartbeats():  # subflows: this flow's heartbeat covers the process
+        model = train_model(params)
+        return evaluate_model(params.dataset, model, params.report_out or f"{params.model_out}/report", params.device)

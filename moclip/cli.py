@@ -85,9 +85,10 @@ def _index_params(args: argparse.Namespace, corpus: str, out: str, clip_weights:
 
 
 def _run_index(params: IndexParams, server_running: bool = False) -> dict:
-    from flows.runtime import prefect_api
+    from flows.runtime import prefect_api, preload_clip_in_workers
     from moclip.report.index_summary import one_line
 
+    preload_clip_in_workers(params.settings().clip, params.run_config().device)  # before the fork server starts
     with contextlib.nullcontext() if server_running else prefect_api(preload=("flows.index_flow",)):
         from flows.index_flow import index_corpus
 
@@ -163,13 +164,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    from flows.runtime import prefect_api
+    from flows.runtime import prefect_api, preload_clip_in_workers
+    from moclip.label import index_settings_of
     from moclip.params import LabelParams
 
     extra = [c.strip() for c in (args.extra_classes or "").split(",") if c.strip()]
     params = LabelParams(corpus=args.path, model=args.model, out=args.out, layout=args.layout,
                          manifest=args.manifest, top_k=args.top_k, extra_classes=extra, shard_size=args.shard_size,
                          workers=args.workers, dask_address=args.dask_address, device=args.device)
+    with contextlib.suppress(Exception):  # a bad model path is reported by the flow itself
+        index = params.index_params(index_settings_of(params.model))
+        preload_clip_in_workers(index.settings().clip, index.run_config().device)  # before the fork server starts
     with prefect_api(preload=("flows.label_flow",)):
         from flows.label_flow import label_archive
 

@@ -108,8 +108,9 @@ def index_shard_isolated(
     settings_hash: str, storage_options: dict | None = None, first_error: str = "",
 ) -> ShardResult:
     """``index_shard``, with every video decoded in a child process; ``first_error``: why the first try failed."""
+    started = time.time()
     encoder, load_s = worker_encoder(settings, run)
-    result = ShardResult(shard=shard_name, first_error=first_error)
+    result = ShardResult(shard=shard_name, first_error=first_error, started_at=started)
     child = DecoderProcess(encoder.target_size)
 
     def decode(path: str) -> VideoFeatures:

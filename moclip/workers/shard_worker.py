@@ -44,6 +44,8 @@ class ShardResult:
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     first_error: str | None = None  # set when this is an isolated retry: why the shard's first attempt failed
     culprits: list[str] = field(default_factory=list)  # isolated retry: videos whose decoder crashed or hung
+    started_at: float = field(default_factory=time.time)  # wall clock (epoch s) when the shard's work began...
+    ended_at: float = 0.0  # ...and when its file was written: a run's timeline (start-up, gaps, idle tail)
 
 
 @contextlib.contextmanager
@@ -122,6 +124,7 @@ def embed_and_write(
     t0 = time.perf_counter()
     result.bytes_written = store.write_table(result.shard, rows_to_table(rows))
     result.seconds = {"decode": t_decode, "embed": t_embed, "write": time.perf_counter() - t0}
+    result.ended_at = time.time()
     return result
 
 
@@ -152,6 +155,7 @@ def index_shard(
     videos: list[dict], settings: FeatureSettings, out_url: str, shard_name: str, run: RunConfig,
     settings_hash: str, storage_options: dict | None = None,
 ) -> ShardResult:
+    started = time.time()
     encoder, load_s = worker_encoder(settings, run)
 
     def decode(path: str) -> VideoFeatures:
@@ -159,6 +163,7 @@ def index_shard(
             return decode_video(path, settings.mv, settings.clip.frames, encoder.target_size, run.decode_timeout_s)
 
     decoded = [video_row(video, settings_hash, encoder.weights_id, decode) for video in videos]
-    result = embed_and_write(decoded, encoder, run, Store(out_url, storage_options), ShardResult(shard=shard_name))
+    result = embed_and_write(decoded, encoder, run, Store(out_url, storage_options),
+                             ShardResult(shard=shard_name, started_at=started))
     result.seconds["load_model"] = load_s
     return result
