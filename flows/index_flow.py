@@ -29,7 +29,7 @@ from tasks.index_tasks import commit, index_shard_isolated_task, index_shard_tas
 
 def _for_manifest(summary: dict, cap: int = 200) -> dict:
     """The run summary as kept in the manifest's run history: counts, and at most ``cap`` ids per change list."""
-    out = {k: v for k, v in summary.items() if k not in ("failures", "changes")}
+    out = {k: v for k, v in summary.items() if k not in ("failures", "changes", "shard_timeline")}
     out["changes"] = {k: v[:cap] for k, v in summary["changes"].items()}
     return out
 

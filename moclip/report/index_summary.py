@@ -12,6 +12,7 @@ def summarize(
 ) -> dict:
     failures = [{"video_id": v, "reason": r} for res in results for v, r in res.failures]
     secs: dict[str, float] = {}
+    reindexed = set(plan.reindexed)
     for res in results:
         for k, v in res.seconds.items():
             secs[k] = secs.get(k, 0.0) + v
@@ -33,11 +34,13 @@ def summarize(
         "images_embedded": sum(r.images_embedded for r in results),
         "workers": sorted({r.worker for r in results}),
         "changes": {
-            "new": sorted(v["video_id"] for v in plan.to_index if v["video_id"] not in set(plan.reindexed)),
+            "new": sorted(v["video_id"] for v in plan.to_index if v["video_id"] not in reindexed),
             "reindexed": sorted(plan.reindexed),
             "deleted": sorted(plan.deleted),
         },
         "worker_seconds": {k: round(v, 3) for k, v in secs.items()},
+        # (worker, start, end, videos) per shard, wall clock in epoch seconds: where a run's time went
+        "shard_timeline": sorted((r.worker, r.started_at, r.ended_at, r.n_ok + r.n_failed) for r in results),
         "wall_seconds": round(wall_s, 3),
         "settings_hash": settings_hash,
         "clip_weights_id": clip_weights_id,
