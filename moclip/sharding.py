@@ -23,8 +23,8 @@ def make_shards(videos: list[dict], shard_size: int, run_id: str, workers: int |
     """Consecutive runs of at most ``shard_size`` videos, of near-equal size (the corpus table is sorted, so shards
     stay stable). With ``workers``, the shard count is rounded up to a multiple of it, so no worker sits idle while
     the last, lone shard runs (200 videos, shard size 16, 2 workers: 14 shards of 14-15, not 12 x 16 + 8), and the
-    last round (one shard per worker) is cut in halves: Dask hands shards to whichever worker is free, so the
-    workers then finish within about half a shard of each other instead of a whole one."""
+    last round (one shard per worker) is cut in halves when they hold 8 or more videos: Dask hands shards to
+    whichever worker is free, so the workers then finish within about half a shard of each other, not a whole one."""
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     n = len(videos)
@@ -32,7 +32,7 @@ def make_shards(videos: list[dict], shard_size: int, run_id: str, workers: int |
     if workers and k > 1:
         k = min(n, -(-k // workers) * workers)
     bounds = [i * n // k for i in range(k + 1)] if k else [0]
-    if workers and workers > 1 and k >= 2 * workers and bounds[-1] - bounds[-1 - workers] >= 2 * workers:
+    if workers and workers > 1 and k >= 2 * workers and bounds[-1] - bounds[-1 - workers] >= 8 * workers:
         last = bounds[-1 - workers:]
         bounds = bounds[:-1 - workers] + [x for lo, hi in zip(last, last[1:]) for x in (lo, (lo + hi) // 2)] + [n]
     return [Shard(name=f"part-{run_id}-{i:05d}.parquet", videos=videos[bounds[i]:bounds[i + 1]])

@@ -31,6 +31,7 @@ def test_two_hundred_videos_on_two_workers():
     assert lens[:12] == [14, 14, 14, 15, 14, 14, 15, 14, 14, 14, 15, 14] and lens[12:] == [7, 7, 7, 8]
     assert [len(s.videos) for s in make_shards([{}] * 200, 16, "r", None)] == [15, 15, 16, 15, 15, 16, 15, 16, 15, 15,
                                                                               16, 15, 16]  # unknown workers: no cut
+    assert [len(s.videos) for s in make_shards([{}] * 8, 3, "r", 2)] == [2, 2, 2, 2]  # too small to be worth a cut
 
 
 def test_bad_shard_size():
