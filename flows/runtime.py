@@ -16,7 +16,7 @@ from distributed import LocalCluster
 from prefect_dask import DaskTaskRunner
 
 from moclip.config import ClipConfig, RunConfig
-from moclip.workers import preload
+from moclip.workers import preload as clip_preload
 
 
 def local_workers(run: RunConfig) -> int | None:
@@ -69,7 +69,7 @@ def preload_clip_in_workers(clip: ClipConfig, device: str) -> None:
 
     if _forkserver_env is None:
         try:
-            preload.request(clip, resolve_device(device).type)
+            clip_preload.request(clip, resolve_device(device).type)
         except ValueError:  # e.g. cuda asked for without CUDA: the flow reports it
             pass
 
@@ -80,7 +80,7 @@ def _env_for_workers(env: Any) -> dict[str, str] | None:
         return None
     own = set(dask.config.get("distributed.nanny.pre-spawn-environ", {})) | set(
         dask.config.get("distributed.nanny.environ", {}))
-    own |= {"PYTHONHASHSEED", preload.ENV}  # also set by the nanny, with "__DASK_*" markers; a cache hint
+    own |= {"PYTHONHASHSEED", clip_preload.ENV}  # also set by the nanny, with "__DASK_*" markers; a cache hint
     return {k: v for k, v in env.items() if k not in own and not k.startswith("__DASK")}
 
 
