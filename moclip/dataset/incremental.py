@@ -12,6 +12,7 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -75,9 +76,10 @@ def plan_index(corpus: pd.DataFrame, store: Store, settings_hash: str, retry_fai
     state = state.set_index("video_id", drop=False)
 
     # The common case first, for the whole table at once: a video indexed with these settings whose file still has
-    # the size and mtime it had then is unchanged (one stat per video, no per-row Python beyond it).
+    # the size and mtime it had then is unchanged (one stat per video, no per-row Python beyond it). Only videos
+    # indexed with these settings need a stat at all; the loop below reuses it.
     prev = state.reindex(corpus["video_id"])
-    settled = prev["status"].notna() & (prev["status"] != STATUS_DELETED) & (prev["settings_hash"] == settings_hash)
+    settled = (prev["status"] != STATUS_DELETED) & (prev["settings_hash"] == settings_hash)
     if retry_failed:
         settled &= prev["status"] != STATUS_FAILED
     settled = settled.fillna(False).to_numpy(dtype=bool)
@@ -88,10 +90,11 @@ def plan_index(corpus: pd.DataFrame, store: Store, settings_hash: str, retry_fai
     unchanged = settled & same
 
     plan = IndexPlan(to_index=[], unchanged=int(unchanged.sum()))
-    rest = corpus[~unchanged]
+    todo = np.flatnonzero(~unchanged)
+    rest = corpus.iloc[todo]
     seen = state[state["video_id"].isin(rest["video_id"])]
     current = {r.video_id: r for r in seen.astype(object).where(seen.notna(), None).itertuples(index=False)}
-    for video in rest.to_dict("records"):
+    for i, video in zip(todo, rest.to_dict("records")):
         old = current.get(video["video_id"])
         if old is None:
             plan.to_index.append(video)
@@ -100,14 +103,8 @@ def plan_index(corpus: pd.DataFrame, store: Store, settings_hash: str, retry_fai
             plan.to_index.append(video)  # back in the corpus, or retried: its new row replaces the old one
             drop[old.shard].add(old.video_id)
             continue
-        same_settings = old.settings_hash == settings_hash
-        try:
-            st = os.stat(video["path"])
-        except OSError:
-            st = None  # the worker turns it into a failed row with the reason
-        if st is not None and same_settings and st.st_size == old.file_size and st.st_mtime_ns == old.mtime_ns:
-            plan.unchanged += 1
-            continue
+        same_settings = old.settings_hash == settings_hash  # then settled above: stat'ed, size or mtime changed
+        st = stats[i]  # None: the file is gone (the worker turns it into a failed row with the reason)
         if st is not None and same_settings and old.fingerprint:
             fp = _safe_fingerprint(video["path"])
             if fp == old.fingerprint:
