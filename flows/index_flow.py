@@ -85,7 +85,7 @@ def index_corpus(params: IndexParams) -> dict:
     """Index a video corpus into a Parquet feature dataset (MV tensors + CLIP embeddings)."""
     t0 = time.perf_counter()
     settings, run = params.settings(), params.run_config()
-    weights = resolve_weights(settings.clip.model, settings.clip.weights)
+    weights = resolve_weights(settings.clip.model, settings.clip.weights, settings.clip.activation)
     settings_hash = settings.settings_hash(weights.weights_id)
 
     videos = list_corpus(params)

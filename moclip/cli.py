@@ -53,6 +53,9 @@ def _add_index_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--clip-model", default="ViT-B-32")
     g.add_argument("--clip-weights", default="openai",
                    help="open_clip pretrained tag, a local checkpoint file, or 'none' (random init)")
+    g.add_argument("--clip-activation", default="auto", choices=["auto", "gelu", "quickgelu"],
+                   help="CLIP activation (auto: from the tag, the model config, or the checkpoint where the file "
+                        "tells; OpenAI-trained weights need quickgelu)")
     g.add_argument("--frames", type=int, default=8, help="K RGB frames embedded per video (default 8)")
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="CLIP precision; auto = fp16 on CUDA, bf16 on CPUs with native bf16, else fp32")
@@ -76,9 +79,9 @@ def _index_params(args: argparse.Namespace, corpus: str, out: str, clip_weights:
         corpus=corpus, out=out, layout=args.layout, split_dir=args.split_dir, split=args.split,
         manifest=args.manifest, allow_outside_root=args.allow_outside_root, segments=args.segments, grid=args.grid,
         mv_backend=args.mv_backend, max_frames=args.max_frames, clip_model=args.clip_model,
-        clip_weights=clip_weights, clip_frames=args.frames, clip_precision=args.precision,
-        clip_batch_size=args.batch_size, shard_size=args.shard_size, workers=args.workers,
-        dask_address=args.dask_address, device=args.device, decode_timeout_s=args.decode_timeout,
+        clip_weights=clip_weights, clip_activation=args.clip_activation, clip_frames=args.frames,
+        clip_precision=args.precision, clip_batch_size=args.batch_size, shard_size=args.shard_size,
+        workers=args.workers, dask_address=args.dask_address, device=args.device, decode_timeout_s=args.decode_timeout,
         decode_hard_timeout_s=args.decode_hard_timeout, retry_failed=args.retry_failed,
         storage_options=args.storage_options,
     )
@@ -212,7 +215,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             from moclip.clip import load_clip
             from moclip.config import ClipConfig
 
-            load_clip(ClipConfig(model=args.clip_model, weights=weights), device="cpu")  # resolves, then loads
+            load_clip(ClipConfig(model=args.clip_model, weights=weights, activation=args.clip_activation),
+                      device="cpu")  # resolves, then loads
         except ClipWeightsError as e:
             print(f"WARNING: {e}\nWARNING: the demo goes on with RANDOM CLIP weights (--clip-weights none); "
                   "its appearance features carry no pretrained knowledge.", file=sys.stderr)

@@ -47,10 +47,15 @@ class ClipConfig:
     weights: str = "openai"  # open_clip pretrained tag, a local checkpoint path, or "none" (random init)
     frames: int = 8  # K RGB frames per video
     precision: str = "fp32"  # "fp32", "bf16" (CPU or GPU) or "fp16" (GPU only)
+    # "auto" (from the tag, the model config or the checkpoint), "gelu" or "quickgelu"; the resolved one is part
+    # of the weights id (moclip.clip.pretrained), which is how it enters the settings hash
+    activation: str = "auto"
 
     def __post_init__(self) -> None:
         if self.frames < 1:
             raise ValueError(f"frames must be >= 1, got {self.frames}")
+        if self.activation not in ("auto", "gelu", "quickgelu"):
+            raise ValueError(f"unknown CLIP activation {self.activation!r}: use auto, gelu or quickgelu")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"unknown precision {self.precision!r}: use fp32, bf16 or fp16")
 
@@ -71,6 +76,7 @@ class FeatureSettings:
         payload = self.to_dict()
         payload["clip"]["weights_id"] = weights_id or payload["clip"]["weights"]
         payload["mv"].pop("max_frames", None)  # a cap only decides failure, never feature bytes
+        payload["clip"].pop("activation", None)  # the resolved activation is in the weights id
         blob = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -29,6 +29,8 @@ class IndexParams(BaseModel):
     max_frames: int = Field(216_000, ge=1, description="cap on decoded frames per video")
     clip_model: str = "ViT-B-32"
     clip_weights: str = Field("openai", description="open_clip pretrained tag, checkpoint path, or 'none'")
+    clip_activation: Literal["auto", "gelu", "quickgelu"] = Field(
+        "auto", description="CLIP activation; auto: from the tag, the model config or the checkpoint file")
     clip_frames: int = Field(8, ge=1, le=64, description="K: RGB frames embedded per video")
     clip_precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32 (recorded resolved)")
@@ -47,7 +49,7 @@ class IndexParams(BaseModel):
         return FeatureSettings(
             mv=MVConfig(segments=self.segments, grid=self.grid, backend=self.mv_backend, max_frames=self.max_frames),
             clip=ClipConfig(model=self.clip_model, weights=self.clip_weights, frames=self.clip_frames,
-                            precision=self.resolved_precision()),
+                            precision=self.resolved_precision(), activation=self.clip_activation),
         )
 
     def resolved_precision(self) -> str:
@@ -121,7 +123,7 @@ class LabelParams(BaseModel):
             corpus=self.corpus, out=self.features_out or f"{self.out.rstrip('/')}/features", layout=self.layout,
             manifest=self.manifest, segments=mv["segments"], grid=tuple(mv["grid"]), mv_backend=mv["backend"],
             max_frames=mv.get("max_frames", 216_000), clip_model=clip["model"], clip_weights=clip["weights"],
-            clip_frames=clip["frames"], clip_precision=clip["precision"], shard_size=self.shard_size,
-            workers=self.workers, dask_address=self.dask_address, device=self.device,
-            storage_options=self.storage_options,
+            clip_activation=clip.get("activation", "auto"), clip_frames=clip["frames"],
+            clip_precision=clip["precision"], shard_size=self.shard_size, workers=self.workers,
+            dask_address=self.dask_address, device=self.device, storage_options=self.storage_options,
         )

@@ -85,7 +85,7 @@ def test_resolve_file_hash_is_stable(tmp_path):
     path.write_bytes(payload)
     spec = resolve_weights("ViT-B-32", str(path))
     assert spec.kind == "file" and spec.value == str(path)
-    assert spec.weights_id == "file:" + hashlib.sha256(payload).hexdigest()[:16]
+    assert spec.weights_id == "file:" + hashlib.sha256(payload).hexdigest()[:16] + "+gelu"
     assert resolve_weights("ViT-B-32", str(path)) == spec
     path.write_bytes(payload[::-1])  # new content -> new id (size/mtime keyed cache must not go stale)
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 1_000_000))
@@ -194,7 +194,7 @@ def test_checkpoint_round_trip(tmp_path, frames):
 
     enc = load_clip(ClipConfig(weights=str(path)))
     assert not enc.is_random
-    assert enc.weights_id.startswith("file:") and len(enc.weights_id) == len("file:") + 16
+    assert enc.weights_id.startswith("file:") and enc.weights_id.endswith("+gelu")
     assert enc.weights_id == resolve_weights("ViT-B-32", str(path)).weights_id
     few = frames[:8]
     with torch.inference_mode():
@@ -208,6 +208,121 @@ def test_corrupt_checkpoint_names_file(tmp_path):
     with pytest.raises(ClipWeightsError) as e:
         load_clip(ClipConfig(weights=str(path)))
     assert str(path) in str(e.value)
+
+
+class _Evil:
+    """A pickle payload that would create a file when unpickled."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_malicious_pickle_checkpoint_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"visual.proj": _Evil(str(marker))}}, path)
+    with pytest.raises(ClipWeightsError, match="evil.pt") as e:
+        load_clip(ClipConfig(weights=str(path)))
+    assert "pickled Python objects are refused" in str(e.value)
+    assert not marker.exists(), "the pickle payload ran"
+
+
+# --- activation (GELU / QuickGELU) ------------------------------------------------------------------------
+
+
+def _random_clip(name: str, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return open_clip.create_model(name).eval()
+
+
+@pytest.fixture(scope="module")
+def quickgelu_ckpt(tmp_path_factory):
+    """A random-init QuickGELU ViT-B-32 saved as a plain state dict and as a TorchScript archive (OpenAI's
+    release format), plus the model itself as the reference."""
+    model = _random_clip("ViT-B-32-quickgelu", 7)
+    d = tmp_path_factory.mktemp("qg")
+    torch.save(model.state_dict(), d / "qg.pt")
+    with torch.no_grad():
+        traced = torch.jit.trace(model, (torch.zeros(1, 3, 224, 224), torch.zeros(1, 77, dtype=torch.long)),
+                                 check_trace=False)
+    traced.save(str(d / "qg-jit.pt"))
+    return model, d / "qg.pt", d / "qg-jit.pt"
+
+
+def _embeds_like(enc, reference: torch.nn.Module, frames) -> bool:
+    with torch.inference_mode():
+        expected = reference.encode_image(enc.preprocess(frames)).numpy()
+    return np.allclose(enc.embed(frames), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_state_dict_file_activation_is_explicit_and_recorded(quickgelu_ckpt, frames, caplog):
+    """A state-dict file cannot tell its activation: 'auto' uses the model config's (GELU for ViT-B-32) and WARNS;
+    the activation asked for is used and recorded in the weights id (and so in the settings hash)."""
+    from moclip.config import FeatureSettings
+
+    model, path, _ = quickgelu_ckpt
+    few = frames[:4]
+    with caplog.at_level("WARNING", logger="moclip.clip.pretrained"):
+        auto = load_clip(ClipConfig(weights=str(path)))
+    assert auto.weights_id.endswith("+gelu")
+    assert "cannot be told from the file" in caplog.text and "--clip-activation quickgelu" in caplog.text
+    assert not _embeds_like(auto, model, few)  # GELU on QuickGELU weights: other features, silently before
+
+    qg = load_clip(ClipConfig(weights=str(path), activation="quickgelu"))
+    assert qg.weights_id.endswith("+quickgelu") and qg.weights_id.split("+")[0] == auto.weights_id.split("+")[0]
+    assert _embeds_like(qg, model, few)
+    by_name = load_clip(ClipConfig(model="ViT-B-32-quickgelu", weights=str(path)))
+    assert by_name.weights_id.endswith("+quickgelu") and _embeds_like(by_name, model, few)
+
+    s = FeatureSettings(clip=ClipConfig(weights=str(path)))
+    assert s.settings_hash(auto.weights_id) != s.settings_hash(qg.weights_id)
+
+
+def test_gelu_checkpoint_stays_gelu(tmp_path, frames):
+    model = _random_clip("ViT-B-32", 8)
+    path = tmp_path / "gelu.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    enc = load_clip(ClipConfig(weights=str(path), activation="gelu"))
+    assert enc.weights_id.endswith("+gelu") and _embeds_like(enc, model, frames[:4])
+    assert not _embeds_like(load_clip(ClipConfig(weights=str(path), activation="quickgelu")), model, frames[:4])
+
+
+def test_openai_torchscript_checkpoint_is_detected_as_quickgelu(quickgelu_ckpt, frames, caplog):
+    """OpenAI's release format (a TorchScript archive) is told apart and gets QuickGELU without being asked;
+    torch.load(weights_only=True) refuses such archives, so they are read with torch.jit.load's state dict."""
+    model, _, jit_path = quickgelu_ckpt
+    spec = resolve_weights("ViT-B-32", str(jit_path))
+    assert spec.torchscript and spec.quick_gelu and "TorchScript" in spec.activation_note
+    with caplog.at_level("WARNING", logger="moclip.clip.pretrained"):
+        enc = load_clip(ClipConfig(weights=str(jit_path)))
+    assert "cannot be told" not in caplog.text
+    assert enc.weights_id.endswith("+quickgelu") and _embeds_like(enc, model, frames[:4])
+
+
+def test_registry_hash_decides_activation():
+    """A file whose SHA-256 is an official OpenAI checkpoint's (open_clip's registry URL carries it) is QuickGELU."""
+    known = clip_pretrained.registry_checkpoints()
+    digest, (name, qg) = next((d, v) for d, v in known.items() if v[0] == "ViT-B-32/openai")
+    assert qg is True and name == "ViT-B-32/openai"
+    assert clip_pretrained.detect_quick_gelu(digest, torchscript=False)[0] is True
+    assert clip_pretrained.detect_quick_gelu("0" * 64, torchscript=False) == (None, "")
+
+
+def test_tag_activation_and_override():
+    assert resolve_weights("ViT-B-32", "openai").quick_gelu is True  # the registry says so
+    assert resolve_weights("ViT-B-32", "laion2b_s34b_b79k").quick_gelu is False
+    forced = resolve_weights("ViT-B-32", "openai", "gelu")
+    assert not forced.quick_gelu and forced.weights_id == "ViT-B-32/openai+gelu"
+    assert resolve_weights("ViT-B-32", "none", "quickgelu").weights_id == "random-init+quickgelu"
+    with pytest.raises(ClipWeightsError, match="built with QuickGELU"):
+        resolve_weights("ViT-B-32-quickgelu", "none", "gelu")
+    with pytest.raises(ClipWeightsError, match="unknown CLIP activation"):
+        resolve_weights("ViT-B-32", "none", "relu")
 
 
 # --- offline -----------------------------------------------------------------------------------------
@@ -234,28 +349,42 @@ def hub_state():
     clip_pretrained._offline_reason, clip_pretrained._probed = reason, probed
 
 
-def _openai_cached_or_online() -> bool:
-    from huggingface_hub import try_to_load_from_cache
+OFFLINE_PROBE = """
+import json, sys, time
+start = time.perf_counter()
+from moclip.clip import ClipWeightsError, load_clip
+from moclip.clip import pretrained
+from moclip.config import ClipConfig
+t0 = time.perf_counter()
+try:
+    load_clip(ClipConfig(model="ViT-B-32", weights="openai"))
+    out = {"error": None}
+except ClipWeightsError as e:
+    out = {"error": str(e)}
+out.update(elapsed=time.perf_counter() - t0, cache=pretrained.hub_cache_dir())
+print(json.dumps(out))
+"""
 
-    cfg = open_clip.get_pretrained_cfg("ViT-B-32", "openai")
-    repo = cfg["hf_hub"].rstrip("/")
-    for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
-        if isinstance(try_to_load_from_cache(repo, name), str):
-            return True
-    return clip_pretrained.hub_reachable()
 
+def test_missing_tag_offline_fails_fast(tmp_path):
+    """Runs everywhere: a child process with HF_HUB_OFFLINE=1 and an empty Hugging Face cache of its own (so a
+    machine that has the weights cached, or can reach the hub, tests the same thing)."""
+    import json
+    import subprocess
+    import sys
 
-def test_missing_tag_offline_fails_fast(hub_state):
-    if _openai_cached_or_online():
-        pytest.skip("ViT-B-32/openai is cached, or the hub is reachable (the test would download it)")
-    start = time.perf_counter()
-    with pytest.raises(ClipWeightsError) as e:
-        load_clip(ClipConfig(model="ViT-B-32", weights="openai"))
-    elapsed = time.perf_counter() - start
-    msg = str(e.value)
-    assert elapsed < 5.0, f"offline failure took {elapsed:.1f} s"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "MOCLIP_CACHE": str(tmp_path)}
+    env.pop("HF_HUB_CACHE", None)
+    env.pop("HUGGINGFACE_HUB_CACHE", None)
+    run = subprocess.run([sys.executable, "-c", OFFLINE_PROBE], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    msg = out["error"]
+    assert msg is not None, "loading ViT-B-32/openai with an empty cache offline must fail"
+    assert out["elapsed"] < 5.0, f"offline failure took {out['elapsed']:.1f} s"
+    assert out["cache"].startswith(str(tmp_path / "hf"))
     assert "ViT-B-32/openai" in msg and "not in the local Hugging Face cache" in msg
-    assert clip_pretrained.hub_cache_dir() in msg and "no network" in msg
+    assert out["cache"] in msg and "no network" in msg
     assert "--clip-weights PATH" in msg and "--clip-weights none" in msg and "RANDOMLY" in msg
 
 

@@ -17,7 +17,6 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-from open_clip.pretrained import get_pretrained_cfg
 from torch import nn
 
 from moclip.config import ClipConfig
@@ -203,7 +202,7 @@ def load_clip(cfg: ClipConfig, device: str = "cpu") -> ClipImageEncoder:
     """
     dev = resolve_device(device)
     check_precision(cfg.precision, dev)
-    spec = resolve_weights(cfg.model, cfg.weights)
+    spec = resolve_weights(cfg.model, cfg.weights, cfg.activation)
     with _LOAD_LOCK:  # threads of one worker process share one model
         return _load_cached(cfg.model, spec, cfg.precision, str(dev))
 
@@ -232,32 +231,52 @@ def _load_cached(model_name: str, spec: WeightsSpec, precision: str, device: str
 
 
 def _create_model(model_name: str, spec: WeightsSpec) -> nn.Module:
-    """The fp32 open_clip model on the CPU, with the weights of ``spec`` loaded."""
+    """The fp32 open_clip model on the CPU, with the weights of ``spec`` loaded and its activation."""
     if spec.kind == "none":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)
-            model, _, _ = open_clip.create_model_and_transforms(model_name, pretrained=None, pretrained_text=False)
+            model, _, _ = open_clip.create_model_and_transforms(
+                model_name, pretrained=None, pretrained_text=False, force_quick_gelu=spec.quick_gelu)
         return model
     if spec.kind == "file":
         try:
-            model, _, _ = open_clip.create_model_and_transforms(model_name, pretrained=spec.value, weights_only=True)
+            if spec.torchscript:
+                return _from_torchscript(model_name, spec)
+            model, _, _ = open_clip.create_model_and_transforms(
+                model_name, pretrained=spec.value, weights_only=True, force_quick_gelu=spec.quick_gelu)
         except Exception as e:  # torch.load / safetensors / load_state_dict raise many types
             raise ClipWeightsError(
                 f"cannot load CLIP checkpoint {spec.value!r} into model {model_name!r}: {type(e).__name__}: {e}. "
-                "It must be an open_clip/OpenAI state dict (or {'state_dict': ...}) for this model."
+                "It must be an open_clip/OpenAI state dict (or {'state_dict': ...}, or OpenAI's TorchScript "
+                "release) for this model; pickled Python objects are refused."
             ) from e
         return model
     path = fetch_tag(model_name, spec.value)
     # OpenAI-trained weights expect QuickGELU; open_clip only warns when the model config (e.g. ViT-B-32)
-    # disagrees, which silently degrades the features. Match the weights instead.
-    quick_gelu = bool(get_pretrained_cfg(model_name, spec.value).get("quick_gelu", False))
+    # disagrees, which silently degrades the features. spec.quick_gelu matches the weights instead.
     try:
         model, _, _ = open_clip.create_model_and_transforms(
             model_name,
             pretrained=spec.value,
-            force_quick_gelu=quick_gelu,
+            force_quick_gelu=spec.quick_gelu,
             weights_only=True,
         )
     except Exception as e:
         raise ClipWeightsError(f"cannot load CLIP weights {spec.weights_id} from {path!r}: {e}") from e
+    return model
+
+
+def _from_torchscript(model_name: str, spec: WeightsSpec) -> nn.Module:
+    """OpenAI's TorchScript release: its tensors go into a plain open_clip model (its code is never run).
+
+    ``torch.load(weights_only=True)`` refuses TorchScript archives; ``torch.jit.load`` reads them with TorchScript's
+    own deserialiser (no Python unpickling), and only ``state_dict()`` is taken from the result.
+    """
+    state = dict(torch.jit.load(spec.value, map_location="cpu").state_dict())
+    model = open_clip.create_model(model_name, pretrained=None, force_quick_gelu=spec.quick_gelu)
+    # OpenAI's archives carry a few scalars, and traced modules their non-persistent buffers (attn_mask): not weights
+    derived = {"input_resolution", "context_length", "vocab_size"} | {n for n, _ in model.named_buffers()}
+    expected = model.state_dict().keys()
+    state = {k: v.float() for k, v in state.items() if k in expected or k not in derived}
+    model.load_state_dict(state, strict=True)
     return model

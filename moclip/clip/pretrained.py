@@ -3,6 +3,13 @@
 ``resolve_weights`` only looks things up (registry, file system); it never downloads. ``fetch_tag`` makes a
 tag's checkpoint available locally (Hugging Face cache or download) and fails fast, with a message that says
 what to do, when it is not cached and the hub cannot be reached.
+
+The activation is part of the weights: OpenAI's CLIP (and a few others) were trained with QuickGELU, most
+open_clip models with GELU, and the wrong one degrades every feature without an error. ``activation`` "auto" takes
+it from the tag's registry entry, from the model config (``ViT-B-32-quickgelu``), or from the checkpoint file
+where the file tells (OpenAI's TorchScript release format; a SHA-256 equal to a registry checkpoint's); where it
+cannot tell it uses the model config's and says so. The resolved activation is in the weights id, so it keys
+the settings hash and the text-embedding cache.
 """
 
 from __future__ import annotations
@@ -11,7 +18,9 @@ import difflib
 import hashlib
 import logging
 import os
+import re
 import threading
+import zipfile
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,6 +39,7 @@ FIX_HINT = (
 )
 
 WeightsKind = Literal["tag", "file", "none"]
+ACTIVATIONS = ("auto", "gelu", "quickgelu")
 
 
 class ClipWeightsError(RuntimeError):
@@ -42,7 +52,14 @@ class WeightsSpec:
 
     kind: WeightsKind
     value: str
-    weights_id: str  # pins the actual weights in the dataset's settings hash
+    weights_id: str  # pins the actual weights (and activation) in the dataset's settings hash
+    quick_gelu: bool = False  # build the model with QuickGELU
+    activation_note: str = ""  # how the activation was decided; a warning when it could not be told
+    torchscript: bool = False  # the file is a TorchScript archive (OpenAI's release format)
+
+    @property
+    def activation(self) -> str:
+        return "quickgelu" if self.quick_gelu else "gelu"
 
 
 def looks_like_path(weights: str) -> bool:
@@ -52,6 +69,11 @@ def looks_like_path(weights: str) -> bool:
 
 def file_sha256_prefix(path: str, chunk_size: int = 1 << 20) -> str:
     """First 16 hex digits of the file's SHA-256, read in chunks."""
+    return file_sha256(path, chunk_size)[:16]
+
+
+def file_sha256(path: str, chunk_size: int = 1 << 20) -> str:
+    """The file's SHA-256 (hex), read in chunks; cached by (real path, size, mtime)."""
     st = os.stat(path)
     key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
     with _HASH_LOCK:
@@ -61,13 +83,14 @@ def file_sha256_prefix(path: str, chunk_size: int = 1 << 20) -> str:
     with open(path, "rb") as f:
         while chunk := f.read(chunk_size):
             h.update(chunk)
-    digest = h.hexdigest()[:16]
+    digest = h.hexdigest()
     with _HASH_LOCK:
         _HASH_CACHE[key] = digest
     return digest
 
 
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
+_WARNED: set[str] = set()  # checkpoints whose undetermined activation was already warned about
 _HASH_LOCK = threading.Lock()
 
 
@@ -86,12 +109,15 @@ def _canonical_tag(model: str, weights: str) -> str | None:
     return cleaned if cleaned in tags else None
 
 
-def resolve_weights(model: str, weights: str) -> WeightsSpec:
+def resolve_weights(model: str, weights: str, activation: str = "auto") -> WeightsSpec:
     """Decide what ``weights`` means for ``model``; never downloads, raises ``ClipWeightsError`` if invalid.
 
     Order: "none" (random init) -> anything path-like (contains a separator or ends in a checkpoint suffix)
     must be an existing file -> a known open_clip tag for ``model`` -> an existing file without suffix.
+    ``activation`` ("auto", "gelu", "quickgelu"): see the module docstring.
     """
+    if activation not in ACTIVATIONS:
+        raise ClipWeightsError(f"unknown CLIP activation {activation!r}: use one of {', '.join(ACTIVATIONS)}")
     if model not in open_clip.list_models():
         if model.startswith(("hf-hub:", "local-dir:")):
             raise ClipWeightsError(
@@ -99,17 +125,22 @@ def resolve_weights(model: str, weights: str) -> WeightsSpec:
                 "and pass its checkpoint with `--clip-weights PATH`."
             )
         raise ClipWeightsError(f"unknown CLIP model {model!r}." + _options(open_clip.list_models(), model))
+    model_qg = bool((open_clip.get_model_config(model) or {}).get("quick_gelu", False))
+    if activation == "gelu" and model_qg:
+        raise ClipWeightsError(f"CLIP model config {model!r} is built with QuickGELU; for GELU use the model name "
+                               f"without '-quickgelu' ({model.removesuffix('-quickgelu')!r})")
     if weights.strip().lower() == "none":
-        return WeightsSpec("none", "none", RANDOM_INIT_ID)
+        return _with_activation(WeightsSpec("none", "none", RANDOM_INIT_ID), model_qg, activation,
+                                "the model config's")
 
     path = os.path.expanduser(weights)
-    if looks_like_path(weights):
-        return _file_spec(path, weights)
+    if looks_like_path(weights) or (_canonical_tag(model, weights) is None and os.path.isfile(path)):
+        return _file_spec(path, weights, model, model_qg, activation)
     tag = _canonical_tag(model, weights)
     if tag is not None:
-        return WeightsSpec("tag", tag, f"{model}/{tag}")
-    if os.path.isfile(path):
-        return _file_spec(path, weights)
+        tag_qg = bool(get_pretrained_cfg(model, tag).get("quick_gelu", False))
+        return _with_activation(WeightsSpec("tag", tag, f"{model}/{tag}"), model_qg or tag_qg, activation,
+                                f"as the {model}/{tag} weights were trained")
     tags = open_clip.list_pretrained_tags_by_model(model)
     if not tags:
         raise ClipWeightsError(
@@ -123,17 +154,81 @@ def resolve_weights(model: str, weights: str) -> WeightsSpec:
     )
 
 
-def _file_spec(path: str, given: str) -> WeightsSpec:
+def _with_activation(spec: WeightsSpec, natural_qg: bool, activation: str, why: str) -> WeightsSpec:
+    """``spec`` with its activation: the natural one for "auto", else the one asked for (then in the id)."""
+    qg = natural_qg if activation == "auto" else activation == "quickgelu"
+    name = "quickgelu" if qg else "gelu"
+    weights_id = spec.weights_id if qg == natural_qg else f"{spec.weights_id}+{name}"
+    note = f"{name} ({why})" if activation == "auto" else f"{name} (asked for)"
+    return WeightsSpec(spec.kind, spec.value, weights_id, qg, note, spec.torchscript)
+
+
+def _file_spec(path: str, given: str, model: str, model_qg: bool, activation: str) -> WeightsSpec:
     if os.path.isdir(path):
         raise ClipWeightsError(f"CLIP weights {given!r} is a directory; pass the checkpoint file inside it.")
     if not os.path.isfile(path):
         raise ClipWeightsError(f"CLIP checkpoint file not found: {path!r} (from --clip-weights {given!r}).")
     path = os.path.abspath(path)  # an absolute path can never be mistaken for a tag by open_clip
     try:
-        digest = file_sha256_prefix(path)
+        digest = file_sha256(path)
+        torchscript = is_torchscript(path)
     except OSError as e:
         raise ClipWeightsError(f"cannot read CLIP checkpoint {path!r}: {e}") from e
-    return WeightsSpec("file", path, f"file:{digest}")
+    detected, why = detect_quick_gelu(digest, torchscript)
+    if activation != "auto":
+        qg, note = activation == "quickgelu", f"{activation} (asked for)"
+        if detected is not None and detected != qg:
+            log.warning("CLIP checkpoint %s: %s, but --clip-activation %s was asked for", path, why, activation)
+    elif model_qg:
+        qg, note = True, f"quickgelu (model config {model})"
+    elif detected is not None:
+        qg, note = detected, f"{'quickgelu' if detected else 'gelu'} ({why})"
+    else:
+        qg = False
+        note = (f"gelu: the activation of {path} cannot be told from the file, so the model config's ({model}: GELU) "
+                "is used. OpenAI-trained weights need QuickGELU: pass `--clip-activation quickgelu` (or the model "
+                f"{model}-quickgelu) for them, `--clip-activation gelu` to silence this warning")
+        with _HASH_LOCK:
+            first = digest not in _WARNED
+            _WARNED.add(digest)
+        if first:
+            log.warning("CLIP checkpoint activation: %s", note)
+    name = "quickgelu" if qg else "gelu"
+    return WeightsSpec("file", path, f"file:{digest[:16]}+{name}", qg, note, torchscript)
+
+
+def is_torchscript(path: str) -> bool:
+    """A TorchScript archive (torch.jit.save; OpenAI's CLIP release format): a zip with ``code/`` or constants."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.split("/", 1)[-1].startswith("code/") or n.endswith("/constants.pkl") for n in z.namelist())
+
+
+_SHA256_IN_URL = re.compile(r"/([0-9a-f]{64})/")
+
+
+def registry_checkpoints() -> dict[str, tuple[str, bool]]:
+    """SHA-256 -> (model/tag, quick_gelu) of the registry checkpoints whose URL carries their SHA-256 (OpenAI's)."""
+    from open_clip.pretrained import _PRETRAINED
+
+    out = {}
+    for name, tags in _PRETRAINED.items():
+        for tag, cfg in tags.items():
+            m = _SHA256_IN_URL.search(cfg.get("url") or "")
+            if m:
+                out.setdefault(m.group(1), (f"{name}/{tag}", bool(cfg.get("quick_gelu", False))))
+    return out
+
+
+def detect_quick_gelu(digest: str, torchscript: bool) -> tuple[bool | None, str]:
+    """Whether a checkpoint was trained with QuickGELU, when its bytes tell; (None, "") when they do not."""
+    known = registry_checkpoints().get(digest)
+    if known:
+        return known[1], f"its SHA-256 is that of open_clip's {known[0]} checkpoint"
+    if torchscript:
+        return True, "a TorchScript archive: OpenAI's CLIP release format, trained with QuickGELU"
+    return None, ""
 
 
 # --- Hugging Face hub reachability -------------------------------------------------------------------

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 def request(clip: ClipConfig, device: str) -> None:
     """Ask a fork server started after this call to build ``clip`` for ``device`` (honoured for "cpu" only)."""
     os.environ[ENV] = json.dumps({"model": clip.model, "weights": clip.weights, "precision": clip.precision,
-                                  "device": device})
+                                  "activation": clip.activation, "device": device})
 
 
 def preload() -> bool:
