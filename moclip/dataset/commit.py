@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 from moclip.config import SCHEMA_VERSION, FeatureSettings
 from moclip.dataset.incremental import IndexPlan
-from moclip.dataset.schema import STATUS_DELETED, rows_to_table
+from moclip.dataset.schema import STATUS_DELETED, conform, rows_to_table
 from moclip.dataset.storage import MANIFEST_NAME, Store
 
 KEEP_ON_DELETE = ("video_id", "path", "label", "split", "group", "fingerprint", "file_size", "mtime_ns",
@@ -27,7 +27,7 @@ def rewrite_old_shards(store: Store, plan: IndexPlan) -> int:
     for shard in sorted(set(plan.drop) | set(plan.mark_deleted)):
         if not store.exists(shard):
             continue
-        table = store.read_table(shard)
+        table = conform(store.read_table(shard))
         drop = plan.drop.get(shard, set())
         gone = plan.mark_deleted.get(shard, set())
         ids = table.column("video_id")

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from moclip.dataset.schema import SCHEMA, STATUS_OK
+from moclip.dataset.schema import SCHEMA, STATUS_OK, conform
 from moclip.dataset.storage import MANIFEST_NAME, Store
 
-FEATURE_COLUMNS = ("mv", "mv_shape", "mv_valid", "clip", "clip_shape", "frame_indices")
+FEATURE_COLUMNS = ("mv", "mv_shape", "mv_valid", "clip", "clip_shape", "frame_indices")  # n_clip_frames stays in meta
 
 
 @dataclass
@@ -29,7 +29,7 @@ def read_manifest(url: str, storage_options: dict | None = None) -> dict | None:
 def _read_shards(url: str, columns: list[str] | None, storage_options: dict | None,
                  only_ok: bool = False) -> pa.Table:
     """All shards (read concurrently), unsorted."""
-    tables = [t for _, t in Store(url, storage_options).read_shards(columns)]
+    tables = [conform(t, columns) for _, t in Store(url, storage_options).read_shards(columns)]
     if only_ok:
         tables = [t.filter(pa.compute.equal(t.column("status"), STATUS_OK)) for t in tables]
     if not tables:
@@ -57,11 +57,33 @@ def load_features(url: str, storage_options: dict | None = None) -> FeatureSet:
         empty = np.zeros((0,), np.float32)
         return FeatureSet(meta, empty, np.zeros((0,), np.int32), empty)
     mv_shape = _one_shape(table, "mv_shape")
-    clip_shape = _one_shape(table, "clip_shape")
     mv = _dense(table.column("mv"), mv_shape, order)
     valid = _dense(table.column("mv_valid"), (mv_shape[0],), order, np.int32)
-    clip = _dense(table.column("clip"), clip_shape, order)
+    clip_shapes = {tuple(s) for s in table.column("clip_shape").to_pylist()}
+    if len(clip_shapes) == 1:
+        clip = _dense(table.column("clip"), clip_shapes.pop(), order)
+    else:
+        clip = _padded_clip(table, clip_shapes, order)
     return FeatureSet(meta, mv, valid, clip)
+
+
+def _padded_clip(table: pa.Table, shapes: set[tuple[int, ...]], order: np.ndarray) -> np.ndarray:
+    """CLIP embeddings of rows with fewer than K frames (written before extraction padded them), padded to K by
+    repeating their frames as extraction does now; rows of different embedding sizes are mixed settings."""
+    from moclip.video.extract import pad_indices
+
+    if len({s[1:] for s in shapes}) != 1:
+        raise ValueError(f"rows have different clip_shape values {sorted(shapes)}: mixed settings in one dataset")
+    k = max(s[0] for s in shapes)
+    d = shapes.pop()[1:]
+    out = np.empty((len(order), k, *d), np.float32)
+    dest = np.empty(len(order), np.int64)
+    dest[order] = np.arange(len(order))
+    rows = zip(table.column("clip").to_pylist(), table.column("clip_shape").to_pylist())
+    for row, (values, shape) in enumerate(rows):
+        emb = np.asarray(values, np.float32).reshape(shape)
+        out[dest[row]] = emb[pad_indices(list(range(shape[0])), k)]
+    return out
 
 
 def _one_shape(table: pa.Table, column: str) -> tuple[int, ...]:

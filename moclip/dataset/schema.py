@@ -39,6 +39,9 @@ SCHEMA = pa.schema([
     pa.field("clip", pa.list_(pa.float32())),  # K*D image embeddings (not normalised)
     pa.field("clip_shape", pa.list_(pa.int32())),  # [K, D]
     pa.field("frame_indices", pa.list_(pa.int32())),  # [K] display-order frame index of each embedding
+    # distinct decoded frames among the K embeddings: < K when the video had fewer decodable frames (the K slots
+    # then repeat them); null in shards written before this column existed
+    pa.field("n_clip_frames", pa.int32()),
     pa.field("clip_weights_id", pa.string()),
     pa.field("indexed_at", pa.timestamp("ms", tz="UTC")),
     pa.field("elapsed_s", pa.float64()),  # decode + embed time spent on this video
@@ -48,6 +51,16 @@ SCHEMA = pa.schema([
 STATE_COLUMNS = [
     "video_id", "path", "status", "fingerprint", "file_size", "mtime_ns", "settings_hash", "indexed_at",
 ]
+
+
+def conform(table: pa.Table, columns: list[str] | None = None) -> pa.Table:
+    """``table`` with the canonical schema's ``columns`` (default: all), in order; missing ones (a shard written
+    before the column existed) as nulls."""
+    names = columns if columns is not None else SCHEMA.names
+    if table.schema.names == names:
+        return table
+    return pa.table({n: table.column(n) if n in table.schema.names else pa.nulls(table.num_rows, SCHEMA.field(n).type)
+                     for n in names}, schema=pa.schema([SCHEMA.field(n) for n in names]))
 
 
 def rows_to_table(rows: list[dict]) -> pa.Table:

@@ -94,8 +94,13 @@ class Store:
         return len(data)
 
     def read_table(self, name: str, columns: list[str] | None = None) -> pa.Table:
+        """The Parquet file ``name``; of ``columns``, those it has (older shards lack newer columns)."""
         with self.fs.open(self.path(name), "rb") as f:
-            return pq.read_table(f, columns=columns)
+            pf = pq.ParquetFile(f)
+            if columns is not None:
+                have = set(pf.schema_arrow.names)
+                columns = [c for c in columns if c in have]
+            return pf.read(columns=columns)
 
     def read_shards(self, columns: list[str] | None = None) -> list[tuple[str, pa.Table]]:
         """(name, table) of every shard, read concurrently: file and object-store reads and Parquet decoding

@@ -20,7 +20,19 @@ class VideoFeatures:
     info: VideoInfo
     motion: MotionTensor
     frames: list[np.ndarray]  # K uint8 HxWx3 RGB frames (short side = CLIP input size)
-    frame_indices: list[int]
+    frame_indices: list[int]  # K display-order indices; repeated where the video had fewer decodable frames
+
+    @property
+    def n_real_frames(self) -> int:
+        """Distinct decoded frames among the K (the rest repeat them)."""
+        return len(set(self.frame_indices))
+
+
+def pad_indices(indices: list[int], k: int) -> list[int]:
+    """``indices`` stretched to ``k`` entries by repeating each in order ([3, 9] -> [3, 3, 3, 3, 9, 9, 9, 9])."""
+    if not indices or len(indices) >= k:
+        return indices
+    return [indices[i * len(indices) // k] for i in range(k)]
 
 
 def extract_video(
@@ -59,6 +71,7 @@ def extract_video(
         indices = [i for i in indices if i in rgb] or sorted(rgb)
         if not indices:
             raise DecodeError("no RGB frames could be decoded")
+        indices = pad_indices(indices, n_rgb)  # always K embeddings per video: one shape for the whole dataset
     return VideoFeatures(info=info, motion=motion, frames=[rgb[i] for i in indices], frame_indices=indices)
 
 

@@ -83,7 +83,7 @@ def video_row(
             n_frames=motion.n_frames, n_mv_frames=motion.n_mv_frames,
             duration_s=info.duration_s or (motion.n_frames / info.fps if info.fps else None),
             mv=motion.values.ravel(), mv_shape=list(motion.values.shape), mv_valid=motion.valid.tolist(),
-            frame_indices=feats.frame_indices,
+            frame_indices=feats.frame_indices, n_clip_frames=feats.n_real_frames,
         )
         frames = feats.frames
     except Exception as exc:  # noqa: BLE001 - one bad video is a row, never a failed shard
