@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2  # 2: temperatures ("calibration"), "active" standardisation buffers
+READABLE_FORMATS = (1, 2)  # format 1 loads as uncalibrated (T = 1), its standardisation upgraded (models.heads)
 META_NAME = "bundle.json"
 
 
@@ -70,8 +71,9 @@ def load_bundle(path: str | Path) -> Bundle:
         meta = json.loads(meta_path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise BundleError(f"{meta_path}: unreadable ({e})") from e
-    if meta.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"{meta_path}: bundle format {meta.get('format')!r}, this moclip reads {BUNDLE_FORMAT}")
+    if meta.get("format") not in READABLE_FORMATS:
+        raise BundleError(f"{meta_path}: bundle format {meta.get('format')!r}, this moclip reads "
+                          f"{', '.join(map(str, READABLE_FORMATS))}")
     weights = {}
     for name, digest in meta.get("files", {}).items():
         f = path / name

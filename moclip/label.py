@@ -1,7 +1,13 @@
 """Label an indexed archive with a trained bundle: top-k fusion predictions, plus optional zero-shot classes.
 
+``probs`` are the fusion head's calibrated probabilities over the trained classes: ``softmax(logits / T)`` with the
+temperature ``T`` fitted on the validation split after training (stored in the bundle). They sum to 1 over the
+trained classes (a closed set: a video of an action the model never saw still gets a trained label), and on
+videos like the validation set a label given with 0.8 is right about 80 % of the time. A video with no usable
+motion vectors (``mv_missing``) is predicted from CLIP alone, by the head's own CLIP-only path.
+
 Extra class names the model was never trained on are scored by CLIP zero-shot (text prompts) and reported in
-their own columns, marked as zero-shot: they are not comparable with the trained classes' probabilities.
+their own columns, marked as zero-shot: see ``extra_class_columns``.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from moclip import zeroshot
 from moclip.bundle import load_bundle
 from moclip.dataset import Store, load_features, read_manifest
 from moclip.precision import autocast, train_precision
-from moclip.train.pipeline import fused_features, load_clip_model, pick_device, rebuild
+from moclip.train import calibrate
+from moclip.train.pipeline import check_settings, fused_features, load_clip_model, mv_missing, pick_device, rebuild
 
 PREDICTIONS = "predictions.parquet"
 PREDICTIONS_CSV = "predictions.csv"
@@ -34,31 +41,34 @@ def index_settings_of(model: str | Path) -> dict:
     return load_bundle(model).meta["features"]["settings"]
 
 
+COLUMNS = ["video_id", "path", "labels", "probs", "top1", "top1_prob", "mv_missing", "model", "labeled_at"]
+
+
 def predict(dataset: str, model: str | Path, top_k: int = 5, extra_classes: list[str] | None = None,
             device: str = "auto") -> pd.DataFrame:
+    """Top-k trained classes per video with calibrated probabilities (see the module docstring)."""
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     bundle = load_bundle(model)
     m = bundle.meta
     manifest = read_manifest(dataset) or {}
-    if manifest.get("settings_hash") != m["features"].get("settings_hash"):
-        raise ValueError(f"{dataset}: indexed with feature settings {manifest.get('settings_hash')}, but the model "
-                         f"needs {m['features'].get('settings_hash')}; index the archive with the model's settings")
+    check_settings(dataset, manifest, m)
     dev = pick_device(device)
     fs = load_features(dataset)
-    net, head, _, _ = rebuild(bundle, dev)
+    models = rebuild(bundle, dev)
     classes = m["classes"]
     k = min(top_k, len(classes))
     now = datetime.now(timezone.utc)
     if len(fs.meta) == 0:
-        return pd.DataFrame(columns=["video_id", "path", "labels", "probs", "top1", "top1_prob", "model", "labeled_at"])
+        return pd.DataFrame(columns=COLUMNS)
     mv = torch.from_numpy(fs.mv).to(dev)
     valid = torch.from_numpy(fs.mv_valid).to(dev)
+    missing = mv_missing(valid)
     clip = torch.from_numpy(zeroshot.video_embedding(fs.clip)).float().to(dev)
     precision = train_precision(dev, m["train_config"].get("precision", "auto"))  # as evaluate scores it
     with torch.no_grad(), autocast(dev, precision):
-        logits = head(fused_features(net, mv, valid, clip, precision)).float()
-    probs = torch.softmax(logits, dim=1).cpu().numpy()
+        logits = models.head(fused_features(models.net, mv, valid, clip, precision), missing).float()
+    probs = calibrate.softmax(logits.cpu().numpy(), models.temperature["fusion"])
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     out = pd.DataFrame({
         "video_id": fs.meta["video_id"].to_numpy(),
@@ -68,18 +78,38 @@ def predict(dataset: str, model: str | Path, top_k: int = 5, extra_classes: list
     })
     out["top1"] = [labels[0] for labels in out["labels"]]
     out["top1_prob"] = [p[0] for p in out["probs"]]
+    out["mv_missing"] = missing.cpu().numpy()
     if extra_classes:
-        clip_model, tokenizer = load_clip_model(manifest, dev)
+        clip_model, tokenizer = load_clip_model(manifest, dev, dataset)
         text = zeroshot.text_embeddings(clip_model, tokenizer, extra_classes, manifest.get("clip_weights_id", "?"),
                                         m["train_config"].get("prompts", "short"))
-        zs = torch.softmax(torch.from_numpy(zeroshot.scores(clip.cpu().numpy(), text)), dim=1).numpy()
-        zk = min(top_k, len(extra_classes))
-        zorder = np.argsort(-zs, axis=1, kind="stable")[:, :zk]
-        out["zero_shot_labels"] = [[extra_classes[j] for j in row] for row in zorder]
-        out["zero_shot_probs"] = [[float(zs[i, j]) for j in row] for i, row in enumerate(zorder)]
+        out = pd.concat([out, extra_class_columns(clip.cpu().numpy(), models.text, text, extra_classes, top_k)],
+                        axis=1)
     out["model"] = str(m.get("files", {}).get("fusion.safetensors", "?"))[:16]
     out["labeled_at"] = now
     return out
+
+
+def extra_class_columns(video_emb: np.ndarray, trained_text: np.ndarray, extra_text: np.ndarray,
+                        extra_classes: list[str], top_k: int) -> pd.DataFrame:
+    """Zero-shot scores of extra class names, each against the trained classes' names too.
+
+    ``zero_shot_probs``: CLIP's zero-shot softmax (100 x cosine) over the trained and the extra names together,
+    so an extra name is likely only where CLIP finds it closer than the trained classes; ``zero_shot_cosine``: the
+    raw cosine similarity; ``zero_shot_margin``: its cosine minus the best trained class's (> 0: closer than any).
+    """
+    cos_trained = zeroshot.scores(video_emb, trained_text) / 100.0
+    cos_extra = zeroshot.scores(video_emb, extra_text) / 100.0
+    joint = calibrate.softmax(100.0 * np.concatenate([cos_trained, cos_extra], axis=1))[:, trained_text.shape[0]:]
+    margin = cos_extra - cos_trained.max(axis=1, keepdims=True)
+    order = np.argsort(-joint, axis=1, kind="stable")[:, :min(top_k, len(extra_classes))]
+    rows = range(len(order))
+    return pd.DataFrame({
+        "zero_shot_labels": [[extra_classes[j] for j in order[i]] for i in rows],
+        "zero_shot_probs": [[float(joint[i, j]) for j in order[i]] for i in rows],
+        "zero_shot_cosine": [[float(cos_extra[i, j]) for j in order[i]] for i in rows],
+        "zero_shot_margin": [[float(margin[i, j]) for j in order[i]] for i in rows],
+    })
 
 
 def write_predictions(preds: pd.DataFrame, out: str, storage_options: dict | None = None) -> tuple[str, str]:
@@ -87,7 +117,7 @@ def write_predictions(preds: pd.DataFrame, out: str, storage_options: dict | Non
     store = Store(out, storage_options)
     store.write_table(PREDICTIONS, pa.Table.from_pandas(preds, preserve_index=False))
     flat = preds.copy()
-    for col in ("labels", "probs", "zero_shot_labels", "zero_shot_probs"):
+    for col in ("labels", "probs", "zero_shot_labels", "zero_shot_probs", "zero_shot_cosine", "zero_shot_margin"):
         if col in flat:
             flat[col] = ["|".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row) for row in flat[col]]
     buf = io.StringIO()
@@ -100,13 +130,23 @@ def distribution_markdown(preds: pd.DataFrame, extra: bool, random_clip: bool = 
     lines = ["# Labels", ""]
     if random_clip:
         lines += ["> **The model's CLIP weights are RANDOM (untrained): zero-shot scores mean nothing.**", ""]
-    lines += [f"{len(preds)} videos labelled.", "", "| top-1 label | videos | mean probability |", "|---|---:|---:|"]
+    n_missing = int(preds["mv_missing"].sum()) if "mv_missing" in preds and len(preds) else 0
+    lines += [f"{len(preds)} videos labelled"
+              + (f"; {n_missing} had no usable motion vectors and were labelled from CLIP alone." if n_missing
+                 else "."), "",
+              "| top-1 label | videos | mean calibrated probability |", "|---|---:|---:|"]
     if len(preds):
         g = preds.groupby("top1")["top1_prob"].agg(["count", "mean"]).sort_values("count", ascending=False)
         lines += [f"| {lab} | {int(r['count'])} | {r['mean']:.2f} |" for lab, r in g.iterrows()]
     if extra and len(preds):
-        zs = preds["zero_shot_labels"].map(lambda v: v[0]).value_counts()
+        best = pd.DataFrame({"label": preds["zero_shot_labels"].map(lambda v: v[0]),
+                             "closer": preds["zero_shot_margin"].map(lambda v: v[0] > 0),
+                             "prob": preds["zero_shot_probs"].map(lambda v: v[0])})
+        g = best.groupby("label").agg(videos=("closer", "size"), closer=("closer", "sum"), prob=("prob", "mean"))
         lines += ["", "## Extra classes, scored ZERO-SHOT by CLIP (not trained; not comparable with the above)", "",
-                  "| zero-shot top-1 | videos |", "|---|---:|"]
-        lines += [f"| {lab} | {n} |" for lab, n in zs.items()]
+                  "Probabilities are CLIP's zero-shot softmax over the trained and the extra class names together.", "",
+                  "| best extra class | videos | of which closer than every trained class "
+                  "| mean zero-shot probability |", "|---|---:|---:|---:|"]
+        lines += [f"| {lab} | {int(r['videos'])} | {int(r['closer'])} | {r['prob']:.2f} |"
+                  for lab, r in g.sort_values("videos", ascending=False).iterrows()]
     return "\n".join(lines) + "\n"

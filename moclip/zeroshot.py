@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import open_clip
 import torch
 
 TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
@@ -56,15 +57,12 @@ def text_embeddings(model: torch.nn.Module, tokenizer, classnames: list[str], we
     path = cache_dir() / f"{key}.npy"
     if use_cache and path.is_file():
         return np.load(path)
-    texts = [t.format(humanize(c)) for c in classnames for t in prompts]
     device = next(model.parameters()).device
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(texts), batch_size):
-            tokens = tokenizer(texts[i:i + batch_size]).to(device)
-            out.append(model.encode_text(tokens, normalize=True).float().cpu())
-    emb = torch.cat(out).view(len(classnames), len(prompts), -1).mean(1)
-    emb = torch.nn.functional.normalize(emb, dim=-1).numpy()
+    with torch.inference_mode():  # open_clip's own prompt-ensemble builder: mean of normalised prompts, normalised
+        weights = open_clip.build_zero_shot_classifier(
+            model, tokenizer, [humanize(c) for c in classnames], prompts,
+            num_classes_per_batch=max(1, batch_size // len(prompts)), device=device)
+    emb = weights.T.float().cpu().numpy()
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")

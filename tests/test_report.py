@@ -174,8 +174,31 @@ def test_headline_table_and_paper_column() -> None:
 
 
 def test_paper_setting_detected() -> None:
+    """UCF101 split 1 with OpenAI ViT-B/32 weights: the data and weights match the paper's, the method does not,
+    and the report says both (it used to say the columns "can be compared")."""
     results = make_results(101, seed=5)  # "ucf101 split 1", weights "openai"
-    assert "matches the paper's setting" in summary_markdown(results)
+    md = summary_markdown(results)
+    assert "Only the data and the CLIP weights match the paper" in md
+    assert "MV tensors at block resolution" in md and "test protocol" in md and "can be compared" not in md
+    results["clip"]["model"] = "ViT-L-14"
+    assert "not the paper's ViT-B/32" in summary_markdown(results)
+
+
+def test_calibration_section(tmp_path: Path) -> None:
+    results = make_results(5, seed=7)
+    bins = {"edges": [i / 15 for i in range(16)], "confidence": [None] * 10 + [0.7, None, 0.85, None, 0.95],
+            "accuracy": [None] * 10 + [0.5, None, 0.8, None, 1.0], "count": [0] * 10 + [4, 0, 6, 0, 10]}
+    results["calibration"] = {"fitted": True, "methods": {
+        "fusion": {"temperature": 1.7, "ece_before": 0.12, "ece_after": 0.04, "nll_before": 0.9, "nll_after": 0.6,
+                   "reliability_before": bins, "reliability_after": bins}}}
+    results["mv_missing"] = {"n_test": 3}
+    md_path, html_path = write_report(results, tmp_path)
+    md = md_path.read_text()
+    assert md_row(md.split("## Calibration")[1], "Fusion")[1:] == ["1.700", "12.0", "4.0", "0.900", "0.600"]
+    assert "](plots/reliability.png)" in md and png_size(tmp_path / "plots" / "reliability.png")[0] >= 300
+    assert "softmax(logits / T)" in md and "3 test videos have no usable motion vectors" in md
+    results["calibration"]["fitted"] = False
+    assert "predates calibration" in render_markdown(results)
 
 
 def test_missing_methods_render_dash(tmp_path: Path) -> None:

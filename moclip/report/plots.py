@@ -21,7 +21,8 @@ DPI = 100
 PER_CLASS_FILE = "per_class.png"
 CONFUSION_FILE = "confusion.png"
 CURVES_FILE = "curves.png"
-PLOT_FILES = (PER_CLASS_FILE, CONFUSION_FILE, CURVES_FILE)
+RELIABILITY_FILE = "reliability.png"
+PLOT_FILES = (PER_CLASS_FILE, CONFUSION_FILE, CURVES_FILE, RELIABILITY_FILE)
 
 # (key in results["per_class"], legend label, colour); fusion first: it is the sort key.
 PER_CLASS_METHODS = (
@@ -31,6 +32,8 @@ PER_CLASS_METHODS = (
 )
 # (key in results["curves"], subplot title)
 CURVE_MODELS = (("mv_net", "MV net"), ("fusion", "Fusion head"), ("clip_linear_probe", "CLIP linear probe"))
+# (key in results["calibration"]["methods"], subplot title)
+CALIBRATED_MODELS = (("fusion", "Fusion"), ("mv_only", "MV-only"), ("clip_linear_probe", "CLIP linear probe"))
 MAX_LABELLED_CLASSES = 30  # confusion matrix tick labels up to this many classes
 MAX_ANNOTATED_CLASSES = 12  # confusion matrix cell values up to this many classes
 
@@ -115,6 +118,17 @@ def best_epoch(curve: Mapping[str, Any]) -> int | None:
     return int(be)
 
 
+def calibration_entries(results: Mapping[str, Any]) -> list[tuple[str, str, Mapping[str, Any]]]:
+    """(key, title, calibration dict) for every model with reliability bins before and after scaling."""
+    methods = _mapping(_mapping(results.get("calibration")).get("methods"))
+    out = []
+    for key, title in CALIBRATED_MODELS:
+        c = _mapping(methods.get(key))
+        if all(len(_floats(_mapping(c.get(f"reliability_{w}")).get("count"))) for w in ("before", "after")):
+            out.append((key, title, c))
+    return out
+
+
 def available_plots(results: Mapping[str, Any]) -> list[str]:
     """File names of the figures the results dict has data for, in report order (cheap: renders nothing)."""
     names = []
@@ -124,11 +138,19 @@ def available_plots(results: Mapping[str, Any]) -> list[str]:
         names.append(CONFUSION_FILE)
     if curve_entries(results):
         names.append(CURVES_FILE)
+    if calibration_entries(results):
+        names.append(RELIABILITY_FILE)
     return names
 
 
 def _tex_safe(s: str) -> str:
     return s.replace("$", r"\$")  # a pair of '$' in a class name would otherwise switch on mathtext
+
+
+def _row_of_axes(k: int, width: float, height: float) -> tuple[Figure, list]:
+    """A figure of ``k`` subplots side by side, each ``width`` x ``height`` inches."""
+    fig = Figure(figsize=(width * k, height))
+    return fig, list(fig.subplots(1, k, squeeze=False)[0])
 
 
 def _png(fig: Figure) -> bytes:
@@ -220,9 +242,7 @@ def curves_png(results: Mapping[str, Any]) -> bytes | None:
     entries = curve_entries(results)
     if not entries:
         return None
-    k = len(entries)
-    fig = Figure(figsize=(4.4 * k, 3.3))
-    axes = fig.subplots(1, k, squeeze=False)[0]
+    fig, axes = _row_of_axes(len(entries), 4.4, 3.3)
     for ax, (_, title, curve) in zip(axes, entries):
         loss = _floats(curve.get("train_loss"))
         val = _floats(curve.get("val_top1")) * 100.0
@@ -260,7 +280,40 @@ def curves_png(results: Mapping[str, Any]) -> bytes | None:
     return _png(fig)
 
 
-_RENDERERS = ((PER_CLASS_FILE, per_class_png), (CONFUSION_FILE, confusion_png), (CURVES_FILE, curves_png))
+def reliability_png(results: Mapping[str, Any]) -> bytes | None:
+    """Reliability diagram per calibrated model: accuracy vs confidence per bin, before and after temperature
+    scaling (marker area ~ videos in the bin); the diagonal is perfect calibration."""
+    entries = calibration_entries(results)
+    if not entries:
+        return None
+    fig, axes = _row_of_axes(len(entries), 3.6, 3.6)
+    for ax, (_, title, c) in zip(axes, entries):
+        ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="perfectly calibrated")
+        for which, colour, name in (("before", "tab:red", "before (T = 1)"), ("after", "tab:blue", "after")):
+            r = _mapping(c.get(f"reliability_{which}"))
+            conf, acc, count = _floats(r.get("confidence")), _floats(r.get("accuracy")), _floats(r.get("count"))
+            ok = np.isfinite(conf) & np.isfinite(acc) & (count > 0)
+            ece = finite(c.get(f"ece_{which}"))
+            label = f"{name}, ECE {100 * ece:.1f} %" if ece is not None else name
+            if which == "after" and finite(c.get("temperature")) is not None:
+                label = f"after (T = {finite(c.get('temperature')):.2f}), " + label.split(", ", 1)[-1]
+            sizes = 12 + 200 * count[ok] / max(count[ok].sum(), 1)
+            ax.plot(conf[ok], acc[ok], color=colour, lw=1.2, alpha=0.8)
+            ax.scatter(conf[ok], acc[ok], s=sizes, color=colour, alpha=0.7, label=label)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence (top-1 probability)", fontsize=8)
+        ax.set_ylabel("accuracy", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.set_title(title, fontsize=9)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=7, frameon=False)
+    fig.tight_layout()
+    return _png(fig)
+
+
+_RENDERERS = ((PER_CLASS_FILE, per_class_png), (CONFUSION_FILE, confusion_png), (CURVES_FILE, curves_png),
+              (RELIABILITY_FILE, reliability_png))
 
 
 def render_plots(results: Mapping[str, Any]) -> PlotSet:

@@ -29,16 +29,16 @@ from moclip.models import (
     flops_per_video,
     mvnet_config,
     set_input_scale,
-    set_standardisation,
 )
 from moclip.precision import autocast, train_precision
-from moclip.train import metrics
+from moclip.train import calibrate, metrics
 from moclip.train.augment import augment
 from moclip.train.loop import FitConfig, fit, predict
 from moclip.train.splits import Splits, make_splits
 
 PAPER = {"source": "MoCLIP-Lite (arXiv 2509.17084), UCF101 split 1, top-1",
          "top1": {"fusion": 0.892, "zero_shot": 0.650, "mv_only": 0.665}}
+CALIBRATED = ("fusion", "mv_only", "clip_linear_probe")  # trained models, each with its own temperature
 
 
 @dataclass
@@ -79,6 +79,16 @@ class Prepared:
     valid: torch.Tensor
     clip: torch.Tensor  # [N, D] video embedding: mean of normalised frames
     clip_frames: np.ndarray  # [N, K, D]
+    mv_missing: torch.Tensor  # [N] bool: no segment has usable motion vectors (all-intra, 1 frame, ...)
+
+    def with_mv(self, idx: np.ndarray) -> np.ndarray:
+        """The rows of ``idx`` that have motion vectors (what the MV net can learn from)."""
+        return idx[~self.mv_missing.cpu().numpy()[idx]]
+
+
+def mv_missing(valid: torch.Tensor) -> torch.Tensor:
+    """[N, T] usable-MV counts per segment -> [N] bool: the video has no usable motion vectors at all."""
+    return (valid > 0).sum(1) == 0
 
 
 def prepare(url: str, cfg: TrainConfig, device: torch.device, classes: list[str] | None = None) -> Prepared:
@@ -94,10 +104,11 @@ def prepare(url: str, cfg: TrainConfig, device: torch.device, classes: list[str]
     y = np.array([index.get(str(v), -1) for v in labels], dtype=np.int64)
     meta = fs.meta.assign(label=[lab if yi >= 0 else None for lab, yi in zip(labels, y)])
     splits = make_splits(meta, cfg.val_fraction, seed=cfg.seed)
+    valid = torch.from_numpy(fs.mv_valid).to(device)
     return Prepared(
-        fs=fs, classes=classes, y=y, splits=splits,
-        mv=torch.from_numpy(fs.mv).to(device), valid=torch.from_numpy(fs.mv_valid).to(device),
+        fs=fs, classes=classes, y=y, splits=splits, mv=torch.from_numpy(fs.mv).to(device), valid=valid,
         clip=torch.from_numpy(zeroshot.video_embedding(fs.clip)).float().to(device), clip_frames=fs.clip,
+        mv_missing=mv_missing(valid),
     )
 
 
@@ -116,12 +127,13 @@ def _mv_batches(p: Prepared, flip: bool, seed: int) -> Callable:
     return batch
 
 
-def _feature_batches(x: torch.Tensor, y_np: np.ndarray) -> Callable:
+def _feature_batches(x: torch.Tensor, y_np: np.ndarray, missing: torch.Tensor | None = None) -> Callable:
+    """Batches of frozen features; with ``missing`` (fusion head), each row's MV-missing flag travels along."""
     y = torch.from_numpy(y_np).to(x.device)
 
     def batch(idx: np.ndarray, train: bool):
         i = torch.from_numpy(idx).to(x.device)
-        return (x[i],), y[i]
+        return ((x[i],) if missing is None else (x[i], missing[i])), y[i]
 
     return batch
 
@@ -141,15 +153,25 @@ def fused_features(net: torch.nn.Module, mv: torch.Tensor, valid: torch.Tensor, 
     return torch.cat([mv_features(net, mv, valid, precision=precision), clip], dim=1)
 
 
-def load_clip_model(manifest: dict, device: torch.device):
-    """The full open_clip model (text tower included) the dataset was indexed with, and its tokenizer."""
+def load_clip_model(manifest: dict, device: torch.device, url: str = "the dataset"):
+    """The full open_clip model (text tower included) the dataset was indexed with, and its tokenizer.
+
+    Refuses weights whose id differs from the one the dataset's image embeddings were made with (a checkpoint
+    file replaced in place, another activation): text and image embeddings of different weights do not match.
+    """
     import open_clip
 
     from moclip.clip import load_clip
     from moclip.config import ClipConfig
 
     c = manifest["settings"]["clip"]
-    enc = load_clip(ClipConfig(model=c["model"], weights=c["weights"], frames=c["frames"]), device=str(device))
+    enc = load_clip(ClipConfig(model=c["model"], weights=c["weights"], frames=c["frames"],
+                               activation=c.get("activation", "auto")), device=str(device))
+    want = manifest.get("clip_weights_id")
+    if want and enc.weights_id != want:
+        raise ValueError(f"{url}: its CLIP image embeddings were made with weights {want}, but {c['weights']!r} "
+                         f"now resolves to {enc.weights_id}; the text tower would not match them. Restore those "
+                         "weights, or re-index the dataset with the new ones")
     return enc.model, open_clip.get_tokenizer(c["model"])
 
 
@@ -174,10 +196,17 @@ def train(url: str, out: str | Path, cfg: TrainConfig | None = None,
     arch = mvnet_config(cfg.mvnet)
     torch.manual_seed(cfg.seed)
     net = create_mvnet(arch, len(p.classes)).to(device)
-    set_input_scale(net, p.mv[torch.from_numpy(s.train).to(device)])
+    # the MV net learns from the videos that have motion vectors; the others reach the fusion head's CLIP-only path
+    mv_train, mv_val = p.with_mv(s.train), p.with_mv(s.val)
+    if len(mv_train) < len(s.train):
+        log(f"{len(s.train) - len(mv_train)} training videos have no usable motion vectors: the MV net skips them, "
+            "the fusion head sees them through its CLIP-only path")
+    if len(mv_train) == 0:
+        raise ValueError(f"{url}: no training video has usable motion vectors; nothing for the MV net to learn from")
+    set_input_scale(net, p.mv[torch.from_numpy(mv_train).to(device)])
     fit_mv = FitConfig(epochs=cfg.mv_epochs, batch_size=cfg.batch_size, lr=cfg.mv_lr,
                        weight_decay=cfg.weight_decay, patience=cfg.patience, seed=cfg.seed, precision=precision)
-    h_mv = fit(net, _mv_batches(p, cfg.flip, cfg.seed), s.train, s.val, fit_mv,
+    h_mv = fit(net, _mv_batches(p, cfg.flip, cfg.seed), mv_train, mv_val if len(mv_val) else s.val, fit_mv,
                lambda e, loss, acc: log(f"mv-net epoch {e}: loss {loss:.3f} val top-1 {acc:.3f}"))
     times["mv_net"] = time.perf_counter() - t
 
@@ -186,26 +215,38 @@ def train(url: str, out: str | Path, cfg: TrainConfig | None = None,
     torch.manual_seed(cfg.seed)
     head = FusionHead(net.feature_dim, p.clip.shape[1], len(p.classes), cfg.hidden, cfg.dropout,
                       cfg.stream_dropout).to(device)
-    set_standardisation(head, fused[torch.from_numpy(s.train).to(device)])
+    train_rows = torch.from_numpy(s.train).to(device)
+    head.fit_standardisation(fused[train_rows], p.mv_missing[train_rows])
     # big batches are cheap on frozen features, but a small dataset still gets >= 8 steps per epoch
     head_batch = max(16, min(cfg.head_batch_size, math.ceil(len(s.train) / 8)))
     fit_head = FitConfig(epochs=cfg.head_epochs, batch_size=head_batch, lr=cfg.head_lr,
                          weight_decay=cfg.weight_decay, patience=cfg.patience, seed=cfg.seed, precision=precision)
-    h_fusion = fit(head, _feature_batches(fused, p.y), s.train, s.val, fit_head)
+    h_fusion = fit(head, _feature_batches(fused, p.y, p.mv_missing), s.train, s.val, fit_head)
     times["fusion_head"] = time.perf_counter() - t
 
     t = time.perf_counter()
     torch.manual_seed(cfg.seed)
     probe = LinearProbe(p.clip.shape[1], len(p.classes)).to(device)
-    set_standardisation(probe, p.clip[torch.from_numpy(s.train).to(device)])
+    probe.fit_standardisation(p.clip[train_rows])
     h_probe = fit(probe, _feature_batches(p.clip, p.y), s.train, s.val, fit_head)
     times["linear_probe"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    clip_model, tokenizer = load_clip_model(manifest, device)
+    clip_model, tokenizer = load_clip_model(manifest, device, url)
     clip_id = manifest.get("clip_weights_id", "unknown")
     text = zeroshot.text_embeddings(clip_model, tokenizer, p.classes, clip_id, cfg.prompts)
     times["zero_shot_text"] = time.perf_counter() - t
+
+    # calibration: one temperature per trained model, fitted on validation (the test split stays untouched)
+    net = net.to(device)
+    val_scores = method_scores(p, s.val, net, head, probe, text, fused, precision)
+    calibration = {}
+    for k in CALIBRATED:
+        t_k = calibrate.fit_temperature(val_scores[k], p.y[s.val])
+        calibration[k] = {"temperature": t_k, "fitted_on": "val", "n": len(s.val),
+                          "val_nll_before": calibrate.nll(val_scores[k], p.y[s.val]),
+                          "val_nll_after": calibrate.nll(val_scores[k], p.y[s.val], t_k)}
+    log("temperatures (fitted on val): " + ", ".join(f"{k} {v['temperature']:.2f}" for k, v in calibration.items()))
 
     mv_shape = tuple(p.fs.mv.shape[1:])
     meta = {
@@ -223,8 +264,10 @@ def train(url: str, out: str | Path, cfg: TrainConfig | None = None,
         "splits": {"train": p.fs.meta["video_id"].iloc[s.train].tolist(),
                    "val": p.fs.meta["video_id"].iloc[s.val].tolist()},
         "curves": {"mv_net": h_mv.to_dict(), "fusion": h_fusion.to_dict(), "clip_linear_probe": h_probe.to_dict()},
-        "val": {k: metrics.summary(v, p.y[s.val]) for k, v in method_scores(
-            p, s.val, net.to(device), head, probe, text, fused, precision).items() if k != "zero_shot_single"},
+        "val": {k: metrics.summary(v, p.y[s.val]) for k, v in val_scores.items() if k != "zero_shot_single"},
+        "calibration": calibration,
+        "mv_missing": {"n_train": int(p.mv_missing[train_rows].sum()),
+                       "n_val": int(p.mv_missing[torch.from_numpy(s.val).to(device)].sum())},
         "time_per_stage_s": {k: round(v, 2) for k, v in times.items()},
         "device": str(device),
         "precision": precision,
@@ -256,7 +299,7 @@ def method_scores(p: Prepared, idx: np.ndarray, net, head, probe, text: np.ndarr
         "zero_shot_single": zeroshot.scores(p.clip_frames[idx, p.clip_frames.shape[1] // 2], text),
         "mv_only": predict(net, _mv_batches(p, False, 0), idx, precision=precision),
         "clip_linear_probe": predict(probe, _feature_batches(p.clip, p.y), idx, precision=precision),
-        "fusion": predict(head, _feature_batches(fused, p.y), idx, precision=precision),
+        "fusion": predict(head, _feature_batches(fused, p.y, p.mv_missing), idx, precision=precision),
     }
 
 
@@ -270,7 +313,18 @@ def versions() -> dict[str, str]:
             "pyarrow": pyarrow.__version__, "numpy": np.__version__, "python": platform.python_version()}
 
 
-def rebuild(bundle: Bundle, device: torch.device) -> tuple[torch.nn.Module, FusionHead, LinearProbe, np.ndarray]:
+@dataclass
+class Models:
+    """A bundle's trained models, ready for inference, and the temperature of each (1.0: uncalibrated)."""
+
+    net: torch.nn.Module
+    head: FusionHead
+    probe: LinearProbe
+    text: np.ndarray  # [C, D] zero-shot class embeddings of the trained classes
+    temperature: dict[str, float]
+
+
+def rebuild(bundle: Bundle, device: torch.device) -> Models:
     """The bundle's models, ready for inference (weights loaded from safetensors only)."""
     m = bundle.meta
     n = len(m["classes"])
@@ -282,7 +336,17 @@ def rebuild(bundle: Bundle, device: torch.device) -> tuple[torch.nn.Module, Fusi
     probe = LinearProbe(m["features"]["clip_dim"], n)
     probe.load_state_dict(bundle.weights["probe"])
     text = bundle.weights["text"]["class_embeddings"].numpy()
-    return net.to(device).eval(), head.to(device).eval(), probe.to(device).eval(), text
+    temperature = {k: float(m.get("calibration", {}).get(k, {}).get("temperature", 1.0)) for k in CALIBRATED}
+    return Models(net.to(device).eval(), head.to(device).eval(), probe.to(device).eval(), text, temperature)
+
+
+def check_settings(url: str, manifest: dict, bundle_meta: dict) -> None:
+    """Refuse a dataset indexed with other feature settings (or other CLIP weights) than the model's."""
+    have, want = manifest.get("settings_hash"), bundle_meta["features"].get("settings_hash")
+    if have != want:
+        raise ValueError(f"{url}: indexed with feature settings {have}, but the model was trained on {want} "
+                         f"(CLIP weights {manifest.get('clip_weights_id')} vs "
+                         f"{bundle_meta.get('clip', {}).get('weights_id')}); index it with the model's settings")
 
 
 def evaluate(url: str, model: str | Path, device: str = "auto") -> dict:
@@ -293,22 +357,24 @@ def evaluate(url: str, model: str | Path, device: str = "auto") -> dict:
     cfg = TrainConfig(**m["train_config"])
     dev = pick_device(device)
     manifest = read_manifest(url) or {}
-    if manifest.get("settings_hash") and m["features"].get("settings_hash") not in (None, manifest["settings_hash"]):
-        raise ValueError(f"{url}: features were indexed with settings {manifest['settings_hash']}, the model was "
-                         f"trained on {m['features']['settings_hash']}; re-index with the model's settings")
+    check_settings(url, manifest, m)
     p = prepare(url, cfg, dev, classes=m["classes"])
     test = p.splits.test
     seen = set(m["splits"]["train"]) | set(m["splits"]["val"])
     leaked = [vid for vid in p.fs.meta["video_id"].iloc[test] if vid in seen]
     if leaked:
-        raise ValueError(f"{len(leaked)} test videos were used in training or validation (e.g. {leaked[0]})")
+        raise ValueError(f"{url}: {len(leaked)} test videos were used in training or validation (e.g. {leaked[0]}); "
+                         "evaluate on a dataset whose test split the model never saw")
     if len(test) == 0:
         raise ValueError(f"{url}: no labelled test videos to evaluate")
-    net, head, probe, text = rebuild(bundle, dev)
+    models = rebuild(bundle, dev)
+    net, head, probe, text = models.net, models.head, models.probe, models.text
     y = p.y[test]
     precision = train_precision(dev, cfg.precision)  # as in training, where this machine has it natively
     fused = fused_features(net, p.mv, p.valid, p.clip, precision)
     scores = method_scores(p, test, net, head, probe, text, fused, precision)
+    calibration = {k: calibrate.calibration_summary(scores[k], y, models.temperature[k]) for k in CALIBRATED}
+    calibrated = "calibration" in m  # bundles of format 1 carry no temperatures
     n = len(p.classes)
     preds = {k: scores[k].argmax(1) for k in ("fusion", "mv_only", "clip_linear_probe")}
     all_meta = read_metadata(url)
@@ -323,9 +389,11 @@ def evaluate(url: str, model: str | Path, device: str = "auto") -> dict:
                     "classes": p.classes, "split_name": m["dataset"].get("split_name", url),
                     "val_protocol": p.splits.protocol},
         "clip": {"model": m["clip"].get("model"), "weights_id": m["clip"].get("weights_id"),
-                 "random_init": bool(m["clip"].get("random_init"))},
+                 "frames": m["clip"].get("frames"), "random_init": bool(m["clip"].get("random_init"))},
         "paper": PAPER,
         "methods": {k: metrics.summary(v, y) for k, v in scores.items()},
+        "calibration": {"fitted": calibrated, "methods": calibration},
+        "mv_missing": {"n_test": int(p.mv_missing[torch.from_numpy(test).to(dev)].sum())},
         "per_class": {k: metrics.per_class_accuracy(v, y, n) for k, v in preds.items()},
         "confusion": {"fusion": metrics.confusion(preds["fusion"], y, n).tolist()},
         "curves": m["curves"],
