@@ -116,6 +116,32 @@ def without_heartbeats() -> Iterator[None]:
         yield
 
 
+STARTUP_ENV = "MOCLIP_SERVER_STARTUP_TIMEOUT"
+STARTUP_DEFAULT_S = 180  # measured: a cold start (new database) takes 27-29 s on an idle 2-core machine, 10 s warm
+
+
+def server_startup_budget() -> int:
+    """Seconds the local Prefect server may take to answer, per try (``MOCLIP_SERVER_STARTUP_TIMEOUT``).
+
+    Prefect's own default (20 s, counted in 0.1 s sleeps only) is shorter than a cold start on a small machine whose
+    cores are busy importing torch: the first `make demo` on a fresh machine used to fail there.
+    """
+    raw = os.environ.get(STARTUP_ENV, "")
+    try:
+        value = int(float(raw)) if raw else STARTUP_DEFAULT_S
+    except ValueError as e:
+        raise ValueError(f"{STARTUP_ENV}={raw!r}: must be a number of seconds") from e
+    if value < 1:
+        raise ValueError(f"{STARTUP_ENV}={raw!r}: must be at least 1 second")
+    return value
+
+
+def _prefect_home() -> str:
+    from prefect.settings import PREFECT_HOME
+
+    return str(PREFECT_HOME.value())
+
+
 @contextlib.contextmanager
 def prefect_api(preload: tuple[str, ...] = ()) -> Iterator[str]:
     """Make sure flows report to a real Prefect API server that Dask worker processes can reach too.
@@ -136,14 +162,19 @@ def prefect_api(preload: tuple[str, ...] = ()) -> Iterator[str]:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry calls from our server
+    budget = server_startup_budget()
     server = SubprocessASGIServer()
     errors: list[BaseException] = []
 
     def start() -> None:
-        try:
-            server.start()
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-            errors.append(e)
+        for attempt in (1, 2):  # one retry: a first start creates and migrates the database, the second reuses it
+            try:
+                server.start(timeout=budget)
+                return
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                server.stop()
+                if attempt == 2:
+                    errors.append(e)
 
     booting = threading.Thread(target=start, daemon=True)
     booting.start()
@@ -151,7 +182,12 @@ def prefect_api(preload: tuple[str, ...] = ()) -> Iterator[str]:
         importlib.import_module(module)
     booting.join()
     if errors:
-        raise RuntimeError(f"could not start a local Prefect server: {errors[0]}") from errors[0]
+        raise RuntimeError(
+            f"could not start a local Prefect server (two tries of up to {budget} s each): {errors[0]}. Its first "
+            f"start creates its database under PREFECT_HOME ({_prefect_home()}), which is slow on a busy or small "
+            f"machine: rerun the command, set {STARTUP_ENV}=600 for a longer wait, or run a server yourself "
+            "(`prefect server start --host 127.0.0.1`, then export PREFECT_API_URL=http://127.0.0.1:4200/api)"
+        ) from errors[0]
     os.environ["PREFECT_API_URL"] = server.api_url
     start_worker_forkserver()  # warms up in the background while the flow lists and plans
     try:

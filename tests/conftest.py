@@ -11,6 +11,9 @@ from pathlib import Path
 if "PREFECT_HOME" not in os.environ:
     os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="moclip-test-prefect-")
     atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
+if "MOCLIP_CACHE" not in os.environ:  # text-embedding cache: never the user's ~/.cache/moclip
+    os.environ["MOCLIP_CACHE"] = tempfile.mkdtemp(prefix="moclip-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["MOCLIP_CACHE"], ignore_errors=True)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.pop("PREFECT_API_URL", None)
