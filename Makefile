@@ -1,5 +1,5 @@
 # The two Quick start commands: `make demo` (install + run the whole job on the demo corpus) and `make test`.
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test test-fast lint bench
 
 setup:
 	bash scripts/setup.sh
@@ -9,6 +9,10 @@ demo: setup
 
 test: setup
 	.venv/bin/python -m pytest -q
+
+# the unit tests: no Prefect server, no Dask cluster, no CLI subprocess, nothing slow (under 2 minutes)
+test-fast: setup
+	.venv/bin/python -m pytest -q -m "not integration and not slow"
 
 lint: setup
 	.venv/bin/ruff check .

@@ -26,6 +26,8 @@ from moclip.dataset import read_metadata
 from moclip.video import sample_indices
 from moclip.workers.shard_worker import index_shard
 
+pytestmark = pytest.mark.slow  # indexes a few dozen real videos in process
+
 SETTINGS = FeatureSettings(clip=ClipConfig(weights="none", frames=2))
 MV_SHAPE = [SETTINGS.mv.segments, 2, *SETTINGS.mv.grid]
 AV1_ENCODERS = [c for c in ("libaom-av1", "libsvtav1", "librav1e") if c in av.codecs_available]

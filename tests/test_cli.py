@@ -12,7 +12,7 @@ import pytest
 from video_factory import make_video
 
 MOCLIP = Path(sys.executable).parent / "moclip"
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def moclip(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -143,6 +143,7 @@ def test_encoder_attributes(encoder):
     assert load_clip(ClipConfig(weights="none")) is encoder  # cached per process
 
 
+@pytest.mark.slow
 def test_embed_shape_batching_not_normalised(encoder, frames):
     emb = encoder.embed(frames, batch_size=64)
     assert emb.shape == (16, 512) and emb.dtype == np.float32
@@ -151,6 +152,7 @@ def test_embed_shape_batching_not_normalised(encoder, frames):
     assert encoder.embed([]).shape == (0, 512)
 
 
+@pytest.mark.slow
 def test_random_init_is_reproducible(encoder, frames):
     before = encoder.embed(frames[:4])
     clear_clip_cache()
@@ -170,6 +172,7 @@ def test_cuda_without_cuda_is_an_error():
         load_clip(ClipConfig(weights="none"), device="cuda")
 
 
+@pytest.mark.slow
 def test_bf16_close_to_fp32(encoder, frames):
     bf16 = load_clip(ClipConfig(weights="none", precision="bf16"))
     assert bf16.precision == "bf16" and next(bf16.model.parameters()).dtype == torch.bfloat16
@@ -186,6 +189,7 @@ def test_bf16_close_to_fp32(encoder, frames):
 # --- checkpoints -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip(tmp_path, frames):
     torch.manual_seed(1234)
     original = open_clip.create_model("ViT-B-32").eval()
@@ -258,6 +262,7 @@ def _embeds_like(enc, reference: torch.nn.Module, frames) -> bool:
     return np.allclose(enc.embed(frames), expected, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_state_dict_file_activation_is_explicit_and_recorded(quickgelu_ckpt, frames, caplog):
     """A state-dict file cannot tell its activation: 'auto' uses the model config's (GELU for ViT-B-32) and WARNS;
     the activation asked for is used and recorded in the weights id (and so in the settings hash)."""
@@ -281,6 +286,7 @@ def test_state_dict_file_activation_is_explicit_and_recorded(quickgelu_ckpt, fra
     assert s.settings_hash(auto.weights_id) != s.settings_hash(qg.weights_id)
 
 
+@pytest.mark.slow
 def test_gelu_checkpoint_stays_gelu(tmp_path, frames):
     model = _random_clip("ViT-B-32", 8)
     path = tmp_path / "gelu.safetensors"
@@ -292,6 +298,7 @@ def test_gelu_checkpoint_stays_gelu(tmp_path, frames):
     assert not _embeds_like(load_clip(ClipConfig(weights=str(path), activation="quickgelu")), model, frames[:4])
 
 
+@pytest.mark.slow
 def test_openai_torchscript_checkpoint_is_detected_as_quickgelu(quickgelu_ckpt, frames, caplog):
     """OpenAI's release format (a TorchScript archive) is told apart and gets QuickGELU without being asked;
     torch.load(weights_only=True) refuses such archives, so they are read with torch.jit.load's state dict."""
@@ -366,6 +373,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_missing_tag_offline_fails_fast(tmp_path):
     """Runs everywhere: a child process with HF_HUB_OFFLINE=1 and an empty Hugging Face cache of its own (so a
     machine that has the weights cached, or can reach the hub, tests the same thing)."""

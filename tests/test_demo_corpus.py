@@ -104,6 +104,7 @@ def test_default_corpus_plan() -> None:
     assert len({s.n_frames for s in specs}) > 5  # durations vary per clip
 
 
+@pytest.mark.slow
 def test_deterministic(corpus: tuple[Path, list[Path]], tmp_path: Path) -> None:
     out, paths = corpus
     again = generate_demo_corpus(tmp_path / "again", seed=0, clips_per_class=CPC)

@@ -20,7 +20,7 @@ from video_factory import make_video
 
 from moclip.train.pipeline import TrainConfig, train
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
 PREFECT = str(Path(sys.executable).parent / "prefect")
 

@@ -24,6 +24,8 @@ from moclip.dataset import load_features, read_metadata
 from moclip.workers.isolated import index_shard_isolated
 from moclip.workers.shard_worker import index_shard
 
+pytestmark = pytest.mark.integration
+
 MOCLIP = str(Path(sys.executable).parent / "moclip")
 REASONS = {"crash": "decoder crashed (killed by SIGSEGV)", "hang": "decoder hung: no result within 3 s (hard limit)"}
 

@@ -16,7 +16,7 @@ from video_factory import make_video
 from moclip.dataset import load_features, read_manifest, read_metadata
 from moclip.params import IndexParams
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from datasets import motion_corpus
 
 from moclip.dataset import load_features, read_manifest, read_metadata
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MOCLIP = str(Path(sys.executable).parent / "moclip")
 
 

@@ -9,7 +9,7 @@ from video_factory import make_video
 
 from moclip.train.pipeline import TrainConfig, train
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,8 @@ from moclip.dataset import load_features
 from moclip.label import predict
 from moclip.train.pipeline import TrainConfig, evaluate, fused_features, rebuild, train
 
+pytestmark = pytest.mark.slow
+
 FAST = TrainConfig(flip=False, mv_epochs=15, head_epochs=15, patience=30, device="cpu")
 
 

@@ -22,6 +22,8 @@ from datasets import motion_corpus
 from moclip.dataset import MANIFEST_NAME, Store, load_features, read_manifest, read_metadata
 from moclip.dataset.storage import StorageError
 
+pytestmark = pytest.mark.integration  # CLI runs as subprocesses (disk full, file-size limit)
+
 REPO = Path(__file__).resolve().parents[1]
 MOCLIP = str(Path(sys.executable).parent / "moclip")
 PAGE = 4096

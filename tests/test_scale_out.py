@@ -17,7 +17,7 @@ from video_factory import make_video
 
 from moclip.params import IndexParams
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BIN = Path(sys.executable).parent
 
 

@@ -12,6 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.integration  # starts the local Prefect server in a child process
+
 REPO = Path(__file__).resolve().parents[1]
 
 LISTENERS = r"""

@@ -11,6 +11,8 @@ from moclip.bundle import BundleError, load_bundle
 from moclip.train.pipeline import TrainConfig, evaluate, train
 
 # pinned to the CPU: byte-identical seeded weights are a CPU guarantee (CUDA kernels may be nondeterministic)
+pytestmark = pytest.mark.slow  # trains on a small real dataset
+
 FAST = TrainConfig(flip=False, mv_epochs=20, head_epochs=15, patience=30, device="cpu")
 
 
@@ -52,7 +54,7 @@ def test_tampered_bundle_is_refused(dataset, tmp_path):
         load_bundle(tmp_path)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_train_and_evaluate_flow_writes_report_and_artifact(prefect_api, dataset, tmp_path):
     from prefect import get_client
 

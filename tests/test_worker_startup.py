@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration  # real LocalCluster workers, a Prefect server
+
 REPO = Path(__file__).resolve().parents[1]
 
 SCRIPT = """
