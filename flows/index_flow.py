@@ -14,13 +14,13 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
-from tqdm.auto import tqdm
 
 from flows.runtime import dask_runner, local_workers, preload_clip_in_workers, without_heartbeats
 from moclip.clip import load_clip, resolve_weights
 from moclip.config import FeatureSettings, RunConfig
 from moclip.dataset import Store, write_manifest
 from moclip.params import IndexParams
+from moclip.progress import Progress
 from moclip.report.index_summary import one_line, summarize, to_markdown
 from moclip.sharding import Shard, load_shards, make_shards, new_run_id, save_shards
 from moclip.workers.shard_worker import ShardResult
@@ -52,7 +52,7 @@ def extract_features(
     crashed: list[dict] = []
     retries: dict = {}
     done = 0
-    with tqdm(total=n_videos, unit="video", desc="index", disable=None) as bar:
+    with Progress(n_videos, "index") as bar:  # a bar in a terminal, a line every few seconds otherwise
         def finished(shard: Shard) -> None:
             nonlocal done
             done += len(shard.videos)

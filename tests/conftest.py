@@ -21,7 +21,7 @@ os.environ.pop("PREFECT_API_URL", None)
 import pytest  # noqa: E402
 
 TESTS = Path(__file__).parent
-sys.path.insert(0, str(TESTS))  # tests/video_factory.py
+sys.path.insert(0, str(TESTS))  # tests/helpers/ (shared test helpers) as the package "helpers"
 
 SHARED = TESTS.parent.parent / "shared" / "data"
 

@@ -11,14 +11,13 @@ import os
 import shutil
 import subprocess
 import sys
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from video_factory import make_video, textured_background, write_frames
+from helpers.videos import audio_only, encode, encode_vfr, faststart, make_video
 
 from moclip.config import ClipConfig, FeatureSettings, MVConfig, RunConfig
 from moclip.corpus import load_unlabeled
@@ -35,68 +34,6 @@ TRUNCATED_MOOV_LAST = (0.3, 0.6, 0.95)
 TRUNCATED_MOOV_FIRST = (0.01, 0.3, 0.6, 0.99)
 TRUNCATED_MKV = (0.05, 0.5, 0.99)
 VFR_PTS_MS = [0, 40, 80, 400, 420, 440, 1500, 1533, 1566, 1600, 3000, 3010, 3020, 3030, 3040, 3050]
-
-
-def _pan(i: int, size: tuple[int, int], bg: np.ndarray) -> np.ndarray:
-    """Frame i of a pan: the content moves 2 px left and 1 px up per frame."""
-    return bg[i:i + size[1], 2 * i:2 * i + size[0]]
-
-
-def encode(path: Path, codec: str, n: int = 12, pix_fmt: str = "yuv420p", size=(160, 120), fmt: str | None = None,
-           **options) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    bg = textured_background(size[1] + n + 8, size[0] + 2 * n + 8)
-    with av.open(str(path), "w", format=fmt) as out:
-        s = out.add_stream(codec, rate=10)
-        s.width, s.height, s.pix_fmt = size[0], size[1], pix_fmt
-        s.codec_context.time_base = Fraction(1, 10)
-        if options:
-            s.options = {k: str(v) for k, v in options.items()}
-        write_frames(out, s, (_pan(i, size, bg) for i in range(n)))
-    return path
-
-
-def encode_vfr(path: Path, pts_ms: list[int], size=(160, 120)) -> Path:
-    """H.264 in MP4 with irregular timestamps (time base 1/1000 s): bursts of 10 ms and gaps of 1 s."""
-    bg = textured_background(size[1] + len(pts_ms) + 8, size[0] + 2 * len(pts_ms) + 8)
-    with av.open(str(path), "w") as out:
-        s = out.add_stream("libx264", rate=25)
-        s.width, s.height, s.pix_fmt = size[0], size[1], "yuv420p"
-        s.codec_context.time_base = s.time_base = Fraction(1, 1000)
-        s.options = {"preset": "veryfast", "bf": "0"}
-        for i, pts in enumerate(pts_ms):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(_pan(i, size, bg)), format="rgb24")
-            frame.pts, frame.time_base = pts, Fraction(1, 1000)
-            for p in s.encode(frame):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
-    return path
-
-
-def faststart(src: Path, dst: Path) -> Path:
-    """Remux an MP4 with its index (moov) first, so that a cut file still has the index of every frame."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
-        s = out.add_stream_from_template(inp.streams.video[0])
-        for packet in inp.demux(video=0):
-            if packet.dts is not None:
-                packet.stream = s
-                out.mux(packet)
-    return dst
-
-
-def audio_only(path: Path) -> Path:
-    with av.open(str(path), "w") as out:
-        s = out.add_stream("aac", rate=16000)
-        for i in range(20):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 16000, i * 1024
-            for p in s.encode(frame):
-                out.mux(p)
-        for p in s.encode():
-            out.mux(p)
-    return path
 
 
 @pytest.fixture(scope="module")

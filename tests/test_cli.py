@@ -2,48 +2,95 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
-from video_factory import make_video
+from helpers.cli import run_moclip
+from helpers.datasets import index_in_process, motion_corpus
+from helpers.videos import make_video
 
-MOCLIP = Path(sys.executable).parent / "moclip"
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def moclip(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    # as a user runs it: the CLI brings its own server and log settings
-    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_LOGGING_LEVEL")}
-    return subprocess.run([str(MOCLIP), *args], capture_output=True, text=True, timeout=timeout, env=env)
+@pytest.fixture
+def moclip(tmp_path):
+    """``moclip ARGS`` as a user runs it, with a Prefect home of its own (the CLI brings its own server)."""
+    home = tmp_path / "prefect-home"
+
+    def run(*args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+        return run_moclip(*args, home=home, timeout=timeout, **env)
+
+    return run
 
 
-def test_index_command(tmp_path):
+def test_index_command(tmp_path, moclip):
     corpus = tmp_path / "corpus"
     make_video(corpus / "pan_right" / "a.mp4", dx=3, n_frames=24)
     make_video(corpus / "pan_left" / "b.avi", codec="mpeg4", dx=-3, n_frames=24)
     (corpus / "pan_left" / "broken.mp4").write_bytes(b"garbage" * 100)
     out = tmp_path / "feats"
-    r = moclip("index", str(corpus), "--out", str(out), "--clip-weights", "none", "--workers", "1", "--frames", "2")
+    r = moclip("index", str(corpus), "--out", str(out), "--clip-weights", "none", "--workers", "1", "--frames", "2",
+               MOCLIP_PROGRESS_SECONDS="0")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "3 videos: 2 indexed, 1 failed, 0 unchanged, 0 deleted" in r.stdout
+    assert "index: 3/3 videos (100 %)" in r.stderr  # not a terminal: progress lines instead of a bar
     assert "failed: pan_left/broken.mp4:" in r.stderr
     df = pd.read_parquet(out)
     assert sorted(df["status"]) == ["failed", "ok", "ok"]
     assert (out / "_manifest.json").exists()
 
 
-def test_bad_parameters_are_rejected_before_any_work(tmp_path):
+def test_bad_parameters_are_rejected_before_any_work(tmp_path, moclip):
     r = moclip("index", str(tmp_path), "--out", str(tmp_path / "o"), "--shard-size", "0", timeout=60)
     assert r.returncode == 2 and "shard_size" in r.stderr
     r = moclip("index", str(tmp_path), "--out", str(tmp_path / "o"), "--grid", "15by20", timeout=60)
     assert r.returncode == 2 and "grid must look like 15x20" in r.stderr
 
 
-def test_missing_corpus_is_a_clear_error(tmp_path):
+def test_missing_corpus_is_a_clear_error(tmp_path, moclip):
     r = moclip("index", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--clip-weights", "none", timeout=120)
     assert r.returncode == 1
     assert "nope" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_train_evaluate_and_label_commands(tmp_path, moclip):
+    corpus = motion_corpus(tmp_path / "corpus", per_class=6, motions={"right": (3, 0), "left": (-3, 0)}, n_frames=16)
+    ds = index_in_process(corpus, tmp_path / "ds")
+    model, report = tmp_path / "model", tmp_path / "report"
+    r = moclip("train", ds, "--out", str(model), "--mv-epochs", "8", "--head-epochs", "8", "--no-flip",
+               "--device", "cpu")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"model bundle written to {model}" in r.stdout and (model / "bundle.json").exists()
+
+    r = moclip("evaluate", ds, "--model", str(model), "--out", str(report))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "WARNING: CLIP weights were RANDOM" in r.stdout and "test top-1 (2 videos)" in r.stdout  # 20 % of 12
+    md = (report / "report.md").read_text()
+    assert "## Calibration (test set)" in md and (report / "report.html").exists()
+
+    archive = tmp_path / "archive"
+    make_video(archive / "new_right.mp4", dx=3, n_frames=16, seed=70)
+    make_video(archive / "still_intra.mp4", dx=3, n_frames=16, gop=1, seed=71)
+    r = moclip("label", str(archive), "--model", str(model), "--out", str(tmp_path / "labels"), "--workers", "1",
+               "--top-k", "2", "--extra-classes", "juggling, swimming")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 videos labelled (0 failed to index)" in r.stdout
+    preds = pd.read_parquet(tmp_path / "labels" / "predictions.parquet").set_index("video_id")
+    assert preds["mv_missing"].to_dict() == {"new_right.mp4": False, "still_intra.mp4": True}
+    assert all(set(z) == {"juggling", "swimming"} for z in preds["zero_shot_labels"])
+    assert all(0 < p < 1 for ps in preds["zero_shot_probs"] for p in ps)
+    csv = pd.read_csv(tmp_path / "labels" / "predictions.csv")
+    assert list(csv["video_id"]) == sorted(preds.index)
+
+
+def test_demo_command(tmp_path, moclip):
+    """The whole job as `make demo` runs it, made small (1 CLIP frame, a few epochs) so it fits the suite."""
+    out = tmp_path / "demo"
+    r = moclip("demo", "--out", str(out), "--frames", "1", "--mv-epochs", "3", "--head-epochs", "3",
+               "--clip-weights", "none", "--precision", "fp32", timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "200 videos: 200 indexed, 0 failed" in r.stdout and "test top-1 (40 videos)" in r.stdout
+    md = (out / "report.md").read_text()
+    assert "CLIP WEIGHTS ARE RANDOM" in md[:600] and "## Calibration (test set)" in md
+    assert (out / "model" / "bundle.json").exists() and (out / "corpus").is_dir()

@@ -6,7 +6,7 @@ import os
 
 import pandas as pd
 import pytest
-from video_factory import make_video
+from helpers.videos import make_video
 
 from moclip.config import ClipConfig, FeatureSettings, MVConfig, RunConfig
 from moclip.corpus import load_folder

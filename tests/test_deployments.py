@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-from datasets import index_in_process, motion_corpus
-from test_scale_out import free_port, stop
-from video_factory import make_video
+from helpers.datasets import index_in_process, motion_corpus
+from helpers.procs import free_port, stop
+from helpers.videos import make_video
 
 from moclip.train.pipeline import TrainConfig, train
 

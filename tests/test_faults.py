@@ -8,7 +8,6 @@ in the isolated retry's child process alike.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -17,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from video_factory import make_video
+from helpers.cli import MOCLIP, cli_env
+from helpers.videos import make_video
 
 from moclip.config import ClipConfig, FeatureSettings, RunConfig
 from moclip.dataset import load_features, read_metadata
@@ -26,7 +26,6 @@ from moclip.workers.shard_worker import index_shard
 
 pytestmark = pytest.mark.integration
 
-MOCLIP = str(Path(sys.executable).parent / "moclip")
 REASONS = {"crash": "decoder crashed (killed by SIGSEGV)", "hang": "decoder hung: no result within 3 s (hard limit)"}
 
 
@@ -42,11 +41,9 @@ def small_corpus(root: Path, names: list[str]) -> list[dict]:
     return videos
 
 
-def env(faults: str) -> dict:
-    """The CLI's environment: this session's isolated PREFECT_HOME, no server URL (it starts its own), the faults."""
-    out = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_LOGGING_LEVEL")}
-    out["MOCLIP_FAULT_INJECT"] = faults
-    return out
+def env(tmp_path: Path, faults: str) -> dict:
+    """The CLI's environment: a Prefect home of its own, no server URL (it starts its own), the faults."""
+    return cli_env(tmp_path / "prefect-home", MOCLIP_FAULT_INJECT=faults)
 
 
 @pytest.mark.slow
@@ -58,7 +55,7 @@ def test_a_crash_or_hang_in_a_worker_costs_one_video(tmp_path, fault):
     out = tmp_path / "ds"
     cmd = [MOCLIP, "index", str(tmp_path / "corpus"), "--out", str(out), "--clip-weights", "none", "--frames", "2",
            "--workers", "2", "--shard-size", "3", "--precision", "fp32", "--decode-hard-timeout", "3", "--json"]
-    r = subprocess.run(cmd, env=env(f"{fault}:/{fault}.mp4"), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(cmd, env=env(tmp_path, f"{fault}:/{fault}.mp4"), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
 
     culprit = f"left/{fault}.mp4"
@@ -111,7 +108,7 @@ def test_hard_time_limit_ends_a_hung_worker(tmp_path):
             "FeatureSettings(clip=ClipConfig(weights='none', frames=2)), sys.argv[1], 'p.parquet', "
             "RunConfig(decode_hard_timeout_s=2), 'h')")
     t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "ds")], env=env("hang:/hang.mp4"),
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "ds")], env=env(tmp_path, "hang:/hang.mp4"),
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "Timeout (0:00:02)!" in r.stderr and "inject_fault" in r.stderr
     assert time.monotonic() - t0 < 60 and not list((tmp_path / "ds").glob("*.parquet"))

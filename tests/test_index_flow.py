@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
-from video_factory import make_video
+from helpers.videos import make_video
 
 from moclip.dataset import load_features, read_manifest, read_metadata
 from moclip.params import IndexParams

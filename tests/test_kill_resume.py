@@ -5,18 +5,17 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from datasets import motion_corpus
+from helpers.cli import MOCLIP, cli_env
+from helpers.datasets import motion_corpus
 
 from moclip.dataset import load_features, read_manifest, read_metadata
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-MOCLIP = str(Path(sys.executable).parent / "moclip")
 
 
 def index_cmd(corpus: Path, out: Path) -> list[str]:
@@ -24,16 +23,18 @@ def index_cmd(corpus: Path, out: Path) -> list[str]:
             "--workers", "2", "--shard-size", "1", "--precision", "fp32"]
 
 
-def env() -> dict:
-    return {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_LOGGING_LEVEL")}
+def env(tmp_path: Path, run: str) -> dict:
+    """Each run its own Prefect home: the SIGKILL below must not leave a database another run depends on."""
+    return cli_env(tmp_path / f"prefect-{run}")
 
 
 def test_kill_9_then_rerun_equals_uninterrupted(tmp_path):
     corpus = motion_corpus(tmp_path / "corpus", per_class=4, n_frames=30)  # 16 videos, 16 shards
     ref, killed = tmp_path / "ref", tmp_path / "killed"
-    assert subprocess.run(index_cmd(corpus, ref), env=env(), capture_output=True, timeout=600).returncode == 0
+    assert subprocess.run(index_cmd(corpus, ref), env=env(tmp_path, "ref"), capture_output=True,
+                          timeout=600).returncode == 0
 
-    proc = subprocess.Popen(index_cmd(corpus, killed), env=env(), start_new_session=True,
+    proc = subprocess.Popen(index_cmd(corpus, killed), env=env(tmp_path, "killed"), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while len(list(killed.glob("part-*.parquet"))) < 3:
@@ -45,7 +46,8 @@ def test_kill_9_then_rerun_equals_uninterrupted(tmp_path):
     partial = len(list(killed.glob("part-*.parquet")))
     assert 3 <= partial < 16 and not (killed / "_manifest.json").exists()
 
-    r = subprocess.run(index_cmd(corpus, killed), env=env(), capture_output=True, text=True, timeout=600)
+    r = subprocess.run(index_cmd(corpus, killed), env=env(tmp_path, "rerun"), capture_output=True, text=True,
+                       timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"16 videos: {16 - partial} indexed, 0 failed, {partial} unchanged" in r.stdout  # resumed, not redone
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from datasets import MOTIONS, index_in_process, motion_corpus
-from video_factory import make_video
+from helpers.datasets import MOTIONS, index_in_process, motion_corpus
+from helpers.videos import make_video
 
 from moclip.train.pipeline import TrainConfig, train
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from video_factory import make_video
+from helpers.videos import make_video
 
 from moclip.config import MVConfig
 from moclip.video import MotionAccumulator, extract_video

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from datasets import index_in_process, motion_corpus
-from video_factory import make_video
+from helpers.datasets import index_in_process, motion_corpus
+from helpers.videos import make_video
 
 from moclip import zeroshot
 from moclip.bundle import load_bundle

@@ -17,7 +17,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from datasets import motion_corpus
+from helpers.cli import MOCLIP, cli_env
+from helpers.datasets import motion_corpus
+from helpers.memory import make_1080p_video, measure
 
 from moclip.dataset import MANIFEST_NAME, Store, load_features, read_manifest, read_metadata
 from moclip.dataset.storage import StorageError
@@ -25,7 +27,6 @@ from moclip.dataset.storage import StorageError
 pytestmark = pytest.mark.integration  # CLI runs as subprocesses (disk full, file-size limit)
 
 REPO = Path(__file__).resolve().parents[1]
-MOCLIP = str(Path(sys.executable).parent / "moclip")
 PAGE = 4096
 
 
@@ -126,39 +127,40 @@ def index_cmd(corpus: Path, out: Path) -> list[str]:
             "--workers", "2", "--shard-size", "2", "--precision", "fp32"]
 
 
-def cli_env() -> dict:
-    return {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_LOGGING_LEVEL")}
+def run_index(corpus: Path, out: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(index_cmd(corpus, out), env=cli_env(tmp_path / "prefect-home"), capture_output=True,
+                          text=True, timeout=600)
 
 
 @pytest.mark.slow
 def test_disk_full_during_index_then_rerun_after_freeing_space(tmp_path, small_fs):
     corpus = motion_corpus(tmp_path / "corpus", per_class=2, n_frames=20)  # 8 videos -> 4 shards of 2
     ref = tmp_path / "ref"
-    r = subprocess.run(index_cmd(corpus, ref), env=cli_env(), capture_output=True, text=True, timeout=600)
+    r = run_index(corpus, ref, tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     sizes = [-(-p.stat().st_size // PAGE) * PAGE for p in ref.glob("part-*.parquet")]
-    assert len(sizes) == 4
+    manifest = -(-(ref / MANIFEST_NAME).stat().st_size // PAGE) * PAGE + 2 * PAGE  # it grows by the errors it lists
+    assert len(sizes) == 4 and manifest < min(sizes), (manifest, sizes)  # the manifest fits, a third shard does not
 
     out = small_fs / "feats"
     out.mkdir()
-    filler = fill(small_fs, leave=2 * max(sizes) + min(sizes) // 2)  # room for two shards, not three
-    r = subprocess.run(index_cmd(corpus, out), env=cli_env(), capture_output=True, text=True, timeout=600)
+    filler = fill(small_fs, leave=2 * max(sizes) + manifest)  # room for two shards and the manifest, not three shards
+    r = run_index(corpus, out, tmp_path)
     # not a success: non-zero exit, and the failing files are named with the reason
     assert r.returncode != 0, r.stdout + r.stderr
     assert f"cannot write {out}/" in r.stderr and "No space left on device" in r.stderr, r.stderr[-3000:]
     assert "Traceback" not in r.stderr
     written = assert_dataset_valid(out)
     assert 1 <= len(written) < 4, written
-    if (out / MANIFEST_NAME).exists():  # there was room for it: the run history says which shards are missing
-        last = read_manifest(str(out))["runs"][-1]
-        assert len(last["crashed_shards"]) == 4 - len(written)
-        assert all("No space left on device" in c["error"] for c in last["crashed_shards"])
-        assert f"moclip: error: {4 - len(written)} shards ({2 * (4 - len(written))} videos) were not written" \
-            in r.stderr
+    # the manifest's run history says which shards are missing, and so does the command
+    last = read_manifest(str(out))["runs"][-1]
+    assert len(last["crashed_shards"]) == 4 - len(written)
+    assert all("No space left on device" in c["error"] for c in last["crashed_shards"])
+    assert f"moclip: error: {4 - len(written)} shards ({2 * (4 - len(written))} videos) were not written" in r.stderr
     n_kept = sum(pq.read_metadata(out / n).num_rows for n in written)
 
     filler.unlink()  # free space, rerun the same command: only the missing videos are indexed
-    r = subprocess.run(index_cmd(corpus, out), env=cli_env(), capture_output=True, text=True, timeout=600)
+    r = run_index(corpus, out, tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"8 videos: {8 - n_kept} indexed, 0 failed, {n_kept} unchanged" in r.stdout
     assert_dataset_valid(out)
@@ -174,11 +176,8 @@ def test_disk_full_during_index_then_rerun_after_freeing_space(tmp_path, small_f
 
 
 def test_peak_memory_of_a_1080p_video_is_flat_in_its_length(tmp_path):
-    sys.path.insert(0, str(REPO / "bench"))
-    from bench_memory import make_video, measure
-
-    short = measure(make_video(tmp_path / "short.mp4", 250))
-    long = measure(make_video(tmp_path / "long.mp4", 1000))
+    short = measure(make_1080p_video(tmp_path / "short.mp4", 250))
+    long = measure(make_1080p_video(tmp_path / "long.mp4", 1000))
     assert (short["width"], short["height"], long["n_frames"]) == (1920, 1080, 1000)
     print(f"1080p peak RSS growth: {short['growth_mb']:.0f} MB (250 frames), {long['growth_mb']:.0f} MB (1000)")
     assert long["growth_mb"] - short["growth_mb"] < 50  # streams: 4x the frames, not more memory

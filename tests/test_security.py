@@ -7,12 +7,12 @@ Bundles (safetensors + SHA-256, tampered bundle refused) are tested in test_trai
 from __future__ import annotations
 
 import ast
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers.cli import cli_env
 
 pytestmark = pytest.mark.integration  # starts the local Prefect server in a child process
 
@@ -40,8 +40,7 @@ with prefect_api() as url:
 
 
 def test_the_local_prefect_server_listens_on_loopback_only(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect"), PYTHONPATH=str(REPO))
+    env = cli_env(tmp_path / "prefect", PYTHONPATH=str(REPO))
     out = subprocess.run([sys.executable, "-c", LISTENERS], env=env, cwd=REPO, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from datasets import index_in_process, motion_corpus
+from helpers.datasets import index_in_process, motion_corpus
 
 from moclip.bundle import BundleError, load_bundle
 from moclip.train.pipeline import TrainConfig, evaluate, train

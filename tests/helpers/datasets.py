@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from video_factory import make_video
-
+from helpers.videos import make_video
 from moclip.config import ClipConfig, FeatureSettings, RunConfig
 from moclip.corpus import load_folder
 from moclip.dataset import Store, plan_index, write_manifest
