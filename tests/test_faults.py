@@ -100,15 +100,44 @@ def test_isolated_retry_matches_index_shard(tmp_path, monkeypatch):
         assert all(np.array_equal(a, b) for a, b in zip(iso[col], ref[col])), col
 
 
-def test_hard_time_limit_ends_a_hung_worker(tmp_path):
-    """The normal path: a decoder hung past the hard limit ends its process (no Dask needed to see it)."""
+HUNG_WORKER = """
+import sys, threading, time
+from moclip.config import *
+from moclip.workers.shard_worker import index_shard
+
+def tick():  # a Python thread: it can only run while nothing holds the GIL
+    while True:
+        print("tick", file=sys.stderr, flush=True)
+        time.sleep(0.1)
+
+threading.Thread(target=tick, daemon=True).start()
+index_shard([dict(video_id="v", path=sys.argv[2])], FeatureSettings(clip=ClipConfig(weights="none", frames=2)),
+            sys.argv[1], "p.parquet", RunConfig(decode_hard_timeout_s=2), "h")
+"""
+
+
+def test_hard_time_limit_ends_a_worker_hung_in_c_holding_the_gil(tmp_path):
+    """The normal path: a decoder stuck in C inside the frame loop, holding the GIL (no Python thread runs, so no
+    Python-level timer could fire), past the hard limit: faulthandler's C watchdog ends the process."""
     small_corpus(tmp_path / "corpus", ["hang"])
-    code = ("import sys; from moclip.config import *; from moclip.workers.shard_worker import index_shard; "
-            f"index_shard([dict(video_id='v', path={str(tmp_path / 'corpus/left/hang.mp4')!r})], "
-            "FeatureSettings(clip=ClipConfig(weights='none', frames=2)), sys.argv[1], 'p.parquet', "
-            "RunConfig(decode_hard_timeout_s=2), 'h')")
     t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "ds")], env=env(tmp_path, "hang:/hang.mp4"),
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 1 and "Timeout (0:00:02)!" in r.stderr and "inject_fault" in r.stderr
+    args = [sys.executable, "-c", HUNG_WORKER, str(tmp_path / "ds"), str(tmp_path / "corpus/left/hang.mp4")]
+    r = subprocess.run(args, env=env(tmp_path, "hang:/hang.mp4"), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "Timeout (0:00:02)!" in r.stderr
+    assert "_hang_after_first_frame" in r.stderr and "extract_video" in r.stderr  # stuck inside the frame loop
+    hung = r.stderr.index("hanging in the frame loop, holding the GIL")
+    assert r.stderr[:hung].count("tick") >= 1 and r.stderr[hung:].count("tick") <= 1  # the GIL never came back
     assert time.monotonic() - t0 < 60 and not list((tmp_path / "ds").glob("*.parquet"))
+
+
+def test_soft_decode_timeout_fails_the_video_and_keeps_the_shard(tmp_path, monkeypatch):
+    """``--decode-timeout`` is checked between frames: a video whose decoding takes longer (here 0.1 s per frame,
+    12 frames, against a 0.5 s limit) is a failed row with the reason; the shard's other videos are indexed."""
+    monkeypatch.setenv("MOCLIP_FAULT_INJECT", "slow:/slow.mp4")
+    videos = small_corpus(tmp_path / "corpus", ["a0", "slow", "a2"])
+    settings = FeatureSettings(clip=ClipConfig(weights="none", frames=2))
+    res = index_shard(videos, settings, str(tmp_path / "ds"), "part-p.parquet", RunConfig(decode_timeout_s=0.5), "h")
+    assert res.n_ok == 2 and dict(res.failures) == {"right/slow.mp4": "decoding took longer than 0.5 s (decode time "
+                                                                       "limit)"}
+    df = read_metadata(str(tmp_path / "ds")).set_index("video_id")
+    assert list(df["status"]) == ["ok", "ok", "failed"] and df.loc["right/slow.mp4", "status"] == "failed"

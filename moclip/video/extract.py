@@ -41,8 +41,11 @@ def extract_video(
     n_rgb: int,
     rgb_size: Callable[[int, int], tuple[int, int]] | None = None,
     timeout_s: float | None = None,
+    on_frame: Callable[[int], None] | None = None,
 ) -> VideoFeatures:
     """Decode ``path`` once: MVs from every frame, RGB only for ``n_rgb`` evenly spaced frames.
+
+    ``on_frame(index)`` is called after each decoded frame (the fault-injection hook of ``moclip.workers.decode``).
 
     The RGB frame indices come from the container's frame count; when that count was wrong and some wanted
     frames never came, a second (MV-free) pass fetches frames at the right indices.
@@ -62,6 +65,8 @@ def extract_video(
         acc.add(frame)
         if frame.rgb is not None:
             rgb[frame.index] = frame.rgb
+        if on_frame is not None:
+            on_frame(frame.index)
     motion = acc.finish()
     if motion.n_frames == 0:
         raise DecodeError("no decodable frames")

@@ -145,7 +145,7 @@ def iter_frames(
                 if max_frames is not None and index >= max_frames:
                     raise DecodeError(f"more than {max_frames} frames (max_frames cap)")
                 if timeout_s is not None and time.monotonic() - start > timeout_s:
-                    raise DecodeError(f"decoding took longer than {timeout_s:.0f} s (decode time limit)")
+                    raise DecodeError(f"decoding took longer than {timeout_s:g} s (decode time limit)")
                 rgb = None
                 if rgb_wanted is not None and rgb_wanted(index):
                     w, h = rgb_size(frame.width, frame.height) if rgb_size else (frame.width, frame.height)

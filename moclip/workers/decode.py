@@ -5,12 +5,16 @@ socket FD, one at a time, so a decoder that crashes or hangs takes down this pro
 It imports no torch: the parent, which holds the CLIP model, answers the decoder's resize questions.
 
 Fault injection, for tests only: ``MOCLIP_FAULT_INJECT="crash:<substring>;hang:<substring>"`` makes the decode of
-any video whose path contains ``<substring>`` kill its own process with a real SIGSEGV (``crash``) or block
-forever (``hang``), just before the decoder would start.
+any video whose path contains ``<substring>`` kill its own process with a real SIGSEGV just before the decoder
+starts (``crash``), or block forever inside the frame loop, after the first decoded frame, in a C call that holds
+the GIL as a decoder stuck in native code does (``hang``: libc ``sleep`` through ``ctypes.PyDLL``, which never
+releases the GIL; no Python thread of the process runs again), or take 0.1 s per frame (``slow``, for the soft
+``--decode-timeout``).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
 import signal
@@ -53,8 +57,9 @@ def failure_reason(exc: BaseException) -> str:
     return reason
 
 
-def inject_fault(path: str) -> None:
-    """The test-only fault hook (see the module docstring); does nothing unless ``MOCLIP_FAULT_INJECT`` is set."""
+def inject_fault(path: str) -> Callable[[int], None] | None:
+    """The test-only fault hook (see the module docstring): crashes here, or returns the per-frame hook of a hang;
+    does nothing unless ``MOCLIP_FAULT_INJECT`` is set."""
     for rule in filter(None, os.environ.get(FAULT_ENV, "").split(";")):
         kind, _, needle = rule.partition(":")
         if not needle or needle not in path:
@@ -63,18 +68,30 @@ def inject_fault(path: str) -> None:
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file
             os.kill(os.getpid(), signal.SIGSEGV)
         elif kind == "hang":
-            while True:
-                time.sleep(3600)
+            return _hang_after_first_frame
+        elif kind == "slow":
+            return lambda index: time.sleep(0.1)
         else:
-            raise ValueError(f"{FAULT_ENV}: unknown fault {kind!r} in {rule!r} (use crash:SUBSTRING or hang:SUBSTRING)")
+            raise ValueError(f"{FAULT_ENV}: unknown fault {kind!r} in {rule!r} "
+                             "(use crash:SUBSTRING, hang:SUBSTRING or slow:SUBSTRING)")
+    return None
+
+
+def _hang_after_first_frame(index: int) -> None:
+    if index < 1:
+        return
+    print("moclip fault injection: hanging in the frame loop, holding the GIL", file=sys.stderr, flush=True)
+    libc = ctypes.PyDLL(None)  # PyDLL: the call keeps the GIL, like native decoder code stuck in a loop
+    while True:
+        libc.sleep(3600)
 
 
 def decode_video(
     path: str, mv: MVConfig, n_rgb: int, rgb_size: Callable[[int, int], tuple[int, int]], timeout_s: float,
 ) -> VideoFeatures:
     """MVs and ``n_rgb`` RGB frames of one video; ``timeout_s`` is checked between frames."""
-    inject_fault(path)
-    return extract_video(path, mv, n_rgb, rgb_size, timeout_s)
+    on_frame = inject_fault(path)
+    return extract_video(path, mv, n_rgb, rgb_size, timeout_s, on_frame=on_frame)
 
 
 def child_main(fd: int) -> None:
