@@ -287,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    os.environ.setdefault("MOCLIP_CONSOLE", "1")  # job progress messages on stderr (moclip.progress.console)
     if not args.verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")  # we print our own summary and errors
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # inherited by worker processes

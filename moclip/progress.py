@@ -15,6 +15,7 @@ from typing import TextIO
 from tqdm.auto import tqdm
 
 INTERVAL_ENV = "MOCLIP_PROGRESS_SECONDS"
+CONSOLE_ENV = "MOCLIP_CONSOLE"  # set by the `moclip` command: job messages also go to its stderr
 DEFAULT_INTERVAL_S = 10.0
 
 
@@ -73,3 +74,10 @@ class Progress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def console(message: str) -> None:
+    """A job's progress message on stderr when a person runs the `moclip` command (which quiets Prefect's own
+    logging); deployments, which log through Prefect, leave ``MOCLIP_CONSOLE`` unset and print nothing here."""
+    if os.environ.get(CONSOLE_ENV):
+        print(message, file=sys.stderr, flush=True)

@@ -6,13 +6,19 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from moclip.params import TrainParams
+from moclip.progress import console
 from moclip.train.pipeline import evaluate, train
 
 
 @task(name="train-models", cache_policy=NO_CACHE)
 def train_models(params: TrainParams) -> str:
     logger = get_run_logger()
-    train(params.dataset, params.model_out, params.train_config(), log=logger.info)
+
+    def log(message: str) -> None:
+        logger.info(message)
+        console(message)  # the CLI quiets Prefect's logs: say it on its stderr too
+
+    train(params.dataset, params.model_out, params.train_config(), log=log)
     return params.model_out
 
 

@@ -62,6 +62,7 @@ def test_train_evaluate_and_label_commands(tmp_path, moclip):
                "--device", "cpu")
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"model bundle written to {model}" in r.stdout and (model / "bundle.json").exists()
+    assert "mv-net epoch 0: loss" in r.stderr and "temperatures (fitted on val)" in r.stderr  # progress, no TTY
 
     r = moclip("evaluate", ds, "--model", str(model), "--out", str(report))
     assert r.returncode == 0, r.stderr[-3000:]
