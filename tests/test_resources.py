@@ -14,12 +14,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from helpers.cli import MOCLIP, cli_env
 from helpers.datasets import motion_corpus
 from helpers.memory import make_1080p_video, measure
+from helpers.tables import small_table
 
 from moclip.dataset import MANIFEST_NAME, Store, load_features, read_manifest, read_metadata
 from moclip.dataset.storage import StorageError
@@ -58,12 +58,6 @@ def fill(mnt: Path, leave: int) -> Path:
     filler.write_bytes(b"\0" * max(free_bytes(mnt) - leave, 0))
     assert abs(free_bytes(mnt) - leave) <= 2 * PAGE
     return filler
-
-
-def small_table(n: int = 50, width: int = 4000) -> pa.Table:
-    rng = np.random.default_rng(0)
-    return pa.table({"video_id": [f"v{i}" for i in range(n)],
-                     "mv": [rng.standard_normal(width).astype(np.float32) for _ in range(n)]})
 
 
 def assert_dataset_valid(out: Path) -> list[str]:
@@ -106,7 +100,7 @@ def test_file_size_limit_is_a_clear_error(tmp_path):
 import resource, signal, sys
 sys.path.insert(0, {str(REPO / 'tests')!r})
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-from test_resources import small_table
+from helpers.tables import small_table
 from moclip.dataset.storage import Store, StorageError
 store = Store({str(tmp_path / 'feats')!r}); store.ensure()
 store.write_table("part-a.parquet", small_table(2))
