@@ -51,13 +51,10 @@ def extract_features(
     results: list[ShardResult] = []
     crashed: list[dict] = []
     retries: dict = {}
-    done = 0
     with Progress(n_videos, "index") as bar:  # a bar in a terminal, a line every few seconds otherwise
         def finished(shard: Shard) -> None:
-            nonlocal done
-            done += len(shard.videos)
             bar.update(len(shard.videos))
-            update_progress_artifact(progress_id, 100.0 * done / max(n_videos, 1))
+            update_progress_artifact(progress_id, 100.0 * bar.done / max(n_videos, 1))
 
         for fut in as_completed(list(futures)):
             shard = futures[fut]

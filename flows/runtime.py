@@ -116,12 +116,13 @@ def without_heartbeats() -> Iterator[None]:
         yield
 
 
-STARTUP_ENV = "MOCLIP_SERVER_STARTUP_TIMEOUT"
+STARTUP_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"  # Prefect's own setting, with a longer default
 STARTUP_DEFAULT_S = 180  # measured: a cold start (new database) takes 27-29 s on an idle 2-core machine, 10 s warm
 
 
 def server_startup_budget() -> int:
-    """Seconds the local Prefect server may take to answer, per try (``MOCLIP_SERVER_STARTUP_TIMEOUT``).
+    """Seconds the local Prefect server may take to answer, per try: Prefect's own setting
+    ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS`` when set, else 180 (not Prefect's default).
 
     Prefect's own default (20 s, counted in 0.1 s sleeps only) is shorter than a cold start on a small machine whose
     cores are busy importing torch: the first `make demo` on a fresh machine used to fail there.

@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 SCHEMA_VERSION = 1
+ACTIVATIONS = ("auto", "gelu", "quickgelu")  # ClipConfig.activation: see moclip.clip.pretrained
 
 VIDEO_EXTENSIONS = (
     ".avi", ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".m2ts", ".3gp", ".flv",
@@ -54,7 +55,7 @@ class ClipConfig:
     def __post_init__(self) -> None:
         if self.frames < 1:
             raise ValueError(f"frames must be >= 1, got {self.frames}")
-        if self.activation not in ("auto", "gelu", "quickgelu"):
+        if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown CLIP activation {self.activation!r}: use auto, gelu or quickgelu")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"unknown precision {self.precision!r}: use fp32, bf16 or fp16")

@@ -26,7 +26,15 @@ from moclip.bundle import load_bundle
 from moclip.dataset import Store, load_features, read_manifest
 from moclip.precision import autocast, train_precision
 from moclip.train import calibrate
-from moclip.train.pipeline import check_settings, fused_features, load_clip_model, mv_missing, pick_device, rebuild
+from moclip.train.pipeline import (
+    check_settings,
+    fused_features,
+    load_clip_model,
+    mv_missing,
+    pick_device,
+    rebuild,
+    text_cache_id,
+)
 
 PREDICTIONS = "predictions.parquet"
 PREDICTIONS_CSV = "predictions.csv"
@@ -81,7 +89,7 @@ def predict(dataset: str, model: str | Path, top_k: int = 5, extra_classes: list
     out["mv_missing"] = missing.cpu().numpy()
     if extra_classes:
         clip_model, tokenizer = load_clip_model(manifest, dev, dataset)
-        text = zeroshot.text_embeddings(clip_model, tokenizer, extra_classes, manifest.get("clip_weights_id", "?"),
+        text = zeroshot.text_embeddings(clip_model, tokenizer, extra_classes, text_cache_id(manifest),
                                         m["train_config"].get("prompts", "short"))
         out = pd.concat([out, extra_class_columns(clip.cpu().numpy(), models.text, text, extra_classes, top_k)],
                         axis=1)
@@ -98,8 +106,8 @@ def extra_class_columns(video_emb: np.ndarray, trained_text: np.ndarray, extra_t
     so an extra name is likely only where CLIP finds it closer than the trained classes; ``zero_shot_cosine``: the
     raw cosine similarity; ``zero_shot_margin``: its cosine minus the best trained class's (> 0: closer than any).
     """
-    cos_trained = zeroshot.scores(video_emb, trained_text) / 100.0
-    cos_extra = zeroshot.scores(video_emb, extra_text) / 100.0
+    unit = zeroshot.normalize(video_emb)
+    cos_trained, cos_extra = unit @ trained_text.T, unit @ extra_text.T
     joint = calibrate.softmax(100.0 * np.concatenate([cos_trained, cos_extra], axis=1))[:, trained_text.shape[0]:]
     margin = cos_extra - cos_trained.max(axis=1, keepdims=True)
     order = np.argsort(-joint, axis=1, kind="stable")[:, :min(top_k, len(extra_classes))]

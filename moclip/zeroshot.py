@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import open_clip
 import torch
 
 TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
@@ -57,6 +56,8 @@ def text_embeddings(model: torch.nn.Module, tokenizer, classnames: list[str], we
     path = cache_dir() / f"{key}.npy"
     if use_cache and path.is_file():
         return np.load(path)
+    import open_clip  # only on a cache miss
+
     device = next(model.parameters()).device
     with torch.inference_mode():  # open_clip's own prompt-ensemble builder: mean of normalised prompts, normalised
         weights = open_clip.build_zero_shot_classifier(

@@ -85,7 +85,7 @@ def test_resolve_file_hash_is_stable(tmp_path):
     path.write_bytes(payload)
     spec = resolve_weights("ViT-B-32", str(path))
     assert spec.kind == "file" and spec.value == str(path)
-    assert spec.weights_id == "file:" + hashlib.sha256(payload).hexdigest()[:16] + "+gelu"
+    assert spec.weights_id == "file:" + hashlib.sha256(payload).hexdigest()[:16]  # GELU: the id files always had
     assert resolve_weights("ViT-B-32", str(path)) == spec
     path.write_bytes(payload[::-1])  # new content -> new id (size/mtime keyed cache must not go stale)
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 1_000_000))
@@ -198,7 +198,7 @@ def test_checkpoint_round_trip(tmp_path, frames):
 
     enc = load_clip(ClipConfig(weights=str(path)))
     assert not enc.is_random
-    assert enc.weights_id.startswith("file:") and enc.weights_id.endswith("+gelu")
+    assert enc.weights_id.startswith("file:") and len(enc.weights_id) == len("file:") + 16  # GELU: no suffix
     assert enc.weights_id == resolve_weights("ViT-B-32", str(path)).weights_id
     few = frames[:8]
     with torch.inference_mode():
@@ -242,18 +242,32 @@ def _random_clip(name: str, seed: int) -> torch.nn.Module:
     return open_clip.create_model(name).eval()
 
 
+def _traced(model: torch.nn.Module, path, openai_attributes: bool):
+    """A TorchScript archive of ``model``; with ``openai_attributes`` it carries, as OpenAI's released models do,
+    ``input_resolution``, ``context_length`` and ``vocab_size`` beside the weights."""
+    import copy
+
+    m = copy.deepcopy(model)
+    if openai_attributes:
+        for name, value in (("input_resolution", 224), ("context_length", 77), ("vocab_size", 49408)):
+            if hasattr(m, name):  # open_clip keeps some as plain ints; OpenAI's model holds them as tensors
+                delattr(m, name)
+            m.register_buffer(name, torch.tensor(value))
+    with torch.no_grad():
+        traced = torch.jit.trace(m, (torch.zeros(1, 3, 224, 224), torch.zeros(1, 77, dtype=torch.long)),
+                                 check_trace=False)
+    traced.save(str(path))
+    return path
+
+
 @pytest.fixture(scope="module")
 def quickgelu_ckpt(tmp_path_factory):
-    """A random-init QuickGELU ViT-B-32 saved as a plain state dict and as a TorchScript archive (OpenAI's
-    release format), plus the model itself as the reference."""
+    """A random-init QuickGELU ViT-B-32 saved as a plain state dict and in OpenAI's TorchScript release format,
+    plus the model itself as the reference."""
     model = _random_clip("ViT-B-32-quickgelu", 7)
     d = tmp_path_factory.mktemp("qg")
     torch.save(model.state_dict(), d / "qg.pt")
-    with torch.no_grad():
-        traced = torch.jit.trace(model, (torch.zeros(1, 3, 224, 224), torch.zeros(1, 77, dtype=torch.long)),
-                                 check_trace=False)
-    traced.save(str(d / "qg-jit.pt"))
-    return model, d / "qg.pt", d / "qg-jit.pt"
+    return model, d / "qg.pt", _traced(model, d / "qg-jit.pt", openai_attributes=True)
 
 
 def _embeds_like(enc, reference: torch.nn.Module, frames) -> bool:
@@ -272,7 +286,7 @@ def test_state_dict_file_activation_is_explicit_and_recorded(quickgelu_ckpt, fra
     few = frames[:4]
     with caplog.at_level("WARNING", logger="moclip.clip.pretrained"):
         auto = load_clip(ClipConfig(weights=str(path)))
-    assert auto.weights_id.endswith("+gelu")
+    assert auto.weights_id.startswith("file:") and "+" not in auto.weights_id  # GELU: the id files always had
     assert "cannot be told from the file" in caplog.text and "--clip-activation quickgelu" in caplog.text
     assert not _embeds_like(auto, model, few)  # GELU on QuickGELU weights: other features, silently before
 
@@ -294,7 +308,7 @@ def test_gelu_checkpoint_stays_gelu(tmp_path, frames):
 
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     enc = load_clip(ClipConfig(weights=str(path), activation="gelu"))
-    assert enc.weights_id.endswith("+gelu") and _embeds_like(enc, model, frames[:4])
+    assert "+" not in enc.weights_id and _embeds_like(enc, model, frames[:4])
     assert not _embeds_like(load_clip(ClipConfig(weights=str(path), activation="quickgelu")), model, frames[:4])
 
 
@@ -304,11 +318,23 @@ def test_openai_torchscript_checkpoint_is_detected_as_quickgelu(quickgelu_ckpt, 
     torch.load(weights_only=True) refuses such archives, so they are read with torch.jit.load's state dict."""
     model, _, jit_path = quickgelu_ckpt
     spec = resolve_weights("ViT-B-32", str(jit_path))
-    assert spec.torchscript and spec.quick_gelu and "TorchScript" in spec.activation_note
+    assert spec.torchscript and spec.quick_gelu and "OpenAI's TorchScript" in spec.activation_note
     with caplog.at_level("WARNING", logger="moclip.clip.pretrained"):
         enc = load_clip(ClipConfig(weights=str(jit_path)))
     assert "cannot be told" not in caplog.text
     assert enc.weights_id.endswith("+quickgelu") and _embeds_like(enc, model, frames[:4])
+
+
+@pytest.mark.slow
+def test_another_torchscript_archive_is_not_taken_for_openai(tmp_path, frames, caplog):
+    """A traced GELU model (open_clip's own trace, without OpenAI's attributes) cannot tell its activation: GELU
+    from the model config, with the warning; its weights load all the same."""
+    model = _random_clip("ViT-B-32", 9)
+    path = _traced(model, tmp_path / "gelu-jit.pt", openai_attributes=False)
+    spec = resolve_weights("ViT-B-32", str(path))
+    assert spec.torchscript and not spec.quick_gelu and "cannot be told" in spec.activation_note
+    enc = load_clip(ClipConfig(weights=str(path)))
+    assert enc.weights_id == spec.weights_id and "+" not in enc.weights_id and _embeds_like(enc, model, frames[:4])
 
 
 def test_registry_hash_decides_activation():
@@ -316,8 +342,9 @@ def test_registry_hash_decides_activation():
     known = clip_pretrained.registry_checkpoints()
     digest, (name, qg) = next((d, v) for d, v in known.items() if v[0] == "ViT-B-32/openai")
     assert qg is True and name == "ViT-B-32/openai"
-    assert clip_pretrained.detect_quick_gelu(digest, torchscript=False)[0] is True
-    assert clip_pretrained.detect_quick_gelu("0" * 64, torchscript=False) == (None, "")
+    facts = clip_pretrained.FileFacts
+    assert clip_pretrained.detect_quick_gelu(facts(digest, False, False))[0] is True
+    assert clip_pretrained.detect_quick_gelu(facts("0" * 64, True, False)) == (None, "")
 
 
 def test_tag_activation_and_override():

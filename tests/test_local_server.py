@@ -65,8 +65,9 @@ def test_cold_start_on_one_busy_core(tmp_path):
 
 
 def test_a_server_that_does_not_come_up_in_time_says_what_to_do(tmp_path):
-    env = _cold_env(tmp_path / "home", MOCLIP_SERVER_STARTUP_TIMEOUT="1")
+    env = _cold_env(tmp_path / "home", PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="1")
     r = subprocess.run([sys.executable, "-c", START], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0
     assert "could not start a local Prefect server (two tries of up to 1 s each)" in r.stderr
-    assert "MOCLIP_SERVER_STARTUP_TIMEOUT=600" in r.stderr and "prefect server start --host 127.0.0.1" in r.stderr
+    assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=600" in r.stderr
+    assert "prefect server start --host 127.0.0.1" in r.stderr

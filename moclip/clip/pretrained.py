@@ -15,17 +15,20 @@ the settings hash and the text-embedding cache.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import logging
 import os
 import re
 import threading
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import open_clip
 from open_clip.pretrained import download_pretrained, get_pretrained_cfg
+
+from moclip.config import ACTIVATIONS
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,6 @@ FIX_HINT = (
 )
 
 WeightsKind = Literal["tag", "file", "none"]
-ACTIVATIONS = ("auto", "gelu", "quickgelu")
 
 
 class ClipWeightsError(RuntimeError):
@@ -54,12 +56,8 @@ class WeightsSpec:
     value: str
     weights_id: str  # pins the actual weights (and activation) in the dataset's settings hash
     quick_gelu: bool = False  # build the model with QuickGELU
-    activation_note: str = ""  # how the activation was decided; a warning when it could not be told
+    activation_note: str = field(default="", compare=False)  # how the activation was decided
     torchscript: bool = False  # the file is a TorchScript archive (OpenAI's release format)
-
-    @property
-    def activation(self) -> str:
-        return "quickgelu" if self.quick_gelu else "gelu"
 
 
 def looks_like_path(weights: str) -> bool:
@@ -67,13 +65,15 @@ def looks_like_path(weights: str) -> bool:
     return any(s in weights for s in seps) or weights.lower().endswith(CHECKPOINT_SUFFIXES)
 
 
-def file_sha256_prefix(path: str, chunk_size: int = 1 << 20) -> str:
-    """First 16 hex digits of the file's SHA-256, read in chunks."""
-    return file_sha256(path, chunk_size)[:16]
+@dataclass(frozen=True)
+class FileFacts:
+    sha256: str  # hex
+    torchscript: bool  # a TorchScript archive (torch.jit.save)
+    openai_format: bool  # ...holding OpenAI's CLIP model (its input_resolution / context_length / vocab_size)
 
 
-def file_sha256(path: str, chunk_size: int = 1 << 20) -> str:
-    """The file's SHA-256 (hex), read in chunks; cached by (real path, size, mtime)."""
+def file_facts(path: str, chunk_size: int = 1 << 20) -> FileFacts:
+    """What a checkpoint's bytes say: SHA-256 (read in chunks) and its format; cached by (real path, size, mtime)."""
     st = os.stat(path)
     key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
     with _HASH_LOCK:
@@ -83,13 +83,29 @@ def file_sha256(path: str, chunk_size: int = 1 << 20) -> str:
     with open(path, "rb") as f:
         while chunk := f.read(chunk_size):
             h.update(chunk)
-    digest = h.hexdigest()
+    torchscript, openai = torchscript_format(path)
+    facts = FileFacts(h.hexdigest(), torchscript, openai)
     with _HASH_LOCK:
-        _HASH_CACHE[key] = digest
-    return digest
+        _HASH_CACHE[key] = facts
+    return facts
 
 
-_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+def torchscript_format(path: str) -> tuple[bool, bool]:
+    """(is a TorchScript archive, holds OpenAI's CLIP model), from the zip's listing and its object table (the
+    names of the module's attributes; no unpickling). OpenAI's released models carry ``input_resolution``,
+    ``context_length`` and ``vocab_size`` beside their weights (open_clip drops exactly these when it loads them)."""
+    if not zipfile.is_zipfile(path):
+        return False, False
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+        if not any(n.split("/", 1)[-1].startswith("code/") or n.endswith("/constants.pkl") for n in names):
+            return False, False
+        table = next((n for n in names if n.split("/", 1)[-1] == "data.pkl"), None)
+        data = z.read(table) if table else b""
+    return True, all(k in data for k in (b"input_resolution", b"context_length", b"vocab_size"))
+
+
+_HASH_CACHE: dict[tuple[str, int, int], FileFacts] = {}
 _WARNED: set[str] = set()  # checkpoints whose undetermined activation was already warned about
 _HASH_LOCK = threading.Lock()
 
@@ -134,9 +150,9 @@ def resolve_weights(model: str, weights: str, activation: str = "auto") -> Weigh
                                 "the model config's")
 
     path = os.path.expanduser(weights)
-    if looks_like_path(weights) or (_canonical_tag(model, weights) is None and os.path.isfile(path)):
+    tag = None if looks_like_path(weights) else _canonical_tag(model, weights)
+    if tag is None and (looks_like_path(weights) or os.path.isfile(path)):
         return _file_spec(path, weights, model, model_qg, activation)
-    tag = _canonical_tag(model, weights)
     if tag is not None:
         tag_qg = bool(get_pretrained_cfg(model, tag).get("quick_gelu", False))
         return _with_activation(WeightsSpec("tag", tag, f"{model}/{tag}"), model_qg or tag_qg, activation,
@@ -170,11 +186,11 @@ def _file_spec(path: str, given: str, model: str, model_qg: bool, activation: st
         raise ClipWeightsError(f"CLIP checkpoint file not found: {path!r} (from --clip-weights {given!r}).")
     path = os.path.abspath(path)  # an absolute path can never be mistaken for a tag by open_clip
     try:
-        digest = file_sha256(path)
-        torchscript = is_torchscript(path)
-    except OSError as e:
+        facts = file_facts(path)
+    except (OSError, zipfile.BadZipFile) as e:
         raise ClipWeightsError(f"cannot read CLIP checkpoint {path!r}: {e}") from e
-    detected, why = detect_quick_gelu(digest, torchscript)
+    digest = facts.sha256
+    detected, why = detect_quick_gelu(facts)
     if activation != "auto":
         qg, note = activation == "quickgelu", f"{activation} (asked for)"
         if detected is not None and detected != qg:
@@ -193,21 +209,15 @@ def _file_spec(path: str, given: str, model: str, model_qg: bool, activation: st
             _WARNED.add(digest)
         if first:
             log.warning("CLIP checkpoint activation: %s", note)
-    name = "quickgelu" if qg else "gelu"
-    return WeightsSpec("file", path, f"file:{digest[:16]}+{name}", qg, note, torchscript)
-
-
-def is_torchscript(path: str) -> bool:
-    """A TorchScript archive (torch.jit.save; OpenAI's CLIP release format): a zip with ``code/`` or constants."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as z:
-        return any(n.split("/", 1)[-1].startswith("code/") or n.endswith("/constants.pkl") for n in z.namelist())
+    # GELU keeps the id files had before activations were recorded (datasets indexed with it stay valid)
+    return WeightsSpec("file", path, f"file:{digest[:16]}" + ("+quickgelu" if qg else ""), qg, note,
+                       facts.torchscript)
 
 
 _SHA256_IN_URL = re.compile(r"/([0-9a-f]{64})/")
 
 
+@functools.lru_cache(maxsize=1)
 def registry_checkpoints() -> dict[str, tuple[str, bool]]:
     """SHA-256 -> (model/tag, quick_gelu) of the registry checkpoints whose URL carries their SHA-256 (OpenAI's)."""
     from open_clip.pretrained import _PRETRAINED
@@ -221,13 +231,13 @@ def registry_checkpoints() -> dict[str, tuple[str, bool]]:
     return out
 
 
-def detect_quick_gelu(digest: str, torchscript: bool) -> tuple[bool | None, str]:
+def detect_quick_gelu(facts: FileFacts) -> tuple[bool | None, str]:
     """Whether a checkpoint was trained with QuickGELU, when its bytes tell; (None, "") when they do not."""
-    known = registry_checkpoints().get(digest)
+    known = registry_checkpoints().get(facts.sha256)
     if known:
         return known[1], f"its SHA-256 is that of open_clip's {known[0]} checkpoint"
-    if torchscript:
-        return True, "a TorchScript archive: OpenAI's CLIP release format, trained with QuickGELU"
+    if facts.openai_format:
+        return True, "OpenAI's TorchScript CLIP release format (OpenAI's CLIP models use QuickGELU)"
     return None, ""
 
 

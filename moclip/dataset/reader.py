@@ -29,7 +29,8 @@ def read_manifest(url: str, storage_options: dict | None = None) -> dict | None:
 def _read_shards(url: str, columns: list[str] | None, storage_options: dict | None,
                  only_ok: bool = False) -> pa.Table:
     """All shards (read concurrently), unsorted."""
-    tables = [conform(t, columns) for _, t in Store(url, storage_options).read_shards(columns)]
+    # shards written before a column existed lack it: read what they have, the rest as nulls (conform)
+    tables = [conform(t, columns) for _, t in Store(url, storage_options).read_shards(columns, missing_ok=True)]
     if only_ok:
         tables = [t.filter(pa.compute.equal(t.column("status"), STATUS_OK)) for t in tables]
     if not tables:
@@ -79,10 +80,16 @@ def _padded_clip(table: pa.Table, shapes: set[tuple[int, ...]], order: np.ndarra
     out = np.empty((len(order), k, *d), np.float32)
     dest = np.empty(len(order), np.int64)
     dest[order] = np.arange(len(order))
-    rows = zip(table.column("clip").to_pylist(), table.column("clip_shape").to_pylist())
-    for row, (values, shape) in enumerate(rows):
-        emb = np.asarray(values, np.float32).reshape(shape)
-        out[dest[row]] = emb[pad_indices(list(range(shape[0])), k)]
+    shapes = table.column("clip_shape").to_pylist()  # small: two ints a row
+    row = 0
+    for chunk in table.column("clip").chunks:  # each chunk's values as one array, sliced per row (no Python floats)
+        flat = chunk.flatten().to_numpy(zero_copy_only=False)
+        offsets = chunk.offsets.to_numpy()
+        offsets = offsets - offsets[0]
+        for j in range(len(chunk)):
+            emb = flat[offsets[j]:offsets[j + 1]].reshape(shapes[row])
+            out[dest[row]] = emb[pad_indices(list(range(shapes[row][0])), k)]
+            row += 1
     return out
 
 

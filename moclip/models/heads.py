@@ -19,19 +19,23 @@ CONSTANT = 1e-4
 STD_FLOOR = 1e-2
 
 
+def floor_and_mask(std: torch.Tensor, zero: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(std to divide by, active) from raw stds: below CONSTANT x the median std (of those above ``zero``) a
+    dimension is constant (inactive, divided by 1); every other std is at least STD_FLOOR x that median."""
+    positive = std[std > zero]
+    typical = positive.median() if len(positive) else torch.tensor(1.0, device=std.device)
+    active = std > torch.clamp(CONSTANT * typical, min=zero)
+    return torch.where(active, std.clamp_min(STD_FLOOR * typical), torch.ones_like(std)), active.float()
+
+
 def standardisation_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(mean, std, active) of the rows ``x`` [N, D]: ``std`` floored and ``active`` 0 for constant dimensions."""
     d = x.shape[1]
     if len(x) == 0:
         return torch.zeros(d, device=x.device), torch.ones(d, device=x.device), torch.zeros(d, device=x.device)
     x = x.float()
-    mean = x.mean(0)
-    std = x.std(0, unbiased=len(x) > 1) if len(x) > 1 else torch.zeros(d, device=x.device)
-    positive = std[std > 0]
-    typical = positive.median() if len(positive) else torch.tensor(1.0, device=x.device)
-    active = std > CONSTANT * typical
-    std = torch.where(active, std.clamp_min(STD_FLOOR * typical), torch.ones_like(std))
-    return mean, std, active.float()
+    std = x.std(0) if len(x) > 1 else torch.zeros(d, device=x.device)
+    return (x.mean(0), *floor_and_mask(std))
 
 
 class _Standardised(nn.Module):
@@ -45,16 +49,20 @@ class _Standardised(nn.Module):
     def standardise(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std * self.active
 
+    def _blocks(self) -> list[slice]:
+        """The input's blocks whose statistics are fitted separately."""
+        return [slice(None)]
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # Bundles of format 1 have no ``active`` buffer and floored the std at 1e-6 (absolute): apply the rules above
-        # to their statistics, so an old model no longer amplifies a dead feature a million times either.
+        # Bundles of format 1 have no ``active`` buffer and floored the std at 1e-6 (absolute): apply the rule above
+        # to their statistics, block by block as fitting does, so an old model no longer amplifies a dead feature
+        # a million times either (a std of exactly 1e-6 was a constant dimension).
         if prefix + "std" in state_dict and prefix + "active" not in state_dict:
-            std = state_dict[prefix + "std"]
-            positive = std[std > 1e-6]
-            typical = positive.median() if len(positive) else torch.tensor(1.0)
-            active = std > max(1e-6, float(CONSTANT * typical))
-            state_dict[prefix + "active"] = active.float()
-            state_dict[prefix + "std"] = torch.where(active, std.clamp_min(STD_FLOOR * typical), torch.ones_like(std))
+            std = state_dict[prefix + "std"].clone()
+            active = torch.zeros_like(std)
+            for block in self._blocks():
+                std[block], active[block] = floor_and_mask(std[block], zero=1e-6)
+            state_dict[prefix + "std"], state_dict[prefix + "active"] = std, active
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
@@ -77,6 +85,9 @@ class FusionHead(_Standardised):
         self.net = nn.Sequential(
             nn.Dropout(dropout / 2), nn.Linear(mv_dim + clip_dim, hidden), nn.ReLU(inplace=True),
             nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+
+    def _blocks(self) -> list[slice]:
+        return [slice(0, self.mv_dim), slice(self.mv_dim, None)]
 
     def fit_standardisation(self, x_train: torch.Tensor, mv_missing: torch.Tensor | None = None) -> None:
         """Train-set statistics; the MV block's come from the videos that have motion vectors only."""

@@ -262,6 +262,8 @@ def _calibration_blocks(results: Mapping[str, Any], pngs: plots.PlotSet | None, 
         nll = [plots.finite(c.get(f"nll_{w}")) for w in ("before", "after")]
         rows.append([title, DASH if t is None else f"{t:.3f}", _pct(c.get("ece_before")), _pct(c.get("ece_after")),
                      *[DASH if v is None else f"{v:.3f}" for v in nll]])
+    edges = _get(methods, "fusion", "reliability_after", "edges")
+    n_bins = len(edges) - 1 if isinstance(edges, list) and len(edges) > 1 else DASH
     out: list[_Block] = [_Heading(2, "Calibration (test set)")]
     if cal.get("fitted") is False:
         out.append(_Para("This model bundle predates calibration (format 1): it has no fitted temperatures, so "
@@ -271,8 +273,9 @@ def _calibration_blocks(results: Mapping[str, Any], pngs: plots.PlotSet | None, 
             _Para("The probabilities moclip reports (the probs of moclip label) are softmax(logits / T) of the fusion "
                   "head, with T fitted on the validation split by minimising the negative log-likelihood; "
                   "the ranking, and so every accuracy above, is the same for any T. ECE (expected calibration "
-                  "error, 15 equal-width confidence bins) is the gap between confidence and accuracy, weighted by "
-                  "the share of videos per bin: 0 is perfectly calibrated. With few test videos it is noisy."),
+                  f"error, {n_bins} equal-width confidence bins) is the gap between confidence and accuracy, "
+                  "weighted by the share of videos per bin: 0 is perfectly calibrated. With few test videos it is "
+                  "noisy."),
             *_figure_blocks(plots.RELIABILITY_FILE, pngs, names)]
     return out
 

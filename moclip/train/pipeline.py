@@ -153,26 +153,42 @@ def fused_features(net: torch.nn.Module, mv: torch.Tensor, valid: torch.Tensor, 
     return torch.cat([mv_features(net, mv, valid, precision=precision), clip], dim=1)
 
 
-def load_clip_model(manifest: dict, device: torch.device, url: str = "the dataset"):
-    """The full open_clip model (text tower included) the dataset was indexed with, and its tokenizer.
-
-    Refuses weights whose id differs from the one the dataset's image embeddings were made with (a checkpoint
-    file replaced in place, another activation): text and image embeddings of different weights do not match.
-    """
-    import open_clip
-
-    from moclip.clip import load_clip
+def _clip_config(manifest: dict):
     from moclip.config import ClipConfig
 
     c = manifest["settings"]["clip"]
-    enc = load_clip(ClipConfig(model=c["model"], weights=c["weights"], frames=c["frames"],
-                               activation=c.get("activation", "auto")), device=str(device))
-    want = manifest.get("clip_weights_id")
-    if want and enc.weights_id != want:
-        raise ValueError(f"{url}: its CLIP image embeddings were made with weights {want}, but {c['weights']!r} "
-                         f"now resolves to {enc.weights_id}; the text tower would not match them. Restore those "
-                         "weights, or re-index the dataset with the new ones")
-    return enc.model, open_clip.get_tokenizer(c["model"])
+    return ClipConfig(model=c["model"], weights=c["weights"], frames=c["frames"],
+                      activation=c.get("activation", "auto"))
+
+
+def check_clip_weights(url: str, manifest: dict) -> None:
+    """Refuse CLIP weights that no longer resolve to the id the dataset's image embeddings were made with (a
+    checkpoint file replaced in place, another activation): a text tower of other weights would not match them.
+    Cheap (resolves, never loads): run it before any work that would need the text tower."""
+    from moclip.clip import resolve_weights
+
+    cfg = _clip_config(manifest)
+    have, want = resolve_weights(cfg.model, cfg.weights, cfg.activation).weights_id, manifest.get("clip_weights_id")
+    if want and have != want:
+        raise ValueError(f"{url}: its CLIP image embeddings were made with weights {want}, but {cfg.weights!r} "
+                         f"now resolves to {have}; the text tower would not match them. Restore those weights, "
+                         "or re-index the dataset with the new ones")
+
+
+def text_cache_id(manifest: dict) -> str:
+    """Keys the text-embedding cache: the CLIP model and its weights id (file and random-init ids name no model)."""
+    return f"{manifest['settings']['clip']['model']}:{manifest.get('clip_weights_id', 'unknown')}"
+
+
+def load_clip_model(manifest: dict, device: torch.device, url: str = "the dataset"):
+    """The full open_clip model (text tower included) the dataset was indexed with, and its tokenizer."""
+    import open_clip
+
+    from moclip.clip import load_clip
+
+    check_clip_weights(url, manifest)
+    cfg = _clip_config(manifest)
+    return load_clip(cfg, device=str(device)).model, open_clip.get_tokenizer(cfg.model)
 
 
 def train(url: str, out: str | Path, cfg: TrainConfig | None = None,
@@ -185,6 +201,8 @@ def train(url: str, out: str | Path, cfg: TrainConfig | None = None,
     precision = train_precision(device, cfg.precision)
     torch.manual_seed(cfg.seed)
     manifest = read_manifest(url) or {}
+    if manifest.get("settings"):
+        check_clip_weights(url, manifest)  # before training, not after: the text tower is built last
     p = prepare(url, cfg, device)
     s = p.splits
     if len(s.train) == 0 or len(s.val) == 0:
@@ -234,7 +252,7 @@ def train(url: str, out: str | Path, cfg: TrainConfig | None = None,
     t = time.perf_counter()
     clip_model, tokenizer = load_clip_model(manifest, device, url)
     clip_id = manifest.get("clip_weights_id", "unknown")
-    text = zeroshot.text_embeddings(clip_model, tokenizer, p.classes, clip_id, cfg.prompts)
+    text = zeroshot.text_embeddings(clip_model, tokenizer, p.classes, text_cache_id(manifest), cfg.prompts)
     times["zero_shot_text"] = time.perf_counter() - t
 
     # calibration: one temperature per trained model, fitted on validation (the test split stays untouched)
