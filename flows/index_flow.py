@@ -15,7 +15,13 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 
-from flows.runtime import dask_runner, local_workers, preload_clip_in_workers, without_heartbeats
+from flows.runtime import (
+    dask_runner,
+    local_workers,
+    preload_clip_in_workers,
+    start_worker_forkserver,
+    without_heartbeats,
+)
 from moclip.clip import load_clip, resolve_weights
 from moclip.config import FeatureSettings, RunConfig
 from moclip.dataset import Store, write_manifest
@@ -90,8 +96,10 @@ def index_corpus(params: IndexParams) -> dict:
     results: list[ShardResult] = []
     crashed: list[dict] = []
     if the_plan.to_index:
+        if local_workers(run):  # local workers' fork server (unless the CLI started it): boots while we check
+            preload_clip_in_workers(settings.clip, run.device)
+            start_worker_forkserver()
         load_clip(settings.clip, device=run.device)  # fail fast on missing weights, before Dask
-        preload_clip_in_workers(settings.clip, run.device)  # if the fork server has not started yet
         shards = make_shards(the_plan.to_index, run.shard_size, new_run_id(), local_workers(run))
         with tempfile.TemporaryDirectory(prefix="moclip-plan-") as tmp, without_heartbeats():
             save_shards(shards, Path(tmp) / "shards.json")

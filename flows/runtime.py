@@ -6,7 +6,10 @@ import contextlib
 import importlib
 import multiprocessing
 import os
-import threading
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from multiprocessing import forkserver
 from typing import Any
@@ -65,13 +68,17 @@ def start_worker_forkserver() -> None:
 def preload_clip_in_workers(clip: ClipConfig, device: str) -> None:
     """Have local workers start with this CLIP encoder already built (``moclip.workers.preload``). It takes effect
     only when the fork server has not started yet: the CLI calls it before ``prefect_api``."""
-    from moclip.clip.encoder import resolve_device
+    from moclip.precision import resolve_device  # torch only: open_clip imports elsewhere
 
     if _forkserver_env is None:
         try:
             clip_preload.request(clip, resolve_device(device).type)
         except ValueError:  # e.g. cuda asked for without CUDA: the flow reports it
             pass
+
+
+# set by torch and open_clip when they are imported: the fork server imports them too, so its workers have them
+IMPORT_SET_ENV = {"TORCHINDUCTOR_CACHE_DIR", "TOKENIZERS_PARALLELISM"}
 
 
 def _env_for_workers(env: Any) -> dict[str, str] | None:
@@ -81,6 +88,7 @@ def _env_for_workers(env: Any) -> dict[str, str] | None:
     own = set(dask.config.get("distributed.nanny.pre-spawn-environ", {})) | set(
         dask.config.get("distributed.nanny.environ", {}))
     own |= {"PYTHONHASHSEED", clip_preload.ENV}  # also set by the nanny, with "__DASK_*" markers; a cache hint
+    own |= IMPORT_SET_ENV
     return {k: v for k, v in env.items() if k not in own and not k.startswith("__DASK")}
 
 
@@ -143,59 +151,136 @@ def _prefect_home() -> str:
     return str(PREFECT_HOME.value())
 
 
+class LocalServer:
+    """Prefect's API server in a subprocess on 127.0.0.1, on a port chosen before it is launched.
+
+    The command is the one Prefect's own ``SubprocessASGIServer`` runs (uvicorn with Prefect's app factory, no UI).
+    It is launched here without importing Prefect's server package (~5 s on 2 cores), so the server boots from the
+    first second while this process and the workers' fork server import torch and open_clip; and its URL is known
+    before it answers, so the fork server can start at once with the URL its workers report to.
+    """
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def launch(self) -> None:
+        import prefect
+        from prefect.settings import get_current_settings
+
+        env = {**os.environ, **get_current_settings().to_environment_variables(exclude_unset=True),
+               "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+        env.pop("PREFECT_API_URL", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
+             "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+             "--log-level", "error", "--lifespan", "on"], env=env)
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Return once ``/health`` answers 200; RuntimeError if the process ends or ``timeout_s`` passes first."""
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        with httpx.Client(timeout=5) as client:
+            while True:
+                code = self.proc.poll() if self.proc else None
+                if code is not None:
+                    raise RuntimeError(f"the server process exited with code {code}")
+                try:
+                    if client.get(f"{self.api_url}/health").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("timed out while waiting for it to answer")
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _second_try(budget: int) -> LocalServer:
+    """The one retry of a local server that did not answer in time, on a new port (the first start of a new Prefect
+    home creates and migrates its database; a second start reuses it). Its URL is in ``PREFECT_API_URL``."""
+    server = LocalServer()
+    server.launch()
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        server.wait_ready(budget)
+        return server
+    except RuntimeError as e:
+        server.stop()
+        raise RuntimeError(
+            f"could not start a local Prefect server (two tries of up to {budget} s each): {e}. Its first "
+            f"start creates its database under PREFECT_HOME ({_prefect_home()}), which is slow on a busy or small "
+            f"machine: rerun the command, set {STARTUP_ENV}=600 for a longer wait, or run a server yourself "
+            "(`prefect server start --host 127.0.0.1`, then export PREFECT_API_URL=http://127.0.0.1:4200/api)"
+        ) from e
+
+
 @contextlib.contextmanager
-def prefect_api(preload: tuple[str, ...] = ()) -> Iterator[str]:
+def prefect_api(preload: tuple[str, ...] = (), workers_clip: tuple[ClipConfig, str] | None = None) -> Iterator[str]:
     """Make sure flows report to a real Prefect API server that Dask worker processes can reach too.
 
     With ``PREFECT_API_URL`` set, that server is used. Otherwise a local server is started on 127.0.0.1 for the
-    duration of the block and its URL exported, so worker processes spawned inside the block report to it
-    instead of each starting a temporary server of its own (5-16 s each). The server boots (~5 s) while this
-    process imports the ``preload`` modules. Flows against that server send no heartbeats: nothing outlives this
-    process to watch for them (``without_heartbeats``).
+    duration of the block and its URL exported, so worker processes started inside the block report to it
+    instead of each starting a temporary server of its own (5-16 s each). Everything slow starts at once, on all
+    cores: the server is launched first; with ``workers_clip`` (the CLIP config and device of the flow's local
+    workers) the fork server they are forked from starts next and builds that encoder; then, while both boot,
+    this process imports the ``preload`` modules. Flows against that server send no heartbeats: nothing outlives
+    this process to watch for them (``without_heartbeats``).
     """
     url = os.environ.get("PREFECT_API_URL")
     if url:
+        if workers_clip is not None:
+            preload_clip_in_workers(*workers_clip)
         for module in preload:
             importlib.import_module(module)
         yield url
         return
-    from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry calls from our server
     budget = server_startup_budget()
-    server = SubprocessASGIServer()
-    errors: list[BaseException] = []
-
-    def start() -> None:
-        for attempt in (1, 2):  # one retry: a first start creates and migrates the database, the second reuses it
-            try:
-                server.start(timeout=budget)
-                return
-            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-                server.stop()
-                if attempt == 2:
-                    errors.append(e)
-
-    booting = threading.Thread(target=start, daemon=True)
-    booting.start()
-    for module in preload:
-        importlib.import_module(module)
-    booting.join()
-    if errors:
-        raise RuntimeError(
-            f"could not start a local Prefect server (two tries of up to {budget} s each): {errors[0]}. Its first "
-            f"start creates its database under PREFECT_HOME ({_prefect_home()}), which is slow on a busy or small "
-            f"machine: rerun the command, set {STARTUP_ENV}=600 for a longer wait, or run a server yourself "
-            "(`prefect server start --host 127.0.0.1`, then export PREFECT_API_URL=http://127.0.0.1:4200/api)"
-        ) from errors[0]
-    os.environ["PREFECT_API_URL"] = server.api_url
-    start_worker_forkserver()  # warms up in the background while the flow lists and plans
+    server = LocalServer()
+    server.launch()
+    os.environ["PREFECT_API_URL"] = server.api_url  # before the fork server starts: its workers inherit it
+    ready = False
     try:
+        if workers_clip is not None:
+            preload_clip_in_workers(*workers_clip)
+            start_worker_forkserver()
+        for module in preload:
+            importlib.import_module(module)
+        try:
+            server.wait_ready(budget)
+        except RuntimeError:  # workers then start the slow way, their fork server knew the old URL (local_cluster)
+            server.stop()
+            server = _second_try(budget)
+        ready = True
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}), without_heartbeats():
             yield server.api_url
     finally:
-        _drain_prefect_services()
+        if ready:
+            _drain_prefect_services()
         os.environ.pop("PREFECT_API_URL", None)
         server.stop()
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from moclip.config import ClipConfig, FeatureSettings, MVConfig, RunConfig
+
+if TYPE_CHECKING:
+    from moclip.corpus import CorpusSpec
 
 Layout = Literal["folder", "ucf101", "hmdb51", "manifest", "unlabeled"]
 
@@ -45,6 +48,12 @@ class IndexParams(BaseModel):
     retry_failed: bool = Field(False, description="re-decode videos that failed before")
     storage_options: dict = Field(default_factory=dict, description="fsspec options for `out`")
 
+    def corpus_spec(self) -> CorpusSpec:
+        from moclip.corpus import CorpusSpec  # pandas: not for every command line
+
+        return CorpusSpec(root=self.corpus, layout=self.layout, split_dir=self.split_dir, split=self.split,
+                          manifest=self.manifest, allow_outside_root=self.allow_outside_root)
+
     def settings(self) -> FeatureSettings:
         return FeatureSettings(
             mv=MVConfig(segments=self.segments, grid=self.grid, backend=self.mv_backend, max_frames=self.max_frames),
@@ -55,7 +64,7 @@ class IndexParams(BaseModel):
     def resolved_precision(self) -> str:
         if self.clip_precision != "auto":
             return self.clip_precision
-        from moclip.clip import default_precision
+        from moclip.precision import default_precision  # torch only, not open_clip
 
         return default_precision(self.device)
 

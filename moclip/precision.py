@@ -16,6 +16,28 @@ def native_bf16_cpu() -> bool:
     return any(getattr(cpu, name, lambda: False)() for name in checks)
 
 
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> cuda if available else cpu; a cuda device without CUDA is a clear error."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use device 'cpu'")
+    return dev
+
+
+def default_precision(device: str = "auto") -> str:
+    """The fastest precision that keeps embeddings close to fp32 on this machine.
+
+    fp16 on CUDA; bf16 on CPUs with native bf16 instructions (AVX512-BF16 or AMX: ~3.5x faster than fp32 for
+    ViT-B-32 here, embeddings within cosine 0.999 of fp32); fp32 elsewhere, where bf16 is emulated and slower.
+    """
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        return "fp16"
+    return "bf16" if native_bf16_cpu() else "fp32"
+
+
 def train_precision(device: torch.device, precision: str = "auto") -> str:
     """Precision for training small nets: bf16 where it is native (CPU with AVX512-BF16/AMX, CUDA with bf16), else
     fp32. bf16 keeps fp32's range, so no loss scaling is needed; weights and optimiser state stay fp32."""

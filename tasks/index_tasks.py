@@ -7,7 +7,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from moclip.config import FeatureSettings, RunConfig
-from moclip.corpus import CorpusSpec, load_corpus
+from moclip.corpus import load_corpus
 from moclip.dataset import IndexPlan, Store, plan_index, rewrite_old_shards
 from moclip.params import IndexParams
 from moclip.workers.isolated import index_shard_isolated
@@ -18,9 +18,7 @@ from moclip.workers.shard_worker import ShardResult, index_shard
 def list_corpus(params: IndexParams) -> pd.DataFrame:
     """The corpus as one table (video_id, path, label, split, group). A DataFrame, not a list of dicts: Prefect
     walks list and dict parameters of the next task element by element (~0.15 s per 2,000 videos)."""
-    spec = CorpusSpec(root=params.corpus, layout=params.layout, split_dir=params.split_dir, split=params.split,
-                      manifest=params.manifest, allow_outside_root=params.allow_outside_root)
-    return load_corpus(spec)
+    return load_corpus(params.corpus_spec())
 
 
 @task(name="plan-index", cache_policy=NO_CACHE)

@@ -9,7 +9,7 @@ import pandas as pd
 from moclip.corpus.folder import load_folder
 from moclip.corpus.hmdb51 import load_hmdb51
 from moclip.corpus.manifest import load_manifest
-from moclip.corpus.table import CorpusError
+from moclip.corpus.table import CorpusError, check_file, check_root
 from moclip.corpus.ucf101 import load_ucf101
 from moclip.corpus.unlabeled import load_unlabeled
 
@@ -45,6 +45,15 @@ class CorpusSpec:
             raise CorpusError("layout 'manifest' needs manifest= (the CSV path)")
         if self.layout != "manifest" and not self.root:
             raise CorpusError(f"layout {self.layout!r} needs a corpus root")
+
+    def check(self) -> None:
+        """Raise :class:`CorpusError` now if the corpus root (or the manifest) is missing: jobs check before they
+        start anything (a server, workers), so a typo in a path costs a second, not a minute."""
+        if self.layout == "manifest":
+            assert self.manifest is not None  # checked in __post_init__
+            check_file(self.manifest, "manifest")
+        if self.root:
+            check_root(self.root)
 
 
 def load_corpus(spec: CorpusSpec) -> pd.DataFrame:
