@@ -8,6 +8,7 @@ in the isolated retry's child process alike.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -47,34 +48,37 @@ def env(tmp_path: Path, faults: str) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fault", ["crash", "hang"])
-def test_a_crash_or_hang_in_a_worker_costs_one_video(tmp_path, fault):
-    # 6 videos, shards of 3 (left/a0, left/a4, left/<fault> | right/a1, right/a3, right/a5): the culprit kills (or
-    # hangs) the Dask worker of its shard, which is retried in isolation; the other shard is indexed as usual.
-    small_corpus(tmp_path / "corpus", ["a0", "a1", fault, "a3", "a4", "a5"])
+def test_a_crash_and_a_hang_in_workers_cost_one_video_each(tmp_path):
+    # 12 videos in 4 shards of 3 (left/a0 a2 a4 | left/a6 a8 crash | right/a1 a3 a5 | right/a7 a9 hang): a culprit
+    # kills (SIGSEGV) or hangs its Dask worker, and every shard that worker held is retried in isolation, where
+    # only the culprits fail; the run goes on with the restarted workers. (Which shards a dying worker held depends
+    # on Dask's scheduling; the hard limit on a hung worker has its own test below.)
+    small_corpus(tmp_path / "corpus", [f"a{i}" for i in range(10)] + ["crash", "hang"])
     out = tmp_path / "ds"
     cmd = [MOCLIP, "index", str(tmp_path / "corpus"), "--out", str(out), "--clip-weights", "none", "--frames", "2",
            "--workers", "2", "--shard-size", "3", "--precision", "fp32", "--decode-hard-timeout", "3", "--json"]
-    r = subprocess.run(cmd, env=env(tmp_path, f"{fault}:/{fault}.mp4"), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(cmd, env=env(tmp_path, "crash:/crash.mp4;hang:/hang.mp4"), capture_output=True, text=True,
+                       timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
 
-    culprit = f"left/{fault}.mp4"
+    culprits = {"crash": "left/crash.mp4", "hang": "right/hang.mp4"}
     summary = json.loads(r.stdout[r.stdout.index("\n{") + 1:])
-    assert summary["indexed_ok"] == 5 and summary["failed"] == 1 and not summary["crashed_shards"]
-    [retry] = summary["isolated_retries"]
-    assert "KilledWorker" in retry["error"] and retry["culprits"] == [culprit]
-    assert f"1 shards retried in isolation (decoder crashed or hung on: {culprit})" in r.stdout
-    if fault == "hang":
-        assert "Timeout (0:00:03)!" in r.stderr  # the hard limit ended the hung worker: stacks dumped, then exit
+    assert summary["indexed_ok"] == 10 and summary["failed"] == 2 and not summary["crashed_shards"]
+    retries = summary["isolated_retries"]
+    assert sorted(c for retry in retries for c in retry["culprits"]) == sorted(culprits.values())
+    assert 2 <= len(retries) <= 4 and all("KilledWorker" in retry["error"] for retry in retries)
+    assert re.search(r"\b[234] shards retried in isolation \(decoder crashed or hung on: left/crash\.mp4, "
+                     r"right/hang\.mp4\)", r.stdout), r.stdout[-2000:]
 
     df = read_metadata(str(out)).set_index("video_id")
-    assert df.index.is_unique and len(df) == 6
-    assert df.loc[culprit, "status"] == "failed" and df.loc[culprit, "error"] == REASONS[fault]
-    good = df.drop(culprit)
+    assert df.index.is_unique and len(df) == 12
+    for fault, culprit in culprits.items():
+        assert df.loc[culprit, "status"] == "failed" and df.loc[culprit, "error"] == REASONS[fault]
+    good = df.drop(list(culprits.values()))
     assert (good["status"] == "ok").all()
     feats = load_features(str(out))
     assert sorted(feats.meta["video_id"]) == sorted(good.index)
-    assert feats.mv.shape[0] == 5 and feats.clip.shape == (5, 2, 512) and np.isfinite(feats.clip).all()
+    assert feats.mv.shape[0] == 10 and feats.clip.shape == (10, 2, 512) and np.isfinite(feats.clip).all()
 
 
 def test_isolated_retry_matches_index_shard(tmp_path, monkeypatch):

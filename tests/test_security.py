@@ -6,46 +6,28 @@ Bundles (safetensors + SHA-256, tampered bundle refused) are tested in test_trai
 
 from __future__ import annotations
 
-import ast
-import subprocess
-import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
-from helpers.cli import cli_env
 
-pytestmark = pytest.mark.integration  # starts the local Prefect server in a child process
+pytestmark = pytest.mark.integration  # the local Prefect server (the session's, started as the CLI starts its own)
 
-REPO = Path(__file__).resolve().parents[1]
 
-LISTENERS = r"""
-import os, sys
-from urllib.parse import urlparse
-from flows.runtime import prefect_api
-
-def listening(port):
-    # (local address, state) of TCP sockets on this port; state 0A = LISTEN
+def listening(port: int) -> list[str]:
+    """Local addresses (hex, as /proc has them) of TCP sockets in state LISTEN (0A) on ``port``."""
     out = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in open(table).read().splitlines()[1:]:
+        for line in Path(table).read_text().splitlines()[1:]:
             local, state = line.split()[1], line.split()[3]
             if int(local.rsplit(":", 1)[1], 16) == port and state == "0A":
                 out.append(local.rsplit(":", 1)[0])
     return out
 
-with prefect_api() as url:
-    u = urlparse(url)
-    print(u.hostname, listening(u.port))
-"""
 
-
-def test_the_local_prefect_server_listens_on_loopback_only(tmp_path):
-    env = cli_env(tmp_path / "prefect", PYTHONPATH=str(REPO))
-    out = subprocess.run([sys.executable, "-c", LISTENERS], env=env, cwd=REPO, capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    host, addrs = out.stdout.strip().splitlines()[-1].split(" ", 1)
-    assert host == "127.0.0.1"
-    addrs = ast.literal_eval(addrs)  # a printed list of hex addresses
+def test_the_local_prefect_server_listens_on_loopback_only(prefect_api):
+    u = urlparse(prefect_api)  # flows.runtime.prefect_api, the CLI's own local server
+    assert u.hostname == "127.0.0.1"
+    addrs = listening(u.port)
     assert addrs, "the server was not listening"
     assert all(a == "0100007F" for a in addrs), addrs  # 127.0.0.1 in /proc's little-endian hex; never 0.0.0.0

@@ -29,9 +29,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import re
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -525,6 +527,22 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _write_clip(spec: ClipSpec, path: Path) -> dict[str, Any]:
+    """Encode one clip under a hidden temporary name, rename it into place, and return its stamp record."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        encode_clip(spec, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {
+        "path": spec.relpath, "label": spec.label, "stream": spec.stream, "codec": spec.variant.codec,
+        "bframes": spec.variant.bframes, "container": spec.variant.container, "n_frames": spec.n_frames,
+        "gop": spec.gop, "bytes": path.stat().st_size, "sha256": _sha256(path),
+    }
+
+
 def generate_demo_corpus(
     out_dir: str | Path, *, seed: int = 0, clips_per_class: int = 20, overwrite: bool = False,
 ) -> list[Path]:
@@ -536,7 +554,8 @@ def generate_demo_corpus(
     only some clips are missing or truncated, only those are regenerated.
     A folder holding another seed's corpus, or anything else, is only written into with ``overwrite=True``
     (which regenerates every clip and deletes stale demo clips from the class folders, nothing else).
-    Each file is written under a hidden temporary name and renamed into place.
+    Each file is written under a hidden temporary name and renamed into place; clips are encoded one process
+    per core.
     """
     out = Path(out_dir)
     specs = plan_demo_corpus(seed=seed, clips_per_class=clips_per_class)
@@ -559,23 +578,15 @@ def generate_demo_corpus(
     out.mkdir(parents=True, exist_ok=True)
     (out / STAMP_NAME).unlink(missing_ok=True)  # the corpus is incomplete until the new stamp lands
     _prune(out, set(paths))
-    records = []
-    for spec, path in zip(specs, paths):
-        if spec.relpath in keep:
-            records.append(keep[spec.relpath])
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            encode_clip(spec, tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        records.append({
-            "path": spec.relpath, "label": spec.label, "stream": spec.stream, "codec": spec.variant.codec,
-            "bframes": spec.variant.bframes, "container": spec.variant.container, "n_frames": spec.n_frames,
-            "gop": spec.gop, "bytes": path.stat().st_size, "sha256": _sha256(path),
-        })
+    todo = [(spec, path) for spec, path in zip(specs, paths) if spec.relpath not in keep]
+    workers = min(len(todo), os.cpu_count() or 1)
+    if workers > 1:  # one process per core (clips are independent; each encoder is single-threaded, so byte-exact)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            written = list(pool.map(_write_clip, *zip(*todo), chunksize=max(1, len(todo) // (8 * workers))))
+    else:
+        written = [_write_clip(spec, path) for spec, path in todo]
+    keep.update({r["path"]: r for r in written})
+    records = [keep[spec.relpath] for spec in specs]
     stamp = {
         "kind": "moclip-demo-corpus", "version": DEMO_CORPUS_VERSION, "seed": seed,
         "clips_per_class": clips_per_class, "width": WIDTH, "height": HEIGHT, "fps": FPS,

@@ -51,7 +51,7 @@ def summarize(
 def one_line(s: dict) -> str:
     crashed = sum(len(c["video_ids"]) for c in s["crashed_shards"])
     retried = s.get("isolated_retries", [])
-    culprits = [v for r in retried for v in r["culprits"]]
+    culprits = sorted(v for r in retried for v in r["culprits"])
     return (f"{s['corpus_videos']} videos: {s['indexed_ok']} indexed, {s['failed']} failed, "
             f"{s['unchanged']} unchanged, {s['deleted']} deleted"
             + (f", {crashed} in crashed shards" if crashed else "")
