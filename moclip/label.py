@@ -24,14 +24,13 @@ import torch
 from moclip import zeroshot
 from moclip.bundle import load_bundle
 from moclip.dataset import Store, load_features, read_manifest
-from moclip.precision import autocast, train_precision
+from moclip.precision import autocast, resolve_device, train_precision
 from moclip.train import calibrate
 from moclip.train.pipeline import (
     check_settings,
     fused_features,
     load_clip_model,
     mv_missing,
-    pick_device,
     rebuild,
     text_cache_id,
 )
@@ -61,7 +60,7 @@ def predict(dataset: str, model: str | Path, top_k: int = 5, extra_classes: list
     m = bundle.meta
     manifest = read_manifest(dataset) or {}
     check_settings(dataset, manifest, m)
-    dev = pick_device(device)
+    dev = resolve_device(device)
     fs = load_features(dataset)
     models = rebuild(bundle, dev)
     classes = m["classes"]

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from helpers.cli import MOCLIP, cli_env
 from helpers.datasets import motion_corpus
+from helpers.procs import stop
 
 from moclip.dataset import load_features, read_manifest, read_metadata
 
@@ -31,20 +32,26 @@ def env(tmp_path: Path, run: str) -> dict:
 def test_kill_9_then_rerun_equals_uninterrupted(tmp_path):
     corpus = motion_corpus(tmp_path / "corpus", per_class=4, n_frames=30)  # 16 videos, 16 shards
     ref, killed = tmp_path / "ref", tmp_path / "killed"
-    assert subprocess.run(index_cmd(corpus, ref), env=env(tmp_path, "ref"), capture_output=True,
-                          timeout=600).returncode == 0
-
-    proc = subprocess.Popen(index_cmd(corpus, killed), env=env(tmp_path, "killed"), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while len(list(killed.glob("part-*.parquet"))) < 3:
-        assert proc.poll() is None, "the run ended before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # the CLI, its Prefect server, the Dask scheduler and workers
-    proc.wait(30)
-    partial = len(list(killed.glob("part-*.parquet")))
-    assert 3 <= partial < 16 and not (killed / "_manifest.json").exists()
+    # the uninterrupted reference runs alongside the run that is killed (its own output and Prefect home)
+    ref_log = tmp_path / "ref.log"
+    with ref_log.open("w") as log:
+        reference = subprocess.Popen(index_cmd(corpus, ref), env=env(tmp_path, "ref"), stdout=log, stderr=log,
+                                     start_new_session=True)
+    try:
+        proc = subprocess.Popen(index_cmd(corpus, killed), env=env(tmp_path, "killed"), start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+        while len(list(killed.glob("part-*.parquet"))) < 3:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)  # the CLI, its Prefect server, the Dask scheduler and workers
+        proc.wait(30)
+        partial = len(list(killed.glob("part-*.parquet")))
+        assert 3 <= partial < 16 and not (killed / "_manifest.json").exists()
+        assert reference.wait(600) == 0, ref_log.read_text()[-2000:]
+    finally:
+        stop(reference)  # the whole process group, if it still runs
 
     r = subprocess.run(index_cmd(corpus, killed), env=env(tmp_path, "rerun"), capture_output=True, text=True,
                        timeout=600)

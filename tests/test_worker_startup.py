@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from moclip.config import ClipConfig
+
 pytestmark = pytest.mark.integration  # real LocalCluster workers, a Prefect server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,11 +52,26 @@ def test_workers_start_with_the_requested_clip_encoder_built(tmp_path):
     assert cached_in_workers(tmp_path, "bf16", "cpu") == [1, 1]  # the requested precision, not the default fp32
 
 
-def test_workers_build_their_own_without_a_request_or_off_the_cpu(tmp_path):
+def test_workers_build_their_own_without_a_request(tmp_path):
     assert cached_in_workers(tmp_path, "-") == [0, 0]
-    # a process that forks must never initialise CUDA: a GPU request is not preloaded (here: no CUDA at all, so the
-    # request is dropped; with CUDA, the fork server skips anything but "cpu")
-    assert cached_in_workers(tmp_path, "fp32", "cuda") == [0, 0]
+
+
+def test_a_gpu_run_asks_for_no_preload(monkeypatch):
+    """A process that forks must never initialise CUDA: a GPU request is not preloaded. Without CUDA the request is
+    dropped here (the flow reports the bad device); with CUDA it reaches the fork server, which refuses anything but
+    "cpu" (next test)."""
+    import torch
+
+    import flows.runtime as runtime
+    from moclip.workers import preload
+
+    monkeypatch.setattr(runtime, "_forkserver_env", None)  # as before the fork server starts
+    monkeypatch.delenv(preload.ENV, raising=False)
+    runtime.preload_clip_in_workers(ClipConfig(weights="none", precision="fp32"), "cuda")
+    if torch.cuda.is_available():
+        assert json.loads(os.environ[preload.ENV])["device"] == "cuda"
+    else:
+        assert preload.ENV not in os.environ
 
 
 def test_preload_refuses_anything_but_the_cpu(monkeypatch):

@@ -30,7 +30,7 @@ from moclip.models import (
     mvnet_config,
     set_input_scale,
 )
-from moclip.precision import autocast, train_precision
+from moclip.precision import autocast, resolve_device, train_precision
 from moclip.train import calibrate, metrics
 from moclip.train.augment import augment
 from moclip.train.loop import FitConfig, fit, predict
@@ -61,12 +61,6 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"  # training forward passes: auto (bf16 where native) | bf16 | fp32
     prompts: str = "short"  # zero-shot prompt ensemble: short | clip-ucf101 | plain
-
-
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @dataclass
@@ -197,7 +191,7 @@ def train(url: str, out: str | Path, cfg: TrainConfig | None = None,
     cfg = cfg or TrainConfig()
     times: dict[str, float] = {}
     t = time.perf_counter()
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     precision = train_precision(device, cfg.precision)
     torch.manual_seed(cfg.seed)
     manifest = read_manifest(url) or {}
@@ -373,7 +367,7 @@ def evaluate(url: str, model: str | Path, device: str = "auto") -> dict:
     bundle = load_bundle(model)
     m = bundle.meta
     cfg = TrainConfig(**m["train_config"])
-    dev = pick_device(device)
+    dev = resolve_device(device)
     manifest = read_manifest(url) or {}
     check_settings(url, manifest, m)
     p = prepare(url, cfg, dev, classes=m["classes"])
