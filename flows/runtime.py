@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import multiprocessing
@@ -54,8 +55,9 @@ def start_worker_forkserver() -> None:
     It imports torch, open_clip, Prefect and moclip once, in the background; workers forked from it start in
     ~0.3 s instead of each spawning a fresh interpreter and importing all of that (~4 s on 2 cores), and exit as
     fast. The server is single-threaded, so forking it is safe. Call it once the environment the workers need is
-    final (the CLI does, right after its Prefect server is up); ``local_cluster`` falls back to spawning workers
-    when the environment has changed since.
+    final (``prefect_api`` does, right after it launched the local server and exported its URL; an index flow does
+    before it checks the CLIP weights); ``local_cluster`` falls back to spawning workers when the environment has
+    changed since.
     """
     global _forkserver_env
     if _forkserver_env is not None or "forkserver" not in multiprocessing.get_all_start_methods():
@@ -67,7 +69,7 @@ def start_worker_forkserver() -> None:
 
 def preload_clip_in_workers(clip: ClipConfig, device: str) -> None:
     """Have local workers start with this CLIP encoder already built (``moclip.workers.preload``). It takes effect
-    only when the fork server has not started yet: the CLI calls it before ``prefect_api``."""
+    only when the fork server has not started yet (``prefect_api(workers_clip=...)`` asks before it starts it)."""
     from moclip.precision import resolve_device  # torch only: open_clip imports elsewhere
 
     if _forkserver_env is None:
@@ -77,8 +79,10 @@ def preload_clip_in_workers(clip: ClipConfig, device: str) -> None:
             pass
 
 
-# set by torch and open_clip when they are imported: the fork server imports them too, so its workers have them
-IMPORT_SET_ENV = {"TORCHINDUCTOR_CACHE_DIR", "TOKENIZERS_PARALLELISM"}
+# Set by a process for itself, so not a reason to spawn workers instead of forking them: by torch and open_clip when
+# they are imported (the fork server imports them too), and by moclip's Hugging Face hub probe
+# (moclip.clip.pretrained.ensure_hub_mode), which the fork server's preload and each worker run themselves.
+IMPORT_SET_ENV = {"TORCHINDUCTOR_CACHE_DIR", "TOKENIZERS_PARALLELISM", "HF_HUB_OFFLINE"}
 
 
 def _env_for_workers(env: Any) -> dict[str, str] | None:
@@ -179,7 +183,7 @@ class LocalServer:
             [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
              "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
              "--log-level", "error", "--lifespan", "on"], env=env)
-
+        atexit.register(self.stop)  # as Prefect's own does: no server outlives this process
     def wait_ready(self, timeout_s: float) -> None:
         """Return once ``/health`` answers 200; RuntimeError if the process ends or ``timeout_s`` passes first."""
         import httpx
@@ -226,8 +230,10 @@ def _second_try(budget: int) -> LocalServer:
     try:
         server.wait_ready(budget)
         return server
-    except RuntimeError as e:
+    except BaseException as e:
         server.stop()
+        if not isinstance(e, RuntimeError):
+            raise
         raise RuntimeError(
             f"could not start a local Prefect server (two tries of up to {budget} s each): {e}. Its first "
             f"start creates its database under PREFECT_HOME ({_prefect_home()}), which is slow on a busy or small "

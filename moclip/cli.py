@@ -235,7 +235,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     tp = _train_params(args, str(out / "dataset"), str(out / "model"), str(out))
     from flows.runtime import prefect_api
 
-    with prefect_api(("flows.index_flow", "flows.train_flow"), (params.settings().clip, params.run_config().device)):
+    run = params.run_config()
+    workers_clip = None if run.dask_address else (params.settings().clip, run.device)  # local workers only
+    with prefect_api(("flows.index_flow", "flows.train_flow"), workers_clip):
         from flows.train_flow import train_and_evaluate
 
         _run_index(params, server_running=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pytest
@@ -68,19 +69,24 @@ def test_train_evaluate_and_label_commands(tmp_path, moclip):
     assert f"model bundle written to {model}" in r.stdout and (model / "bundle.json").exists()
     assert "mv-net epoch 0: loss" in r.stderr and "temperatures (fitted on val)" in r.stderr  # progress, no TTY
 
-    r = moclip("evaluate", ds, "--model", str(model), "--out", str(report))
+    archive = tmp_path / "archive"
+    make_video(archive / "new_right.mp4", dx=3, n_frames=16, seed=70)
+    make_video(archive / "still_intra.mp4", dx=3, n_frames=16, gop=1, seed=71)
+    # evaluate and label both only read the model: run side by side, each with a Prefect home of its own
+    with ThreadPoolExecutor(2) as pool:
+        evaluating = pool.submit(run_moclip, "evaluate", ds, "--model", str(model), "--out", str(report),
+                                 home=tmp_path / "home-evaluate", timeout=300)
+        labelling = pool.submit(run_moclip, "label", str(archive), "--model", str(model), "--out",
+                                str(tmp_path / "labels"), "--workers", "1", "--top-k", "2", "--extra-classes",
+                                "juggling, swimming", home=tmp_path / "home-label", timeout=300)
+        r, rl = evaluating.result(), labelling.result()
     assert r.returncode == 0, r.stderr[-3000:]
     assert "WARNING: CLIP weights were RANDOM" in r.stdout and "test top-1 (2 videos)" in r.stdout  # 20 % of 12
     md = (report / "report.md").read_text()
     assert "## Calibration (test set)" in md and (report / "report.html").exists()
 
-    archive = tmp_path / "archive"
-    make_video(archive / "new_right.mp4", dx=3, n_frames=16, seed=70)
-    make_video(archive / "still_intra.mp4", dx=3, n_frames=16, gop=1, seed=71)
-    r = moclip("label", str(archive), "--model", str(model), "--out", str(tmp_path / "labels"), "--workers", "1",
-               "--top-k", "2", "--extra-classes", "juggling, swimming")
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "2 videos labelled (0 failed to index)" in r.stdout
+    assert rl.returncode == 0, rl.stderr[-3000:]
+    assert "2 videos labelled (0 failed to index)" in rl.stdout
     preds = pd.read_parquet(tmp_path / "labels" / "predictions.parquet").set_index("video_id")
     assert preds["mv_missing"].to_dict() == {"new_right.mp4": False, "still_intra.mp4": True}
     assert all(set(z) == {"juggling", "swimming"} for z in preds["zero_shot_labels"])

@@ -51,8 +51,9 @@ def env(tmp_path: Path, faults: str) -> dict:
 def test_a_crash_and_a_hang_in_workers_cost_one_video_each(tmp_path):
     # 12 videos in 4 shards of 3 (left/a0 a2 a4 | left/a6 a8 crash | right/a1 a3 a5 | right/a7 a9 hang): a culprit
     # kills (SIGSEGV) or hangs its Dask worker, and every shard that worker held is retried in isolation, where
-    # only the culprits fail; the run goes on with the restarted workers. (Which shards a dying worker held depends
-    # on Dask's scheduling; the hard limit on a hung worker has its own test below.)
+    # only the culprits fail; the run goes on with the restarted workers. Which shards a dying worker held depends
+    # on Dask's scheduling, so the hang may meet its hard limit (--decode-hard-timeout, passed through to both) in
+    # a Dask worker or in the isolated retry; index_shard's own hard limit on a process stuck in C has its own test.
     small_corpus(tmp_path / "corpus", [f"a{i}" for i in range(10)] + ["crash", "hang"])
     out = tmp_path / "ds"
     cmd = [MOCLIP, "index", str(tmp_path / "corpus"), "--out", str(out), "--clip-weights", "none", "--frames", "2",

@@ -32,8 +32,10 @@ import math
 import multiprocessing
 import os
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -543,6 +545,30 @@ def _write_clip(spec: ClipSpec, path: Path) -> dict[str, Any]:
     }
 
 
+_POOL_ENV = "MOCLIP_DEMO_POOL"  # set while _write_clips' processes start
+
+
+def _write_clips(todo: list[tuple[ClipSpec, Path]]) -> list[dict[str, Any]]:
+    """Encode ``todo`` one process per usable core (clips are independent and each encoder is single-threaded, so
+    the files are byte-identical to a serial run), serially where a process pool cannot start."""
+    workers = min(len(todo), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    if workers > 1:
+        before = os.environ.get(_POOL_ENV)
+        os.environ[_POOL_ENV] = "1"  # inherited by the pool's processes (see generate_demo_corpus)
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            return list(pool.map(_write_clip, *zip(*todo), chunksize=max(1, len(todo) // (8 * workers))))
+        except BrokenProcessPool:  # no processes could start here: encode them all serially (identical bytes)
+            pass
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # on Ctrl-C too: no clip is encoded after it
+            if before is None:
+                os.environ.pop(_POOL_ENV, None)
+            else:
+                os.environ[_POOL_ENV] = before
+    return [_write_clip(spec, path) for spec, path in todo]
+
+
 def generate_demo_corpus(
     out_dir: str | Path, *, seed: int = 0, clips_per_class: int = 20, overwrite: bool = False,
 ) -> list[Path]:
@@ -560,6 +586,10 @@ def generate_demo_corpus(
     out = Path(out_dir)
     specs = plan_demo_corpus(seed=seed, clips_per_class=clips_per_class)
     paths = [out / s.relpath for s in specs]
+    if os.environ.get(_POOL_ENV) and "__mp_main__" in sys.modules:
+        # a process of _write_clips' pool, importing a caller's script that calls this without an
+        # ``if __name__ == "__main__":`` guard: the caller writes the clips; this process only encodes what it is sent
+        return paths
     stamp = read_stamp(out)
     keep: dict[str, dict[str, Any]] = {}
     if stamp is not None and not overwrite:
@@ -579,13 +609,7 @@ def generate_demo_corpus(
     (out / STAMP_NAME).unlink(missing_ok=True)  # the corpus is incomplete until the new stamp lands
     _prune(out, set(paths))
     todo = [(spec, path) for spec, path in zip(specs, paths) if spec.relpath not in keep]
-    workers = min(len(todo), os.cpu_count() or 1)
-    if workers > 1:  # one process per core (clips are independent; each encoder is single-threaded, so byte-exact)
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            written = list(pool.map(_write_clip, *zip(*todo), chunksize=max(1, len(todo) // (8 * workers))))
-    else:
-        written = [_write_clip(spec, path) for spec, path in todo]
-    keep.update({r["path"]: r for r in written})
+    keep.update({r["path"]: r for r in _write_clips(todo)})
     records = [keep[spec.relpath] for spec in specs]
     stamp = {
         "kind": "moclip-demo-corpus", "version": DEMO_CORPUS_VERSION, "seed": seed,
