@@ -184,6 +184,7 @@ class LocalServer:
              "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
              "--log-level", "error", "--lifespan", "on"], env=env)
         atexit.register(self.stop)  # as Prefect's own does: no server outlives this process
+
     def wait_ready(self, timeout_s: float) -> None:
         """Return once ``/health`` answers 200; RuntimeError if the process ends or ``timeout_s`` passes first."""
         import httpx
@@ -221,12 +222,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _second_try(budget: int) -> LocalServer:
-    """The one retry of a local server that did not answer in time, on a new port (the first start of a new Prefect
-    home creates and migrates its database; a second start reuses it). Its URL is in ``PREFECT_API_URL``."""
+def _launch_server() -> LocalServer:
+    """Launch a local server and export its URL (``PREFECT_API_URL``) before it answers: a fork server started now
+    hands it to its workers."""
     server = LocalServer()
     server.launch()
     os.environ["PREFECT_API_URL"] = server.api_url
+    return server
+
+
+def _second_try(budget: int) -> LocalServer:
+    """The one retry of a local server that did not answer in time, on a new port (the first start of a new Prefect
+    home creates and migrates its database; a second start reuses it). Its URL is in ``PREFECT_API_URL``."""
+    server = _launch_server()
     try:
         server.wait_ready(budget)
         return server
@@ -266,9 +274,7 @@ def prefect_api(preload: tuple[str, ...] = (), workers_clip: tuple[ClipConfig, s
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry calls from our server
     budget = server_startup_budget()
-    server = LocalServer()
-    server.launch()
-    os.environ["PREFECT_API_URL"] = server.api_url  # before the fork server starts: its workers inherit it
+    server = _launch_server()  # first: it boots while the rest below imports
     ready = False
     try:
         if workers_clip is not None:

@@ -88,14 +88,18 @@ def _index_params(args: argparse.Namespace, corpus: str, out: str, clip_weights:
     )
 
 
+def _workers_clip(params: IndexParams) -> tuple | None:
+    """What the local workers' fork server should build for them (CLIP config, device); None on a Dask cluster."""
+    run = params.run_config()
+    return None if run.dask_address else (params.settings().clip, run.device)
+
+
 def _run_index(params: IndexParams, server_running: bool = False) -> dict:
     params.corpus_spec().check()  # a missing corpus fails now, before the server and the workers start
     from flows.runtime import prefect_api
     from moclip.report.index_summary import one_line
 
-    run = params.run_config()
-    workers_clip = None if run.dask_address else (params.settings().clip, run.device)  # local workers only
-    with contextlib.nullcontext() if server_running else prefect_api(("flows.index_flow",), workers_clip):
+    with contextlib.nullcontext() if server_running else prefect_api(("flows.index_flow",), _workers_clip(params)):
         from flows.index_flow import index_corpus
 
         summary = index_corpus(params)
@@ -183,9 +187,7 @@ def cmd_label(args: argparse.Namespace) -> int:
 
     workers_clip = None
     with contextlib.suppress(Exception):  # a bad model path is reported by the flow itself
-        index = params.index_params(index_settings_of(params.model))
-        if not params.dask_address:  # local workers only
-            workers_clip = (index.settings().clip, index.run_config().device)
+        workers_clip = _workers_clip(params.index_params(index_settings_of(params.model)))
     with prefect_api(("flows.label_flow",), workers_clip):
         from flows.label_flow import label_archive
 
@@ -235,9 +237,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     tp = _train_params(args, str(out / "dataset"), str(out / "model"), str(out))
     from flows.runtime import prefect_api
 
-    run = params.run_config()
-    workers_clip = None if run.dask_address else (params.settings().clip, run.device)  # local workers only
-    with prefect_api(("flows.index_flow", "flows.train_flow"), workers_clip):
+    with prefect_api(("flows.index_flow", "flows.train_flow"), _workers_clip(params)):
         from flows.train_flow import train_and_evaluate
 
         _run_index(params, server_running=True)
