@@ -28,10 +28,11 @@ from moclip.params import IndexParams  # noqa: E402
 from moclip.sharding import make_shards  # noqa: E402
 
 
-def run_index(corpus: Path, out: Path, **kw) -> tuple[dict, float]:
+def run_index(corpus: Path, out: Path, clip_frames: int = 8, **run: object) -> tuple[dict, float]:
     from flows.index_flow import index_corpus
 
-    params = IndexParams(corpus=str(corpus), out=str(out), clip_weights="none", **kw)
+    params = IndexParams(corpus={"root": str(corpus)}, out=str(out), run=run,
+                         features={"clip": {"weights": "none", "frames": clip_frames}})
     t = time.perf_counter()
     summary = index_corpus(params)
     summary["bench_started_at"] = time.time() - (time.perf_counter() - t)  # wall clock, as the shard timeline
@@ -98,7 +99,8 @@ def main() -> int:
              f"Prefect state updates) and the tail (idle while the other worker finishes, cluster close, commit, "
              f"manifest). Medians of {args.reps} interleaved runs.", ""]
     # as `moclip index` does: the fork server that workers are forked from builds the CLIP encoder once
-    preload_clip_in_workers(IndexParams(corpus=str(demo), out=str(tmp), clip_weights="none").settings().clip, "cpu")
+    preload_clip_in_workers(IndexParams(corpus={"root": str(demo)}, out=str(tmp),
+                                        features={"clip": {"weights": "none"}}).settings().clip, "cpu")
     with prefect_api(preload=("flows.index_flow",)):
         run_index(demo, tmp / "warm", workers=1, shard_size=200, clip_frames=1)  # imports, caches, server warm
 

@@ -124,11 +124,12 @@ def bench_clip(files: list[str], precision: str, reps: int, batch: int = 64) -> 
 
 
 def bench_storage(files: list[str], tmp: str) -> str:
-    from moclip.workers.shard_worker import index_shard
+    from moclip.indexing.shard import ShardTarget, index_shard
 
     videos = [{"video_id": Path(f).name + str(i), "path": f} for i, f in enumerate(files)]
     settings = FeatureSettings(clip=ClipConfig(weights="none"))
-    res = index_shard(videos, settings, tmp, "part-bench.parquet", RunConfig(), "bench")
+    res = index_shard(videos, "part-bench.parquet",
+                      ShardTarget(features=settings, run=RunConfig(), out=tmp, settings_hash="bench"))
     return f"| {res.n_ok} | {res.bytes_written / max(res.n_ok, 1) / 1024:.1f} KiB |"
 
 

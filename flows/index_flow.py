@@ -23,13 +23,12 @@ from flows.runtime import (
     without_heartbeats,
 )
 from moclip.clip import load_clip, resolve_weights
-from moclip.config import FeatureSettings, RunConfig
 from moclip.dataset import Store, write_manifest
+from moclip.indexing.shard import ShardResult, ShardTarget
 from moclip.params import IndexParams
 from moclip.progress import Progress
 from moclip.report.index_summary import one_line, summarize, to_markdown
 from moclip.sharding import Shard, load_shards, make_shards, new_run_id, save_shards
-from moclip.workers.shard_worker import ShardResult
 from tasks.index_tasks import commit, index_shard_isolated_task, index_shard_task, list_corpus, plan
 
 
@@ -41,17 +40,13 @@ def _for_manifest(summary: dict, cap: int = 200) -> dict:
 
 
 @flow(name="extract-features")
-def extract_features(
-    shard_plan: str, settings: FeatureSettings, run: RunConfig, out: str, settings_hash: str,
-    storage_options: dict,
-) -> tuple[list[ShardResult], list[dict]]:
+def extract_features(shard_plan: str, target: ShardTarget) -> tuple[list[ShardResult], list[dict]]:
     """Fan out one task per shard of the plan (a JSON file: see ``moclip.sharding.save_shards``). A shard whose
     task fails (e.g. a decoder crashed or hung and took its worker down) is retried once with each video decoded in
     its own process; only if that fails too is it reported as crashed, never fatal."""
     logger = get_run_logger()
     shards = load_shards(shard_plan)
-    args = (settings, run, out, settings_hash, storage_options)
-    futures = {index_shard_task.submit(s.videos, s.name, *args): s for s in shards}
+    futures = {index_shard_task.submit(s.videos, s.name, target): s for s in shards}
     n_videos = sum(len(s.videos) for s in shards)
     progress_id = create_progress_artifact(0.0, description=f"Indexing {n_videos} videos in {len(shards)} shards")
     results: list[ShardResult] = []
@@ -70,7 +65,7 @@ def extract_features(
             except Exception as exc:  # noqa: BLE001 - any failure of a shard gets one isolated retry
                 error = f"{type(exc).__name__}: {exc}"[:500]
                 logger.warning("shard %s failed (%s); retrying its videos one by one in isolation", shard.name, error)
-                retries[index_shard_isolated_task.submit(shard.videos, shard.name, *args, error)] = shard
+                retries[index_shard_isolated_task.submit(shard.videos, shard.name, target, error)] = shard
         for fut in as_completed(list(retries)):
             shard = retries[fut]
             try:
@@ -87,7 +82,7 @@ def extract_features(
 def index_corpus(params: IndexParams) -> dict:
     """Index a video corpus into a Parquet feature dataset (MV tensors + CLIP embeddings)."""
     t0 = time.perf_counter()
-    settings, run = params.settings(), params.run_config()
+    settings, run = params.settings(), params.run
     weights = resolve_weights(settings.clip.model, settings.clip.weights, settings.clip.activation)
     settings_hash = settings.settings_hash(weights.weights_id)
 
@@ -103,16 +98,17 @@ def index_corpus(params: IndexParams) -> dict:
         shards = make_shards(the_plan.to_index, run.shard_size, new_run_id(), local_workers(run))
         with tempfile.TemporaryDirectory(prefix="moclip-plan-") as tmp, without_heartbeats():
             save_shards(shards, Path(tmp) / "shards.json")
+            target = ShardTarget(features=settings, run=run, out=params.out, settings_hash=settings_hash,
+                                 storage_options=params.storage_options)
             results, crashed = extract_features.with_options(task_runner=dask_runner(run))(
-                str(Path(tmp) / "shards.json"), settings, run, params.out, settings_hash, params.storage_options)
+                str(Path(tmp) / "shards.json"), target)
     commit(the_plan, params)
 
     summary = summarize(len(videos), the_plan, results, crashed, time.perf_counter() - t0, params.out,
                         settings_hash, weights.weights_id, weights.kind == "none")
-    write_manifest(Store(params.out, params.storage_options), settings, settings_hash, weights.weights_id,
-                   weights.kind == "none", _for_manifest(summary),
-                   corpus={"root": params.corpus, "layout": params.layout, "split": params.split,
-                           "split_dir": params.split_dir, "manifest": params.manifest})
+    write_manifest(Store(params.out, params.storage_options), settings=settings, settings_hash=settings_hash,
+                   clip_weights_id=weights.weights_id, clip_random=weights.kind == "none",
+                   run_summary=_for_manifest(summary), corpus=params.corpus.model_dump())
     create_markdown_artifact(to_markdown(summary), key="index-summary", description=one_line(summary))
     get_run_logger().info(one_line(summary))
     return summary

@@ -19,8 +19,8 @@ import dask
 from distributed import LocalCluster
 from prefect_dask import DaskTaskRunner
 
+from flows import preload as clip_preload
 from moclip.config import ClipConfig, RunConfig
-from moclip.workers import preload as clip_preload
 
 
 def local_workers(run: RunConfig) -> int | None:
@@ -44,8 +44,8 @@ def dask_runner(run: RunConfig) -> DaskTaskRunner:
 
 
 # Imported once by the process Dask worker processes are forked from (see start_worker_forkserver).
-WORKER_PRELOAD = ["distributed", "torch", "open_clip", "prefect", "moclip.workers.shard_worker", "flows.index_flow",
-                  "moclip.workers.preload"]
+WORKER_PRELOAD = ["distributed", "torch", "open_clip", "prefect", "moclip.indexing.shard", "flows.index_flow",
+                  "flows.preload"]
 _forkserver_env: dict[str, str] | None = None  # the environment the fork server started with
 
 
@@ -68,7 +68,7 @@ def start_worker_forkserver() -> None:
 
 
 def preload_clip_in_workers(clip: ClipConfig, device: str) -> None:
-    """Have local workers start with this CLIP encoder already built (``moclip.workers.preload``). It takes effect
+    """Have local workers start with this CLIP encoder already built (``flows.preload``). It takes effect
     only when the fork server has not started yet (``prefect_api(workers_clip=...)`` asks before it starts it)."""
     from moclip.precision import resolve_device  # torch only: open_clip imports elsewhere
 

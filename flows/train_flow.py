@@ -9,7 +9,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from flows.runtime import without_heartbeats
-from moclip.params import TrainParams
+from moclip.params import EvaluateParams, TrainParams
 from tasks.train_tasks import evaluate_test, train_models, write_report
 
 
@@ -20,12 +20,12 @@ def train_model(params: TrainParams) -> str:
 
 
 @flow(name="evaluate-model")
-def evaluate_model(dataset: str, model: str, report_out: str, device: str = "auto") -> dict:
+def evaluate_model(params: EvaluateParams) -> dict:
     """Evaluate a bundle on the dataset's test split once; write the report and publish its summary."""
     from moclip.report.render import summary_markdown
 
-    results = evaluate_test(dataset, model, device)
-    md, html = write_report(results, report_out)
+    results = evaluate_test(params)
+    md, html = write_report(results, params.report_out)
     create_markdown_artifact(summary_markdown(results), key="evaluation-report",
                              description=f"report: {html}")
     return {"results": results, "report_md": md, "report_html": html}
@@ -35,4 +35,5 @@ def evaluate_model(dataset: str, model: str, report_out: str, device: str = "aut
 def train_and_evaluate(params: TrainParams) -> dict:
     with without_heartbeats():  # subflows: this flow's heartbeat covers the process
         model = train_model(params)
-        return evaluate_model(params.dataset, model, params.report_out or f"{params.model_out}/report", params.device)
+        return evaluate_model(EvaluateParams(dataset=params.dataset, model=model, device=params.train.device,
+                                             report_out=params.report_out or f"{params.model_out}/report"))

@@ -1,14 +1,20 @@
-"""Settings that change features, and settings that only change how a job runs.
+"""The settings vocabulary: frozen pydantic models, each option defined once (type, default, range, description).
 
-Everything that changes the bytes of a feature lives in ``MVConfig`` / ``ClipConfig`` and goes into the
-dataset's settings hash; everything else (workers, shard size, device) does not.
+``FeatureSettings`` (``MVConfig`` + ``ClipConfig``) is everything that changes the bytes of a feature; it goes into
+the dataset's settings hash and is read back from manifests and bundles with ``FeatureSettings.model_validate``.
+``RunConfig`` only changes how a job runs (workers, shard size, device), ``TrainConfig`` how models are trained.
+The jobs (``moclip.params``), the CLI (``flows.cli``, generated from these models) and the Prefect flows all take
+these same models, so an option's description shows in ``moclip --help`` and in a deployment's parameter schema.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SCHEMA_VERSION = 1
 ACTIVATIONS = ("auto", "gelu", "quickgelu")  # ClipConfig.activation: see moclip.clip.pretrained
@@ -18,63 +24,129 @@ VIDEO_EXTENSIONS = (
     ".wmv", ".ogv", ".gif",
 )
 
+Device = Literal["auto", "cpu", "cuda"]
+Layout = Literal["folder", "ucf101", "hmdb51", "manifest", "unlabeled"]
+LAYOUTS: tuple[str, ...] = ("folder", "ucf101", "hmdb51", "manifest", "unlabeled")
 
-@dataclass(frozen=True)
-class MVConfig:
+
+class Settings(BaseModel):
+    """Base of every settings model: immutable, and an unknown name is an error, not silently ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CorpusSpec(Settings):
+    """Where a corpus lives and how to read it (``moclip.corpus.load_corpus`` turns it into one table)."""
+
+    root: str = Field("", description="the corpus folder (the CLI's PATH); for layout=manifest, '' means the "
+                                      "manifest's folder")
+    layout: Layout = Field("folder", description="how labels and splits are found: folder (label = parent "
+                                                 "folder), ucf101, hmdb51, manifest (CSV) or unlabeled")
+    split_dir: str | None = Field(None, description="folder with the official split files (ucf101, hmdb51; "
+                                                    "default: the usual place)")
+    split: int = Field(1, ge=1, le=3, description="official split number (ucf101, hmdb51)")
+    manifest: str | None = Field(None, description="CSV with path,label,split columns (layout=manifest)")
+    allow_outside_root: bool = Field(False, description="let manifest paths leave the corpus root")
+
+    @field_validator("split", mode="before")
+    @classmethod
+    def _no_bool(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError(f"split must be 1, 2 or 3, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _needs(self) -> CorpusSpec:
+        if self.layout == "manifest" and not self.manifest:
+            raise ValueError("layout 'manifest' needs manifest= (the CSV path)")
+        if self.layout != "manifest" and not self.root:
+            raise ValueError(f"layout {self.layout!r} needs a corpus root")
+        return self
+
+    def check(self) -> None:
+        """Raise ``CorpusError`` now if the corpus root (or the manifest) is missing: jobs check before they
+        start anything (a server, workers), so a typo in a path costs a second, not a minute."""
+        from moclip.corpus.table import check_file, check_root
+
+        if self.layout == "manifest":
+            check_file(self.manifest, "manifest")
+        if self.root:
+            check_root(self.root)
+
+
+class MVConfig(Settings):
     """How a video's motion vectors become one fixed-shape tensor (T x 2 x H x W)."""
 
-    segments: int = 8  # T: TSN-style temporal segments
-    grid: tuple[int, int] = (15, 20)  # (H, W) cells; 320x240 at 16 px macroblocks is exactly 15 x 20
-    backend: str = "pyav"  # "pyav" or "mvextractor"
-    max_frames: int = 216_000  # cap on decoded frames per video (2 h at 30 fps)
+    segments: int = Field(8, ge=1, le=64, description="T: temporal segments of the MV tensor (TSN-style)")
+    grid: tuple[int, int] = Field(
+        (15, 20), description="(H, W) cells of the MV tensor, e.g. 15x20 (320x240 at 16 px macroblocks is 15 x 20)")
+    backend: Literal["pyav", "mvextractor"] = Field("pyav", description="motion-vector reader")
+    max_frames: int = Field(216_000, ge=1, description="cap on decoded frames per video (216000: 2 h at 30 fps)")
 
-    def __post_init__(self) -> None:
-        if self.segments < 1:
-            raise ValueError(f"segments must be >= 1, got {self.segments}")
-        if len(self.grid) != 2 or min(self.grid) < 1:
-            raise ValueError(f"grid must be two positive ints (H, W), got {self.grid}")
-        if self.backend not in ("pyav", "mvextractor"):
-            raise ValueError(f"unknown MV backend {self.backend!r}: use 'pyav' or 'mvextractor'")
-        if self.max_frames < 1:
-            raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
-        object.__setattr__(self, "grid", (int(self.grid[0]), int(self.grid[1])))
+    @field_validator("grid", mode="before")
+    @classmethod
+    def _grid(cls, v: Any) -> Any:
+        if isinstance(v, list) and len(v) == 1 and isinstance(v[0], str):  # the CLI's one value
+            v = v[0]
+        if isinstance(v, str):  # "15x20" (the CLI) as well as [15, 20] (JSON)
+            m = re.fullmatch(r"\s*(\d+)\s*[xX,]\s*(\d+)\s*", v)
+            if not m:
+                raise ValueError(f"grid must look like 15x20 (H x W), got {v!r}")
+            return int(m[1]), int(m[2])
+        return v
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_positive(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if min(v) < 1:
+            raise ValueError(f"grid must be two positive ints (H, W), got {v}")
+        return v
 
 
-@dataclass(frozen=True)
-class ClipConfig:
+class ClipConfig(Settings):
     """Which CLIP image encoder embeds which frames."""
 
-    model: str = "ViT-B-32"
-    weights: str = "openai"  # open_clip pretrained tag, a local checkpoint path, or "none" (random init)
-    frames: int = 8  # K RGB frames per video
-    precision: str = "fp32"  # "fp32", "bf16" (CPU or GPU) or "fp16" (GPU only)
-    # "auto" (from the tag, the model config or the checkpoint), "gelu" or "quickgelu"; the resolved one is part
-    # of the weights id (moclip.clip.pretrained), which is how it enters the settings hash
-    activation: str = "auto"
+    model: str = Field("ViT-B-32", description="open_clip architecture")
+    weights: str = Field("openai", description="open_clip pretrained tag, a local checkpoint file, or 'none' "
+                                               "(random init)")
+    frames: int = Field(8, ge=1, le=64, description="K: RGB frames embedded per video")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="CLIP precision; auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32 "
+                            "(a dataset records the resolved one)")
+    # the resolved activation is part of the weights id (moclip.clip.pretrained): that is how it enters the hash
+    activation: Literal["auto", "gelu", "quickgelu"] = Field(
+        "auto", description="CLIP activation; auto: from the tag, the model config or the checkpoint where the "
+                            "file tells (OpenAI-trained weights need quickgelu)")
 
-    def __post_init__(self) -> None:
-        if self.frames < 1:
-            raise ValueError(f"frames must be >= 1, got {self.frames}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"unknown CLIP activation {self.activation!r}: use auto, gelu or quickgelu")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"unknown precision {self.precision!r}: use fp32, bf16 or fp16")
+    def resolved(self, device: str) -> ClipConfig:
+        """This config with ``precision="auto"`` replaced by what ``device`` runs best (see moclip.precision)."""
+        if self.precision != "auto":
+            return self
+        from moclip.precision import default_precision  # torch only, not open_clip
+
+        return self.model_copy(update={"precision": default_precision(device)})
 
 
-@dataclass(frozen=True)
-class FeatureSettings:
+class FeatureSettings(Settings):
     """Everything that changes stored features; its hash decides what an incremental rerun reuses."""
 
-    mv: MVConfig = field(default_factory=MVConfig)
-    clip: ClipConfig = field(default_factory=ClipConfig)
-    schema_version: int = SCHEMA_VERSION
+    mv: MVConfig = Field(default_factory=MVConfig)
+    clip: ClipConfig = Field(default_factory=ClipConfig)
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="version of the feature layout (fixed)")
+
+    def resolved(self, device: str) -> FeatureSettings:
+        """These settings as a dataset records them: CLIP precision resolved for ``device``."""
+        return self.model_copy(update={"clip": self.clip.resolved(device)})
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return self.model_dump()
 
     def settings_hash(self, weights_id: str | None = None) -> str:
         """Hash of the settings; ``weights_id`` pins the actual CLIP weights (e.g. checkpoint file hash)."""
+        if self.clip.precision == "auto":
+            raise ValueError("resolve the CLIP precision first (FeatureSettings.resolved): 'auto' is no precision")
         payload = self.to_dict()
+        payload["mv"]["grid"] = list(payload["mv"]["grid"])
         payload["clip"]["weights_id"] = weights_id or payload["clip"]["weights"]
         payload["mv"].pop("max_frames", None)  # a cap only decides failure, never feature bytes
         payload["clip"].pop("activation", None)  # the resolved activation is in the weights id
@@ -82,27 +154,49 @@ class FeatureSettings:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
-class RunConfig:
+class RunConfig(Settings):
     """How an index job runs (never changes features)."""
 
-    shard_size: int = 16  # videos per Dask task
-    workers: int | None = None  # local Dask worker processes; None = one per core
-    dask_address: str | None = None  # existing scheduler, e.g. tcp://10.0.0.5:8786
-    clip_batch_size: int = 64
-    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda"
-    decode_timeout_s: float = 1800.0  # per-video decode time limit, checked between frames (1 h of 1080p fits)
-    decode_hard_timeout_s: float | None = None  # past it the decoding process is killed; None: decode_timeout_s + 60
-
-    def __post_init__(self) -> None:
-        if self.shard_size < 1:
-            raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
-        if self.workers is not None and self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
-        if self.decode_hard_timeout_s is not None and self.decode_hard_timeout_s <= 0:
-            raise ValueError(f"decode_hard_timeout_s must be > 0, got {self.decode_hard_timeout_s}")
+    shard_size: int = Field(16, ge=1, le=10_000, description="videos per Dask task")
+    workers: int | None = Field(None, ge=1, le=1024, description="local Dask worker processes (default: one per "
+                                                                  "core)")
+    dask_address: str | None = Field(None, description="use an existing Dask scheduler, e.g. tcp://host:8786")
+    clip_batch_size: int = Field(64, ge=1, le=4096, description="CLIP images per forward pass")
+    device: Device = Field("auto", description="auto: cuda if available, else cpu")
+    decode_timeout_s: float = Field(1800.0, gt=0, description="seconds allowed per video, checked between frames "
+                                                              "(lower it for archives of short clips)")
+    decode_hard_timeout_s: float | None = Field(
+        None, gt=0, description="seconds after which a decoder stuck inside one video is killed (default: "
+                                "decode timeout + 60)")
 
     @property
     def hard_timeout_s(self) -> float:
         """Seconds one video may spend in the decoder before its process is killed (a hang inside one frame)."""
         return self.decode_hard_timeout_s or self.decode_timeout_s + 60.0
+
+
+class TrainConfig(Settings):
+    """How the MV net, the fusion head and the CLIP linear probe are trained (stored in the bundle)."""
+
+    mvnet: str = Field("mvnet-r21d", description="MV-net architecture: a name in moclip/model_configs or a JSON "
+                                                 "path")
+    mv_epochs: int = Field(40, ge=1, le=10_000, description="MV-net epochs (early stopping on val)")
+    head_epochs: int = Field(100, ge=1, le=100_000, description="fusion-head and probe epochs")
+    batch_size: int = Field(64, ge=2, le=65_536, description="MV-net batch size")
+    head_batch_size: int = Field(512, ge=2, le=65_536, description="fusion head and linear probe batch size "
+                                                                   "(frozen features: big batches are cheap)")
+    mv_lr: float = Field(2e-3, gt=0)
+    head_lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    patience: int = Field(10, ge=1, description="early-stopping patience (epochs)")
+    hidden: int = Field(512, ge=1, description="fusion-head hidden width")
+    dropout: float = Field(0.5, ge=0, lt=1)
+    stream_dropout: float = Field(0.3, ge=0, lt=1, description="fusion head: chance a training sample loses one "
+                                                               "whole stream")
+    flip: bool = Field(True, description="horizontal-flip augmentation (off when classes depend on left vs right)")
+    val_fraction: float = Field(0.15, gt=0, lt=1, description="share of train held out for validation")
+    seed: int = Field(0, ge=0)
+    device: Device = Field("auto", description="auto: cuda if available, else cpu")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="training forward passes; auto: bf16 where the CPU/GPU has it natively")
+    prompts: Literal["short", "clip-ucf101", "plain"] = Field("short", description="zero-shot prompt ensemble")

@@ -6,19 +6,18 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from moclip.config import FeatureSettings, RunConfig
 from moclip.corpus import load_corpus
 from moclip.dataset import IndexPlan, Store, plan_index, rewrite_old_shards
+from moclip.indexing.isolated import index_shard_isolated
+from moclip.indexing.shard import ShardResult, ShardTarget, index_shard
 from moclip.params import IndexParams
-from moclip.workers.isolated import index_shard_isolated
-from moclip.workers.shard_worker import ShardResult, index_shard
 
 
 @task(name="list-corpus", cache_policy=NO_CACHE)
 def list_corpus(params: IndexParams) -> pd.DataFrame:
     """The corpus as one table (video_id, path, label, split, group). A DataFrame, not a list of dicts: Prefect
     walks list and dict parameters of the next task element by element (~0.15 s per 2,000 videos)."""
-    return load_corpus(params.corpus_spec())
+    return load_corpus(params.corpus)
 
 
 @task(name="plan-index", cache_policy=NO_CACHE)
@@ -30,19 +29,15 @@ def plan(videos: pd.DataFrame, params: IndexParams, settings_hash: str) -> Index
 
 
 @task(name="index-shard", cache_policy=NO_CACHE)
-def index_shard_task(
-    videos: list[dict], shard_name: str, settings: FeatureSettings, run: RunConfig, out: str, settings_hash: str,
-    storage_options: dict,
-) -> ShardResult:
-    return index_shard(videos, settings, out, shard_name, run, settings_hash, storage_options)
+def index_shard_task(videos: list[dict], shard_name: str, target: ShardTarget) -> ShardResult:
+    return index_shard(videos, shard_name, target)
 
 
 @task(name="index-shard-isolated", cache_policy=NO_CACHE)
 def index_shard_isolated_task(
-    videos: list[dict], shard_name: str, settings: FeatureSettings, run: RunConfig, out: str, settings_hash: str,
-    storage_options: dict, first_error: str,
+    videos: list[dict], shard_name: str, target: ShardTarget, first_error: str,
 ) -> ShardResult:
-    return index_shard_isolated(videos, settings, out, shard_name, run, settings_hash, storage_options, first_error)
+    return index_shard_isolated(videos, shard_name, target, first_error)
 
 
 @task(name="commit-index", cache_policy=NO_CACHE)

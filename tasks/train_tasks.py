@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from moclip.params import TrainParams
+from moclip.params import EvaluateParams, TrainParams
 from moclip.progress import console
 from moclip.train.pipeline import evaluate, train
 
@@ -18,13 +18,13 @@ def train_models(params: TrainParams) -> str:
         logger.info(message)
         console(message)  # the CLI quiets Prefect's logs: say it on its stderr too
 
-    train(params.dataset, params.model_out, params.train_config(), log=log)
+    train(params.dataset, params.model_out, params.train, log=log)
     return params.model_out
 
 
 @task(name="evaluate-test", cache_policy=NO_CACHE)
-def evaluate_test(dataset: str, model: str, device: str) -> dict:
-    return evaluate(dataset, model, device)
+def evaluate_test(params: EvaluateParams) -> dict:
+    return evaluate(params.dataset, params.model, params.device)
 
 
 @task(name="write-report", cache_policy=NO_CACHE)

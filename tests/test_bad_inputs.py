@@ -23,8 +23,8 @@ from helpers.videos import audio_only, encode, encode_vfr, faststart, make_video
 from moclip.config import ClipConfig, FeatureSettings, MVConfig, RunConfig
 from moclip.corpus import load_unlabeled
 from moclip.dataset import read_metadata
+from moclip.indexing.shard import ShardTarget, index_shard
 from moclip.video import sample_indices
-from moclip.workers.shard_worker import index_shard
 
 pytestmark = pytest.mark.slow  # indexes a few dozen real videos in process
 
@@ -77,7 +77,8 @@ def indexed(tmp_path_factory):
         f.write(data)
     table = load_unlabeled(root)
     out = tmp_path_factory.mktemp("ds")
-    res = index_shard(table.to_dict("records"), SETTINGS, str(out), "part-bad-00000.parquet", RunConfig(), "h")
+    res = index_shard(table.to_dict("records"), "part-bad-00000.parquet",
+                      ShardTarget(features=SETTINGS, run=RunConfig(), out=str(out), settings_hash="h"))
     return table, res, read_metadata(str(out)).set_index("video_id"), out
 
 
@@ -236,8 +237,8 @@ def capped(tmp_path_factory):
     encode(root / "far_over_cap.mp4", "libx264", n=4 * CAP)
     settings = FeatureSettings(mv=MVConfig(max_frames=CAP), clip=SETTINGS.clip)
     out = tmp_path_factory.mktemp("ds_long")
-    index_shard(load_unlabeled(root).to_dict("records"), settings, str(out), "part-long-00000.parquet", RunConfig(),
-                "h")
+    index_shard(load_unlabeled(root).to_dict("records"), "part-long-00000.parquet",
+                ShardTarget(features=settings, run=RunConfig(), out=str(out), settings_hash="h"))
     return read_metadata(str(out)).set_index("video_id")
 
 
@@ -256,10 +257,11 @@ _CHILD = """
 import sys
 from moclip.config import ClipConfig, FeatureSettings, RunConfig
 from moclip.corpus import load_unlabeled
-from moclip.workers.shard_worker import index_shard
+from moclip.indexing.shard import ShardTarget, index_shard
 root, out = sys.argv[1:3]
 settings = FeatureSettings(clip=ClipConfig(weights="none", frames=2))
-index_shard(load_unlabeled(root).to_dict("records"), settings, out, "part-perm-00000.parquet", RunConfig(), "h")
+index_shard(load_unlabeled(root).to_dict("records"), "part-perm-00000.parquet",
+            ShardTarget(features=settings, run=RunConfig(), out=out, settings_hash="h"))
 """
 
 

@@ -37,7 +37,7 @@ def textured_frames(n: int, h: int = 224, w: int = 298, seed: int = 0) -> list[n
 
 @pytest.fixture(scope="module")
 def encoder() -> ClipImageEncoder:
-    return load_clip(ClipConfig(model="ViT-B-32", weights="none"))
+    return load_clip(ClipConfig(precision="fp32", model="ViT-B-32", weights="none"))
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +140,7 @@ def test_encoder_attributes(encoder):
     assert encoder.is_random and encoder.weights_id == "random-init"
     assert encoder.precision == "fp32" and encoder.device == torch.device("cpu")
     assert not encoder.model.training and hasattr(encoder.model, "encode_text")  # text tower reachable
-    assert load_clip(ClipConfig(weights="none")) is encoder  # cached per process
+    assert load_clip(ClipConfig(precision="fp32", weights="none")) is encoder  # cached per process
 
 
 @pytest.mark.slow
@@ -156,7 +156,7 @@ def test_embed_shape_batching_not_normalised(encoder, frames):
 def test_random_init_is_reproducible(encoder, frames):
     before = encoder.embed(frames[:4])
     clear_clip_cache()
-    again = load_clip(ClipConfig(weights="none"))
+    again = load_clip(ClipConfig(precision="fp32", weights="none"))
     assert again is not encoder
     np.testing.assert_array_equal(again.embed(frames[:4]), before)
 
@@ -169,7 +169,7 @@ def test_fp16_on_cpu_is_an_error():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present")
 def test_cuda_without_cuda_is_an_error():
     with pytest.raises(ValueError, match="CUDA is not available"):
-        load_clip(ClipConfig(weights="none"), device="cuda")
+        load_clip(ClipConfig(precision="fp32", weights="none"), device="cuda")
 
 
 @pytest.mark.slow
@@ -196,7 +196,7 @@ def test_checkpoint_round_trip(tmp_path, frames):
     path = tmp_path / "ckpt.pt"
     torch.save(original.state_dict(), path)
 
-    enc = load_clip(ClipConfig(weights=str(path)))
+    enc = load_clip(ClipConfig(precision="fp32", weights=str(path)))
     assert not enc.is_random
     assert enc.weights_id.startswith("file:") and len(enc.weights_id) == len("file:") + 16  # GELU: no suffix
     assert enc.weights_id == resolve_weights("ViT-B-32", str(path)).weights_id
@@ -210,7 +210,7 @@ def test_corrupt_checkpoint_names_file(tmp_path):
     path = tmp_path / "corrupt.pt"
     path.write_bytes(os.urandom(4096))
     with pytest.raises(ClipWeightsError) as e:
-        load_clip(ClipConfig(weights=str(path)))
+        load_clip(ClipConfig(precision="fp32", weights=str(path)))
     assert str(path) in str(e.value)
 
 
@@ -229,7 +229,7 @@ def test_malicious_pickle_checkpoint_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"state_dict": {"visual.proj": _Evil(str(marker))}}, path)
     with pytest.raises(ClipWeightsError, match="evil.pt") as e:
-        load_clip(ClipConfig(weights=str(path)))
+        load_clip(ClipConfig(precision="fp32", weights=str(path)))
     assert "pickled Python objects are refused" in str(e.value)
     assert not marker.exists(), "the pickle payload ran"
 
@@ -285,18 +285,18 @@ def test_state_dict_file_activation_is_explicit_and_recorded(quickgelu_ckpt, fra
     model, path, _ = quickgelu_ckpt
     few = frames[:4]
     with caplog.at_level("WARNING", logger="moclip.clip.pretrained"):
-        auto = load_clip(ClipConfig(weights=str(path)))
+        auto = load_clip(ClipConfig(precision="fp32", weights=str(path)))
     assert auto.weights_id.startswith("file:") and "+" not in auto.weights_id  # GELU: the id files always had
     assert "cannot be told from the file" in caplog.text and "--clip-activation quickgelu" in caplog.text
     assert not _embeds_like(auto, model, few)  # GELU on QuickGELU weights: other features, silently before
 
-    qg = load_clip(ClipConfig(weights=str(path), activation="quickgelu"))
+    qg = load_clip(ClipConfig(precision="fp32", weights=str(path), activation="quickgelu"))
     assert qg.weights_id.endswith("+quickgelu") and qg.weights_id.split("+")[0] == auto.weights_id.split("+")[0]
     assert _embeds_like(qg, model, few)
-    by_name = load_clip(ClipConfig(model="ViT-B-32-quickgelu", weights=str(path)))
+    by_name = load_clip(ClipConfig(precision="fp32", model="ViT-B-32-quickgelu", weights=str(path)))
     assert by_name.weights_id.endswith("+quickgelu") and _embeds_like(by_name, model, few)
 
-    s = FeatureSettings(clip=ClipConfig(weights=str(path)))
+    s = FeatureSettings(clip=ClipConfig(weights=str(path), precision="fp32"))
     assert s.settings_hash(auto.weights_id) != s.settings_hash(qg.weights_id)
 
 
@@ -307,9 +307,10 @@ def test_gelu_checkpoint_stays_gelu(tmp_path, frames):
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    enc = load_clip(ClipConfig(weights=str(path), activation="gelu"))
+    enc = load_clip(ClipConfig(precision="fp32", weights=str(path), activation="gelu"))
     assert "+" not in enc.weights_id and _embeds_like(enc, model, frames[:4])
-    assert not _embeds_like(load_clip(ClipConfig(weights=str(path), activation="quickgelu")), model, frames[:4])
+    qg = load_clip(ClipConfig(precision="fp32", weights=str(path), activation="quickgelu"))
+    assert not _embeds_like(qg, model, frames[:4])
 
 
 @pytest.mark.slow
@@ -320,7 +321,7 @@ def test_openai_torchscript_checkpoint_is_detected_as_quickgelu(quickgelu_ckpt, 
     spec = resolve_weights("ViT-B-32", str(jit_path))
     assert spec.torchscript and spec.quick_gelu and "OpenAI's TorchScript" in spec.activation_note
     with caplog.at_level("WARNING", logger="moclip.clip.pretrained"):
-        enc = load_clip(ClipConfig(weights=str(jit_path)))
+        enc = load_clip(ClipConfig(precision="fp32", weights=str(jit_path)))
     assert "cannot be told" not in caplog.text
     assert enc.weights_id.endswith("+quickgelu") and _embeds_like(enc, model, frames[:4])
 
@@ -333,7 +334,7 @@ def test_another_torchscript_archive_is_not_taken_for_openai(tmp_path, frames, c
     path = _traced(model, tmp_path / "gelu-jit.pt", openai_attributes=False)
     spec = resolve_weights("ViT-B-32", str(path))
     assert spec.torchscript and not spec.quick_gelu and "cannot be told" in spec.activation_note
-    enc = load_clip(ClipConfig(weights=str(path)))
+    enc = load_clip(ClipConfig(precision="fp32", weights=str(path)))
     assert enc.weights_id == spec.weights_id and "+" not in enc.weights_id and _embeds_like(enc, model, frames[:4])
 
 
@@ -391,7 +392,7 @@ from moclip.clip import pretrained
 from moclip.config import ClipConfig
 t0 = time.perf_counter()
 try:
-    load_clip(ClipConfig(model="ViT-B-32", weights="openai"))
+    load_clip(ClipConfig(precision="fp32", model="ViT-B-32", weights="openai"))
     out = {"error": None}
 except ClipWeightsError as e:
     out = {"error": str(e)}

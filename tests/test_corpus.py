@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 from moclip.corpus import (
     TABLE_COLUMNS,
@@ -466,13 +467,15 @@ def test_spec_validation_and_dispatch(tmp_path: Path) -> None:
     un = load_corpus(CorpusSpec(root=str(tmp_path), layout="unlabeled"))
     pd.testing.assert_frame_equal(un, load_unlabeled(tmp_path))
     assert un["video_id"].tolist() == ["c1/a.mp4", "top.mp4"]
-    with pytest.raises(CorpusError, match="unknown corpus layout"):
+    with pytest.raises(ValidationError, match="layout\n  Input should be 'folder', 'ucf101'"):
         CorpusSpec(root=str(tmp_path), layout="kinetics")
-    with pytest.raises(CorpusError, match="1, 2 or 3"):
+    with pytest.raises(ValidationError, match="less than or equal to 3"):
         CorpusSpec(root=str(tmp_path), layout="ucf101", split=4)
-    with pytest.raises(CorpusError, match="manifest="):
+    with pytest.raises(ValidationError, match="1, 2 or 3"):
+        CorpusSpec(root=str(tmp_path), layout="ucf101", split=True)
+    with pytest.raises(ValidationError, match="manifest="):
         CorpusSpec(root=str(tmp_path), layout="manifest")
-    with pytest.raises(CorpusError, match="needs a corpus root"):
+    with pytest.raises(ValidationError, match="needs a corpus root"):
         CorpusSpec(root="", layout="folder")
     with pytest.raises(CorpusError, match="does not exist"):
         load_corpus(CorpusSpec(root=str(tmp_path / "missing")))

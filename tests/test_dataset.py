@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pandas as pd
@@ -18,9 +19,9 @@ from moclip.dataset import (
     read_metadata,
     rewrite_old_shards,
 )
-from moclip.workers.shard_worker import index_shard
+from moclip.indexing.shard import ShardTarget, index_shard
 
-SETTINGS = FeatureSettings(clip=ClipConfig(weights="none", frames=2))
+SETTINGS = FeatureSettings(clip=ClipConfig(weights="none", frames=2, precision="fp32"))
 RUN = RunConfig()
 HASH = SETTINGS.settings_hash("random-init")
 
@@ -39,7 +40,9 @@ def corpus(tmp_path):
 def index_all(corpus, out, name="part-x-00000.parquet"):
     table = load_folder(corpus)
     plan = plan_index(table, Store(str(out)), HASH)
-    res = index_shard(plan.to_index, SETTINGS, str(out), name, RUN, HASH) if plan.to_index else None
+    res = index_shard(plan.to_index, name,
+                      ShardTarget(features=SETTINGS, run=RUN,
+                                  out=str(out), settings_hash=HASH)) if plan.to_index else None
     rewrite_old_shards(Store(str(out)), plan)
     return plan, res
 
@@ -71,12 +74,13 @@ def test_rerun_plans_nothing_and_touch_is_not_a_change(corpus, tmp_path):
 def test_settings_change_reindexes_and_replaces_rows(corpus, tmp_path):
     out = tmp_path / "ds"
     index_all(corpus, out)
-    other = FeatureSettings(mv=MVConfig(segments=4), clip=ClipConfig(weights="none", frames=2))
+    other = FeatureSettings(mv=MVConfig(segments=4), clip=SETTINGS.clip)
     h2 = other.settings_hash("random-init")
     assert h2 != HASH
     plan = plan_index(load_folder(corpus), Store(str(out)), h2)
     assert len(plan.to_index) == 4 and len(plan.reindexed) == 4
-    index_shard(plan.to_index, other, str(out), "part-z-00000.parquet", RUN, h2)
+    index_shard(plan.to_index, "part-z-00000.parquet",
+                ShardTarget(features=other, run=RUN, out=str(out), settings_hash=h2))
     rewrite_old_shards(Store(str(out)), plan)
     meta = read_metadata(str(out))
     assert len(meta) == 4 and set(meta["settings_hash"]) == {h2}
@@ -88,7 +92,8 @@ def test_killed_run_duplicates_are_repaired(corpus, tmp_path):
     out = tmp_path / "ds"
     index_all(corpus, out)
     table = load_folder(corpus)
-    index_shard(table.to_dict("records")[:2], SETTINGS, str(out), "part-later-00000.parquet", RUN, HASH)
+    index_shard(table.to_dict("records")[:2], "part-later-00000.parquet",
+                ShardTarget(features=SETTINGS, run=RUN, out=str(out), settings_hash=HASH))
     assert len(pd.read_parquet(out)) == 6  # 2 duplicates on disk
     plan = plan_index(table, Store(str(out)), HASH)
     assert not plan.to_index and sum(len(v) for v in plan.drop.values()) == 2
@@ -98,11 +103,25 @@ def test_killed_run_duplicates_are_repaired(corpus, tmp_path):
 
 
 def test_settings_hash_ignores_run_only_fields():
-    a = FeatureSettings(mv=MVConfig(max_frames=10))
-    b = FeatureSettings(mv=MVConfig(max_frames=99))
+    fp32 = ClipConfig(precision="fp32")
+    a = FeatureSettings(mv=MVConfig(max_frames=10), clip=fp32)
+    b = FeatureSettings(mv=MVConfig(max_frames=99), clip=fp32)
     assert a.settings_hash("x") == b.settings_hash("x")
     assert a.settings_hash("x") != a.settings_hash("y")
-    assert a.settings_hash("x") != FeatureSettings(clip=ClipConfig(frames=4)).settings_hash("x")
+    assert a.settings_hash("x") != FeatureSettings(clip=ClipConfig(frames=4, precision="fp32")).settings_hash("x")
+
+
+def test_settings_hash_values_are_stable_and_need_a_resolved_precision():
+    """Hashes made before the settings became pydantic models (dataclasses, up to f9bd05f): an upgrade must not
+    re-index existing datasets. An unresolved precision ("auto") names no feature bytes and is refused."""
+    assert SETTINGS.settings_hash("random-init") == "04dc3ff99aef80be"
+    other = FeatureSettings(mv=MVConfig(segments=4, grid="3x4", backend="mvextractor", max_frames=7),
+                            clip=ClipConfig(weights="x.pt", frames=3, precision="bf16", activation="quickgelu"))
+    assert other.settings_hash("sha:abc") == "525316b05faccfe5"
+    assert FeatureSettings.model_validate(json.loads(json.dumps(other.model_dump()))) == other  # manifest round trip
+    with pytest.raises(ValueError, match="resolve the CLIP precision first"):
+        FeatureSettings().settings_hash("x")
+    assert FeatureSettings().resolved("cpu").clip.precision in ("fp32", "bf16")
 
 
 def test_a_file_that_comes_back_or_is_retried_keeps_one_row(corpus, tmp_path):
@@ -119,7 +138,8 @@ def test_a_file_that_comes_back_or_is_retried_keeps_one_row(corpus, tmp_path):
     assert meta.set_index("video_id").loc["a/one.mp4", "status"] == "ok"
     plan = plan_index(load_folder(corpus), Store(str(out)), HASH, retry_failed=True)
     assert len(plan.to_index) == 2  # the two failed files
-    index_shard(plan.to_index, SETTINGS, str(out), "part-w-00000.parquet", RUN, HASH)
+    index_shard(plan.to_index, "part-w-00000.parquet",
+                ShardTarget(features=SETTINGS, run=RUN, out=str(out), settings_hash=HASH))
     rewrite_old_shards(Store(str(out)), plan)
     assert read_metadata(str(out))["video_id"].is_unique
 
@@ -134,7 +154,8 @@ def test_rerun_trusts_size_and_mtime_even_beside_rows_without_them(corpus, tmp_p
     table = load_folder(corpus)
     gone = {"video_id": "a/gone.mp4", "path": str(corpus / "a" / "gone.mp4"), "label": "a"}
     plan = plan_index(table, Store(str(out)), HASH)
-    res = index_shard([*plan.to_index, gone], SETTINGS, str(out), "part-x-00000.parquet", RUN, HASH)
+    res = index_shard([*plan.to_index, gone], "part-x-00000.parquet",
+                      ShardTarget(features=SETTINGS, run=RUN, out=str(out), settings_hash=HASH))
     assert res.n_failed == 3 and read_metadata(str(out))["mtime_ns"].isna().sum() == 1
     # Same size and mtime, other bytes: by design a rerun reads no video bytes, so this counts as unchanged. Had the
     # mtime lost precision, the file would have been hashed and found changed.

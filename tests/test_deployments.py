@@ -102,8 +102,13 @@ def test_deploy_all_creates_the_three_deployments_with_templated_parameters(stac
     listed = stack.cli("deployment", "ls").stdout
     assert all(name in listed for name in DEPLOYMENTS)
     nightly = stack.deployment("nightly-reindex")
-    assert nightly["parameters"] == {"params": {"corpus": str(stack.tmp / "corpus"), "out": str(stack.tmp / "features"),
-                                                "clip_weights": "none"}}
+    assert nightly["parameters"] == {"params": {"corpus": {"root": str(stack.tmp / "corpus")},
+                                                "out": str(stack.tmp / "features"),
+                                                "features": {"clip": {"weights": "none"}}}}
+    # the parameter schema is the job model's, with its descriptions (the same as `moclip index --help`)
+    schema = nightly["parameter_openapi_schema"]
+    mv = schema["definitions"]["MVConfig"]["properties"]["segments"]
+    assert mv["description"].startswith("T: temporal segments") and mv["minimum"] == 1
     assert nightly["work_pool_name"] == "moclip" and nightly["schedules"][0]["schedule"]["cron"] == "0 2 * * *"
     # the schedule has put its next runs on the calendar
     assert any(r["state_type"] == "SCHEDULED" for r in stack.runs("nightly-reindex"))
@@ -116,7 +121,8 @@ def test_deploy_all_creates_the_three_deployments_with_templated_parameters(stac
 ])
 def test_the_server_rejects_bad_parameters_with_its_message(stack, bad, message):
     _deployed(stack)
-    good = {"corpus": str(stack.tmp / "archive"), "model": str(stack.tmp / "model"), "out": str(stack.tmp / "out")}
+    good = {"corpus": {"root": str(stack.tmp / "archive")}, "model": str(stack.tmp / "model"),
+            "out": str(stack.tmp / "out")}
     before = len(stack.runs("label-archive"))
     r = stack.run("label-archive", {**good, **bad}, timeout=120)
     said = " ".join((r.stdout + r.stderr).split())  # the CLI wraps long lines
@@ -137,8 +143,8 @@ def test_train_and_evaluate_deployment(stack):
     if not (stack.tmp / "features" / "_manifest.json").exists():
         pytest.fail("needs the features of test_nightly_reindex_runs_with_its_templated_parameters")
     params = {"dataset": str(stack.tmp / "features"), "model_out": str(stack.tmp / "model"),
-              "report_out": str(stack.tmp / "report"), "mv_epochs": 5, "head_epochs": 5, "flip": False,
-              "device": "cpu"}
+              "report_out": str(stack.tmp / "report"),
+              "train": {"mv_epochs": 5, "head_epochs": 5, "flip": False, "device": "cpu"}}
     r = stack.run("train-and-evaluate", params)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert (stack.tmp / "model" / "bundle.json").exists()
@@ -151,8 +157,8 @@ def test_label_archive_deployment(stack):
         pytest.fail("needs the model of test_train_and_evaluate_deployment")
     for i, dx in enumerate((3, -3)):
         make_video(stack.tmp / "archive" / f"new{i}.mp4", dx=dx, n_frames=16, seed=50 + i)
-    good = {"corpus": str(stack.tmp / "archive"), "model": str(stack.tmp / "model"), "out": str(stack.tmp / "out"),
-            "top_k": 2, "extra_classes": ["swimming"], "workers": 1}
+    good = {"corpus": {"root": str(stack.tmp / "archive")}, "model": str(stack.tmp / "model"),
+            "out": str(stack.tmp / "out"), "top_k": 2, "extra_classes": ["swimming"], "run": {"workers": 1}}
     r = stack.run("label-archive", good)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     preds = pd.read_parquet(stack.tmp / "out" / "predictions.parquet")

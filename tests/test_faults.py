@@ -1,6 +1,6 @@
 """A decoder that crashes (real SIGSEGV) or hangs costs one video, not its shard or the run.
 
-Faults come from the test-only hook ``MOCLIP_FAULT_INJECT`` (moclip/workers/decode.py): the process decoding a
+Faults come from the test-only hook ``MOCLIP_FAULT_INJECT`` (moclip/indexing/decode.py): the process decoding a
 video whose path contains the given substring kills itself with SIGSEGV or blocks forever, in the Dask worker and
 in the isolated retry's child process alike.
 """
@@ -22,8 +22,8 @@ from helpers.videos import make_video
 
 from moclip.config import ClipConfig, FeatureSettings, RunConfig
 from moclip.dataset import load_features, read_metadata
-from moclip.workers.isolated import index_shard_isolated
-from moclip.workers.shard_worker import index_shard
+from moclip.indexing.isolated import index_shard_isolated
+from moclip.indexing.shard import ShardTarget, index_shard
 
 pytestmark = pytest.mark.integration
 
@@ -88,15 +88,17 @@ def test_isolated_retry_matches_index_shard(tmp_path, monkeypatch):
     monkeypatch.setenv("MOCLIP_FAULT_INJECT", "crash:/crash.mp4;hang:/hang.mp4")
     videos = small_corpus(tmp_path / "corpus", ["a0", "a1", "crash", "a3", "a4", "hang"])
     settings = FeatureSettings(clip=ClipConfig(weights="none", frames=2))
-    res = index_shard_isolated(videos, settings, str(tmp_path / "iso"), "part-iso.parquet",
-                               RunConfig(decode_hard_timeout_s=3), "h", None, "KilledWorker: test")
+    res = index_shard_isolated(videos, "part-iso.parquet",
+                               ShardTarget(features=settings, run=RunConfig(decode_hard_timeout_s=3),
+                                           out=str(tmp_path / "iso"), settings_hash="h"), "KilledWorker: test")
     assert res.first_error == "KilledWorker: test"
     assert res.culprits == ["left/crash.mp4", "right/hang.mp4"]
     assert dict(res.failures) == {"left/crash.mp4": REASONS["crash"], "right/hang.mp4": REASONS["hang"]}
     assert res.n_ok == 4
 
     good = [v for v in videos if v["video_id"] not in res.culprits]
-    index_shard(good, settings, str(tmp_path / "ref"), "part-ref.parquet", RunConfig(), "h")
+    index_shard(good, "part-ref.parquet",
+                ShardTarget(features=settings, run=RunConfig(), out=str(tmp_path / "ref"), settings_hash="h"))
     iso = pd.read_parquet(tmp_path / "iso")
     ref = pd.read_parquet(tmp_path / "ref")
     iso = iso[iso["status"] == "ok"].reset_index(drop=True)
@@ -108,7 +110,7 @@ def test_isolated_retry_matches_index_shard(tmp_path, monkeypatch):
 HUNG_WORKER = """
 import sys, threading, time
 from moclip.config import *
-from moclip.workers.shard_worker import index_shard
+from moclip.indexing.shard import ShardTarget, index_shard
 
 def tick():  # a Python thread: it can only run while nothing holds the GIL
     while True:
@@ -116,8 +118,9 @@ def tick():  # a Python thread: it can only run while nothing holds the GIL
         time.sleep(0.1)
 
 threading.Thread(target=tick, daemon=True).start()
-index_shard([dict(video_id="v", path=sys.argv[2])], FeatureSettings(clip=ClipConfig(weights="none", frames=2)),
-            sys.argv[1], "p.parquet", RunConfig(decode_hard_timeout_s=2), "h")
+index_shard([dict(video_id="v", path=sys.argv[2])], "p.parquet",
+            ShardTarget(features=FeatureSettings(clip=ClipConfig(weights="none", frames=2)),
+                        run=RunConfig(decode_hard_timeout_s=2), out=sys.argv[1], settings_hash="h"))
 """
 
 
@@ -141,7 +144,9 @@ def test_soft_decode_timeout_fails_the_video_and_keeps_the_shard(tmp_path, monke
     monkeypatch.setenv("MOCLIP_FAULT_INJECT", "slow:/slow.mp4")
     videos = small_corpus(tmp_path / "corpus", ["a0", "slow", "a2"])
     settings = FeatureSettings(clip=ClipConfig(weights="none", frames=2))
-    res = index_shard(videos, settings, str(tmp_path / "ds"), "part-p.parquet", RunConfig(decode_timeout_s=0.5), "h")
+    res = index_shard(videos, "part-p.parquet",
+                      ShardTarget(features=settings, run=RunConfig(decode_timeout_s=0.5),
+                                  out=str(tmp_path / "ds"), settings_hash="h"))
     assert res.n_ok == 2 and dict(res.failures) == {"right/slow.mp4": "decoding took longer than 0.5 s (decode time "
                                                                        "limit)"}
     df = read_metadata(str(tmp_path / "ds")).set_index("video_id")

@@ -30,11 +30,11 @@ def corpus(tmp_path_factory) -> Path:
     return root
 
 
-def run(corpus: Path, out: Path, **kw) -> dict:
+def run(corpus: Path, out: Path) -> dict:
     from flows.index_flow import index_corpus
 
-    params = IndexParams(corpus=str(corpus), out=str(out), clip_weights="none", workers=2, shard_size=3,
-                         clip_frames=4, **kw)
+    params = IndexParams(corpus={"root": str(corpus)}, out=str(out), run={"workers": 2, "shard_size": 3},
+                         features={"clip": {"weights": "none", "frames": 4}})
     return index_corpus(params)
 
 
@@ -110,7 +110,8 @@ def test_a_plan_bigger_than_the_prefect_parameter_limit_runs(prefect_api, tmp_pa
         (deep / f"v{i:03d}.mp4").write_bytes(b"")
     from flows.index_flow import index_corpus
 
-    s = index_corpus(IndexParams(corpus=str(tmp_path / "c"), out=str(tmp_path / "ds"), layout="unlabeled",
-                                 clip_weights="none", workers=2, shard_size=64, clip_frames=1))
+    s = index_corpus(IndexParams(corpus={"root": str(tmp_path / "c"), "layout": "unlabeled"}, out=str(tmp_path / "ds"),
+                                 features={"clip": {"weights": "none", "frames": 1}},
+                                 run={"workers": 2, "shard_size": 64}))
     assert s["corpus_videos"] == 300 and s["failed"] == 300 and not s["crashed_shards"]
     assert {f["reason"] for f in s["failures"]} == {"empty file (0 bytes)"}

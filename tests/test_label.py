@@ -30,8 +30,8 @@ def test_label_archive_flow(prefect_api, bundle, tmp_path):
         make_video(archive / "incoming" / f"clip_{name}.mp4", dx=dx, dy=dy, n_frames=20, seed=100 + i)
     (archive / "incoming" / "broken.mp4").write_bytes(b"\x00" * 500)
     out = tmp_path / "labels"
-    params = LabelParams(corpus=str(archive), model=str(bundle), out=str(out), top_k=3,
-                         extra_classes=["juggling balls", "swimming"], workers=1)
+    params = LabelParams(corpus={"root": str(archive)}, model=str(bundle), out=str(out), top_k=3,
+                         extra_classes=["juggling balls", "swimming"], run={"workers": 1})
     result = label_archive(params)
     assert result["n_labelled"] == 4 and result["n_failed"] == 1
 
@@ -58,6 +58,6 @@ def test_bad_label_parameters_are_rejected():
     from moclip.params import LabelParams
 
     with pytest.raises(ValidationError):
-        LabelParams(corpus="a", model="m", out="o", top_k=0)
+        LabelParams(corpus={"root": "a"}, model="m", out="o", top_k=0)
     with pytest.raises(ValidationError):
-        LabelParams(corpus="a", model="m", out="o", top_kk=3)
+        LabelParams(corpus={"root": "a"}, model="m", out="o", top_kk=3)

@@ -45,8 +45,9 @@ def test_index_on_an_existing_dask_scheduler(prefect_api, corpus, tmp_path):
         with Client(f"tcp://127.0.0.1:{port}", timeout=60) as client:
             client.wait_for_workers(1, timeout=60)
             worker_pids = set(client.run(os.getpid).values())
-        params = IndexParams(corpus=str(corpus), out=str(tmp_path / "ds"), clip_weights="none", clip_frames=2,
-                             shard_size=2, dask_address=f"tcp://127.0.0.1:{port}")
+        params = IndexParams(corpus={"root": str(corpus)}, out=str(tmp_path / "ds"),
+                             features={"clip": {"weights": "none", "frames": 2}},
+                             run={"shard_size": 2, "dask_address": f"tcp://127.0.0.1:{port}"})
         summary = index_corpus(params)
         assert summary["indexed_ok"] == 3
         ran_on = {int(w.rsplit(":", 1)[1]) for w in summary["workers"]}
@@ -73,8 +74,9 @@ def test_index_to_s3_url(prefect_api, corpus, tmp_path):
         endpoint = f"http://127.0.0.1:{port}"
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="feats")
         opts = {"client_kwargs": {"endpoint_url": endpoint}}
-        params = IndexParams(corpus=str(corpus), out="s3://feats/run1", clip_weights="none", clip_frames=2,
-                             workers=1, storage_options=opts)
+        params = IndexParams(corpus={"root": str(corpus)}, out="s3://feats/run1",
+                             features={"clip": {"weights": "none", "frames": 2}}, run={"workers": 1},
+                             storage_options=opts)
         summary = index_corpus(params)
         assert summary["indexed_ok"] == 3
         df = pd.read_parquet("s3://feats/run1", storage_options=opts)

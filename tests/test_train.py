@@ -62,7 +62,7 @@ def test_train_and_evaluate_flow_writes_report_and_artifact(prefect_api, dataset
     from moclip.params import TrainParams
 
     params = TrainParams(dataset=dataset, model_out=str(tmp_path / "model"), report_out=str(tmp_path / "report"),
-                         mv_epochs=5, head_epochs=5, flip=False)
+                         train={"mv_epochs": 5, "head_epochs": 5, "flip": False})
     out = train_and_evaluate(params)
     html = (tmp_path / "report" / "report.html").read_text()
     md = (tmp_path / "report" / "report.md").read_text()

@@ -63,7 +63,7 @@ def test_a_gpu_run_asks_for_no_preload(monkeypatch):
     import torch
 
     import flows.runtime as runtime
-    from moclip.workers import preload
+    from flows import preload
 
     monkeypatch.setattr(runtime, "_forkserver_env", None)  # as before the fork server starts
     monkeypatch.delenv(preload.ENV, raising=False)
@@ -75,7 +75,7 @@ def test_a_gpu_run_asks_for_no_preload(monkeypatch):
 
 
 def test_preload_refuses_anything_but_the_cpu(monkeypatch):
-    from moclip.workers import preload
+    from flows import preload
 
     monkeypatch.setenv(preload.ENV, json.dumps({"model": "ViT-B-32", "weights": "none", "precision": "fp32",
                                                 "device": "cuda"}))

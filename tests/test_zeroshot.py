@@ -31,7 +31,7 @@ def test_prompt_sets():
 
 @pytest.fixture(scope="module")
 def clip_model():
-    enc = load_clip(ClipConfig(weights="none"))
+    enc = load_clip(ClipConfig(precision="fp32", weights="none"))
     return enc.model, open_clip.get_tokenizer("ViT-B-32")
 
 

@@ -179,6 +179,7 @@ def load_clip(cfg: ClipConfig, device: str = "cpu") -> ClipImageEncoder:
     Raises ``ClipWeightsError`` when the weights cannot be resolved or loaded.
     """
     dev = resolve_device(device)
+    cfg = cfg.resolved(str(dev))  # precision "auto": what this device runs best
     check_precision(cfg.precision, dev)
     spec = resolve_weights(cfg.model, cfg.weights, cfg.activation)
     with _LOAD_LOCK:  # threads of one worker process share one model

@@ -50,9 +50,11 @@ def rewrite_old_shards(store: Store, plan: IndexPlan) -> int:
 
 
 def write_manifest(
-    store: Store, settings: FeatureSettings, settings_hash: str, clip_weights_id: str, clip_random: bool,
+    store: Store, *, settings: FeatureSettings, settings_hash: str, clip_weights_id: str, clip_random: bool,
     run_summary: dict, corpus: dict | None = None,
 ) -> dict:
+    """Write the dataset's ``manifest.json``: its feature settings (read back with ``read_settings``), the CLIP
+    weights id, the corpus spec, the shard list and the last 50 runs' summaries."""
     old = store.read_json(MANIFEST_NAME) or {}
     now = datetime.now(timezone.utc).isoformat()
     manifest = {
@@ -69,3 +71,9 @@ def write_manifest(
     }
     store.write_json(MANIFEST_NAME, manifest)
     return manifest
+
+
+def read_settings(manifest: dict) -> FeatureSettings:
+    """The feature settings a manifest (or a bundle's ``features``) recorded, validated; fields that older
+    versions did not record (e.g. ``max_frames``, ``activation``) get their defaults."""
+    return FeatureSettings.model_validate(manifest["settings"])

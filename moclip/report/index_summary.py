@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from moclip.dataset.incremental import IndexPlan
-from moclip.workers.shard_worker import ShardResult
+from moclip.indexing.shard import ShardResult
 
 
 def summarize(

@@ -10,7 +10,7 @@ import math
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,7 +19,8 @@ import torch
 
 from moclip import zeroshot
 from moclip.bundle import Bundle, load_bundle, save_bundle
-from moclip.dataset import FeatureSet, load_features, read_manifest, read_metadata
+from moclip.config import ClipConfig, TrainConfig
+from moclip.dataset import FeatureSet, load_features, read_manifest, read_metadata, read_settings
 from moclip.models import (
     PAPER_MV_NET,
     FusionHead,
@@ -39,28 +40,6 @@ from moclip.train.splits import Splits, make_splits
 PAPER = {"source": "MoCLIP-Lite (arXiv 2509.17084), UCF101 split 1, top-1",
          "top1": {"fusion": 0.892, "zero_shot": 0.650, "mv_only": 0.665}}
 CALIBRATED = ("fusion", "mv_only", "clip_linear_probe")  # trained models, each with its own temperature
-
-
-@dataclass
-class TrainConfig:
-    mvnet: str = "mvnet-r21d"  # a name in moclip/model_configs or a JSON path
-    mv_epochs: int = 40
-    head_epochs: int = 100
-    batch_size: int = 64  # MV net
-    head_batch_size: int = 512  # fusion head and linear probe (frozen features: big batches are cheap)
-    mv_lr: float = 2e-3
-    head_lr: float = 1e-3
-    weight_decay: float = 0.05
-    patience: int = 10
-    hidden: int = 512
-    dropout: float = 0.5
-    stream_dropout: float = 0.3  # fusion head: chance a training sample loses one whole stream
-    flip: bool = True  # horizontal-flip augmentation; turn off when classes depend on left vs right
-    val_fraction: float = 0.15
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"  # training forward passes: auto (bf16 where native) | bf16 | fp32
-    prompts: str = "short"  # zero-shot prompt ensemble: short | clip-ucf101 | plain
 
 
 @dataclass
@@ -147,12 +126,9 @@ def fused_features(net: torch.nn.Module, mv: torch.Tensor, valid: torch.Tensor, 
     return torch.cat([mv_features(net, mv, valid, precision=precision), clip], dim=1)
 
 
-def _clip_config(manifest: dict):
-    from moclip.config import ClipConfig
-
-    c = manifest["settings"]["clip"]
-    return ClipConfig(model=c["model"], weights=c["weights"], frames=c["frames"],
-                      activation=c.get("activation", "auto"))
+def _clip_config(manifest: dict) -> ClipConfig:
+    """The dataset's CLIP settings, for building its text tower (any precision: the text is embedded in fp32)."""
+    return read_settings(manifest).clip.model_copy(update={"precision": "fp32"})
 
 
 def check_clip_weights(url: str, manifest: dict) -> None:
@@ -270,7 +246,7 @@ def train(url: str, out: str | Path, cfg: TrainConfig | None = None,
         "mvnet": {"config": arch, "name": cfg.mvnet, "params": count_params(net),
                   "flops_per_video": flops_per_video(net.cpu(), mv_shape), "feature_dim": net.feature_dim},
         "fusion": {"hidden": cfg.hidden, "dropout": cfg.dropout, "params": count_params(head)},
-        "train_config": asdict(cfg),
+        "train_config": cfg.model_dump(),
         "dataset": {"url": url, "split_name": split_name(manifest, url), "split_protocol": s.protocol,
                     "n_train": len(s.train), "n_val": len(s.val), "n_test": len(s.test)},
         "splits": {"train": p.fs.meta["video_id"].iloc[s.train].tolist(),
@@ -366,7 +342,7 @@ def evaluate(url: str, model: str | Path, device: str = "auto") -> dict:
     t0 = time.perf_counter()
     bundle = load_bundle(model)
     m = bundle.meta
-    cfg = TrainConfig(**m["train_config"])
+    cfg = TrainConfig.model_validate(m["train_config"])
     dev = resolve_device(device)
     manifest = read_manifest(url) or {}
     check_settings(url, manifest, m)

@@ -45,7 +45,7 @@ def extract_video(
 ) -> VideoFeatures:
     """Decode ``path`` once: MVs from every frame, RGB only for ``n_rgb`` evenly spaced frames.
 
-    ``on_frame(index)`` is called after each decoded frame (the fault-injection hook of ``moclip.workers.decode``).
+    ``on_frame(index)`` is called after each decoded frame (the fault-injection hook of ``moclip.indexing.decode``).
 
     The RGB frame indices come from the container's frame count; when that count was wrong and some wanted
     frames never came, a second (MV-free) pass fetches frames at the right indices.

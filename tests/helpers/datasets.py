@@ -8,7 +8,7 @@ from helpers.videos import make_video
 from moclip.config import ClipConfig, FeatureSettings, RunConfig
 from moclip.corpus import load_folder
 from moclip.dataset import Store, plan_index, write_manifest
-from moclip.workers.shard_worker import index_shard
+from moclip.indexing.shard import ShardTarget, index_shard
 
 MOTIONS = {"right": (3, 0), "left": (-3, 0), "up": (0, -3), "down": (0, 3)}
 
@@ -28,10 +28,11 @@ def motion_corpus(root: Path, per_class: int, motions: dict = MOTIONS, n_frames:
 
 def index_in_process(corpus: Path, out: Path, frames: int = 2) -> str:
     """Index a folder-per-class corpus with random-init CLIP, in this process, and write the manifest."""
-    settings = FeatureSettings(clip=ClipConfig(weights="none", frames=frames))
+    settings = FeatureSettings(clip=ClipConfig(weights="none", frames=frames, precision="fp32"))
     h = settings.settings_hash("random-init")
     store = Store(str(out))
-    index_shard(plan_index(load_folder(corpus), store, h).to_index, settings, str(out), "part-test-00000.parquet",
-                RunConfig(), h)
-    write_manifest(store, settings, h, "random-init", True, {})
+    index_shard(plan_index(load_folder(corpus), store, h).to_index, "part-test-00000.parquet",
+                ShardTarget(features=settings, run=RunConfig(), out=str(out), settings_hash=h))
+    write_manifest(store, settings=settings, settings_hash=h, clip_weights_id="random-init", clip_random=True,
+                   run_summary={})
     return str(out)

@@ -19,16 +19,31 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
-from moclip.config import FeatureSettings, RunConfig
+from moclip.config import FeatureSettings, RunConfig, Settings
 from moclip.dataset.incremental import fingerprint
 from moclip.dataset.schema import STATUS_FAILED, STATUS_OK, rows_to_table
 from moclip.dataset.storage import Store
+from moclip.indexing.decode import decode_video, describe_error, failure_reason
 from moclip.video import DecodeError, VideoFeatures
-from moclip.workers.decode import decode_video, describe_error, failure_reason
 
-__all__ = ["ShardResult", "describe_error", "embed_and_write", "hard_time_limit", "index_shard", "match_thread_limit",
+__all__ = ["ShardResult", "ShardTarget", "describe_error", "embed_and_write", "hard_time_limit", "index_shard",
+           "match_thread_limit",
            "video_row", "worker_encoder"]
+
+
+class ShardTarget(Settings):
+    """What every shard of one index run shares: the features to make, how to run, and where they go."""
+
+    features: FeatureSettings = Field(description="resolved feature settings (CLIP precision is not 'auto')")
+    run: RunConfig
+    out: str = Field(description="dataset folder or fsspec URL")
+    settings_hash: str
+    storage_options: dict = Field(default_factory=dict)
+
+    def store(self) -> Store:
+        return Store(self.out, self.storage_options)
 
 
 @dataclass
@@ -141,29 +156,27 @@ def match_thread_limit() -> None:
         torch.set_num_threads(int(n))
 
 
-def worker_encoder(settings: FeatureSettings, run: RunConfig) -> tuple[Any, float]:
+def worker_encoder(target: ShardTarget) -> tuple[Any, float]:
     """This worker process's CLIP encoder (cached: only its first shard pays) and the seconds it took to get."""
     from moclip.clip import load_clip
 
     match_thread_limit()
     t0 = time.perf_counter()
-    encoder = load_clip(settings.clip, device=run.device)
+    encoder = load_clip(target.features.clip, device=target.run.device)
     return encoder, time.perf_counter() - t0
 
 
-def index_shard(
-    videos: list[dict], settings: FeatureSettings, out_url: str, shard_name: str, run: RunConfig,
-    settings_hash: str, storage_options: dict | None = None,
-) -> ShardResult:
+def index_shard(videos: list[dict], shard_name: str, target: ShardTarget) -> ShardResult:
+    """Index ``videos`` into the Parquet file ``shard_name`` of ``target.out``: one row per video."""
     started = time.time()
-    encoder, load_s = worker_encoder(settings, run)
+    encoder, load_s = worker_encoder(target)
+    mv, frames, run = target.features.mv, target.features.clip.frames, target.run
 
     def decode(path: str) -> VideoFeatures:
         with hard_time_limit(run.hard_timeout_s):  # the decoder's swscale resizes straight to CLIP's input size
-            return decode_video(path, settings.mv, settings.clip.frames, encoder.target_size, run.decode_timeout_s)
+            return decode_video(path, mv, frames, encoder.target_size, run.decode_timeout_s)
 
-    decoded = [video_row(video, settings_hash, encoder.weights_id, decode) for video in videos]
-    result = embed_and_write(decoded, encoder, run, Store(out_url, storage_options),
-                             ShardResult(shard=shard_name, started_at=started))
+    decoded = [video_row(video, target.settings_hash, encoder.weights_id, decode) for video in videos]
+    result = embed_and_write(decoded, encoder, run, target.store(), ShardResult(shard=shard_name, started_at=started))
     result.seconds["load_model"] = load_s
     return result

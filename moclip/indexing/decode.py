@@ -1,6 +1,6 @@
 """Decoding one video, the same way in a shard worker and in an isolated child process.
 
-Run as ``python -m moclip.workers.decode FD`` it is that child: it decodes the videos its parent sends over the
+Run as ``python -m moclip.indexing.decode FD`` it is that child: it decodes the videos its parent sends over the
 socket FD, one at a time, so a decoder that crashes or hangs takes down this process only (see ``isolated.py``).
 It imports no torch: the parent, which holds the CLIP model, answers the decoder's resize questions.
 

@@ -1,6 +1,6 @@
 """The second try of a shard whose first attempt failed (its worker died or hung): each video decoded in isolation.
 
-Videos are decoded one at a time in a child process (``python -m moclip.workers.decode``), so a decoder that
+Videos are decoded one at a time in a child process (``python -m moclip.indexing.decode``), so a decoder that
 crashes or hangs costs one video: the child dies, or is killed at the hard time limit, the video becomes a
 ``failed`` row that says so, and a fresh child takes the next video. Everything else is what ``index_shard`` does:
 the same rows, frames embedded with this worker's cached CLIP model, one Parquet file with the shard's name.
@@ -17,10 +17,9 @@ import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 
-from moclip.config import FeatureSettings, MVConfig, RunConfig
-from moclip.dataset.storage import Store
+from moclip.config import MVConfig
+from moclip.indexing.shard import ShardResult, ShardTarget, embed_and_write, video_row, worker_encoder
 from moclip.video import DecodeError, VideoFeatures
-from moclip.workers.shard_worker import ShardResult, embed_and_write, video_row, worker_encoder
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +68,7 @@ class DecoderProcess:
     def _start(self) -> None:
         ours, theirs = socket.socketpair()
         with theirs:
-            self.proc = subprocess.Popen([sys.executable, "-m", "moclip.workers.decode", str(theirs.fileno())],
+            self.proc = subprocess.Popen([sys.executable, "-m", "moclip.indexing.decode", str(theirs.fileno())],
                                          pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
         self.conn = Connection(ours.detach())
         try:
@@ -104,12 +103,12 @@ class DecoderProcess:
 
 
 def index_shard_isolated(
-    videos: list[dict], settings: FeatureSettings, out_url: str, shard_name: str, run: RunConfig,
-    settings_hash: str, storage_options: dict | None = None, first_error: str = "",
+    videos: list[dict], shard_name: str, target: ShardTarget, first_error: str = "",
 ) -> ShardResult:
     """``index_shard``, with every video decoded in a child process; ``first_error``: why the first try failed."""
     started = time.time()
-    encoder, load_s = worker_encoder(settings, run)
+    encoder, load_s = worker_encoder(target)
+    settings, run = target.features, target.run
     result = ShardResult(shard=shard_name, first_error=first_error, started_at=started)
     child = DecoderProcess(encoder.target_size)
 
@@ -120,12 +119,12 @@ def index_shard_isolated(
     try:
         for video in videos:
             deaths = child.deaths
-            decoded.append(video_row(video, settings_hash, encoder.weights_id, decode))
+            decoded.append(video_row(video, target.settings_hash, encoder.weights_id, decode))
             if child.deaths > deaths:
                 result.culprits.append(video["video_id"])
                 log.warning("shard %s: the decoder died on %s: %s", shard_name, video["path"], decoded[-1][0]["error"])
     finally:
         child.close()
-    result = embed_and_write(decoded, encoder, run, Store(out_url, storage_options), result)
+    result = embed_and_write(decoded, encoder, run, target.store(), result)
     result.seconds["load_model"] = load_s
     return result

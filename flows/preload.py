@@ -21,8 +21,7 @@ log = logging.getLogger(__name__)
 
 def request(clip: ClipConfig, device: str) -> None:
     """Ask a fork server started after this call to build ``clip`` for ``device`` (honoured for "cpu" only)."""
-    os.environ[ENV] = json.dumps({"model": clip.model, "weights": clip.weights, "precision": clip.precision,
-                                  "activation": clip.activation, "device": device})
+    os.environ[ENV] = json.dumps({"clip": clip.model_dump(), "device": device})
 
 
 def preload() -> bool:
@@ -39,7 +38,7 @@ def preload() -> bool:
         from moclip.clip import load_clip
 
         torch.set_num_threads(1)  # no OpenMP thread pool in a process that forks; workers set their own count
-        load_clip(ClipConfig(**spec), device="cpu")
+        load_clip(ClipConfig.model_validate(spec["clip"]), device="cpu")
         return True
     except Exception as e:  # noqa: BLE001 - the workers load it themselves and report any error
         log.warning("could not preload CLIP for the workers (%s: %s); each worker loads it", type(e).__name__, e)

@@ -1,0 +1,112 @@
+"""The CLI's jobs: each starts (or reuses) a local Prefect server, runs the job's flow, and prints a summary.
+
+Checks that need no server come first (a missing corpus fails in a second, not after a minute of start-up).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+from moclip.params import DemoParams, EvaluateParams, IndexParams, LabelParams, TrainParams
+
+
+def run_index(params: IndexParams, server_running: bool = False) -> dict:
+    params.corpus.check()  # a missing corpus fails now, before the server and the workers start
+    from flows.runtime import prefect_api
+    from moclip.report.index_summary import one_line
+
+    with contextlib.nullcontext() if server_running else prefect_api(("flows.index_flow",), params.workers_clip()):
+        from flows.index_flow import index_corpus
+
+        summary = index_corpus(params)
+    print(one_line(summary))
+    for f in summary["failures"][:20]:
+        print(f"  failed: {f['video_id']}: {f['reason']}", file=sys.stderr)
+    if len(summary["failures"]) > 20:
+        print(f"  ... {len(summary['failures']) - 20} more failures (see the index-summary artifact)", file=sys.stderr)
+    for c in summary["crashed_shards"]:  # e.g. the disk filled up: the shard's videos are not in the dataset
+        print(f"  shard not written: {c['shard']} ({len(c['video_ids'])} videos): {c['error']}", file=sys.stderr)
+    return summary
+
+
+def run_train(params: TrainParams) -> str:
+    from flows.runtime import prefect_api
+
+    with prefect_api(preload=("flows.train_flow",)):
+        from flows.train_flow import train_model
+
+        return train_model(params)
+
+
+def print_results(out: dict) -> None:
+    r = out["results"]
+    if r["clip"]["random_init"]:
+        print("WARNING: CLIP weights were RANDOM: zero-shot and CLIP-probe numbers measure nothing about CLIP.")
+    line = ", ".join(f"{k} {v['top1'] * 100:.1f}%" for k, v in r["methods"].items())
+    print(f"test top-1 ({r['dataset']['n_test']} videos): {line}")
+    print(f"report: {out['report_html']} and {out['report_md']}")
+
+
+def run_evaluate(params: EvaluateParams) -> dict:
+    from flows.runtime import prefect_api
+
+    with prefect_api(preload=("flows.train_flow",)):
+        from flows.train_flow import evaluate_model
+
+        out = evaluate_model(params)
+    print_results(out)
+    return out
+
+
+def run_label(params: LabelParams) -> dict:
+    params.corpus.check()  # before any server
+    from flows.runtime import prefect_api
+    from moclip.config import FeatureSettings
+    from moclip.label import index_settings_of
+
+    workers_clip = None
+    with contextlib.suppress(Exception):  # a bad model path is reported by the flow itself
+        workers_clip = params.index_params(FeatureSettings.model_validate(index_settings_of(params.model))
+                                           ).workers_clip()
+    with prefect_api(("flows.label_flow",), workers_clip):
+        from flows.label_flow import label_archive
+
+        out = label_archive(params)
+    top = ", ".join(f"{k} {v}" for k, v in list(out["top1_counts"].items())[:10])
+    print(f"{out['n_labelled']} videos labelled ({out['n_failed']} failed to index): {top}")
+    print(f"predictions: {out['predictions']} and {out['csv']}")
+    return out
+
+
+def demo_clip_weights(params: DemoParams) -> str:
+    """The demo's CLIP weights: the requested ones, or random ones (said loudly) when they cannot be loaded here."""
+    from moclip.clip import ClipWeightsError, load_clip
+
+    clip = params.features.clip
+    if not params.random_clip_fallback or clip.weights == "none":
+        return clip.weights
+    try:
+        load_clip(clip.model_copy(update={"precision": "fp32"}), device="cpu")  # resolves, then loads
+    except ClipWeightsError as e:
+        print(f"WARNING: {e}\nWARNING: the demo goes on with RANDOM CLIP weights (--clip-weights none); "
+              "its appearance features carry no pretrained knowledge.", file=sys.stderr)
+        return "none"
+    return clip.weights
+
+
+def run_demo(params: DemoParams) -> dict:
+    from moclip.demo import generate_demo_corpus
+
+    index = params.index_params()
+    generate_demo_corpus(index.corpus.root, seed=params.corpus_seed)
+    index = params.index_params(demo_clip_weights(params))
+    from flows.runtime import prefect_api
+
+    with prefect_api(("flows.index_flow", "flows.train_flow"), index.workers_clip()):
+        from flows.train_flow import train_and_evaluate
+
+        run_index(index, server_running=True)
+        result = train_and_evaluate(params.train_params())
+    print_results(result)
+    return result
