@@ -44,7 +44,7 @@ def test_index_command(tmp_path, moclip):
 
 def test_bad_parameters_are_rejected_before_any_work(tmp_path, moclip):
     r = moclip("index", str(tmp_path), "--out", str(tmp_path / "o"), "--shard-size", "0", timeout=60)
-    assert r.returncode == 2 and "shard_size" in r.stderr
+    assert r.returncode == 2 and "--run.shard-size: Input should be greater than or equal to 1 (got '0')" in r.stderr
     r = moclip("index", str(tmp_path), "--out", str(tmp_path / "o"), "--grid", "15by20", timeout=60)
     assert r.returncode == 2 and "grid must look like 15x20" in r.stderr
 
