@@ -5,15 +5,15 @@ files do not match their recorded hashes.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from moclip.files import atomic_path, atomic_write_text, file_sha256
 
 BUNDLE_FORMAT = 2  # 2: temperatures ("calibration"), "active" standardisation buffers
 READABLE_FORMATS = (1, 2)  # format 1 loads as uncalibrated (T = 1), its standardisation upgraded (models.heads)
@@ -35,14 +35,6 @@ class Bundle:
         return self.meta["classes"]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def save_bundle(path: str | Path, meta: dict, weights: dict[str, dict[str, torch.Tensor]]) -> Path:
     """Write weights (one safetensors file per part) then ``bundle.json`` last, each atomically."""
     path = Path(path)
@@ -50,15 +42,12 @@ def save_bundle(path: str | Path, meta: dict, weights: dict[str, dict[str, torch
     files = {}
     for part, state in weights.items():
         name = f"{part}.safetensors"
-        tmp = path / f".{name}.tmp"
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
-        os.replace(tmp, path / name)
-        files[name] = _sha256(path / name)
+        with atomic_path(path / name) as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
+        files[name] = file_sha256(path / name)
     full = {**meta, "format": BUNDLE_FORMAT, "files": files,
             "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    tmp = path / f".{META_NAME}.tmp"
-    tmp.write_text(json.dumps(full, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path / META_NAME)
+    atomic_write_text(path / META_NAME, json.dumps(full, indent=2, sort_keys=True, default=str))
     return path
 
 
@@ -81,7 +70,7 @@ def load_bundle(path: str | Path) -> Bundle:
             raise BundleError(f"{meta_path}: refusing file entry {name!r}")
         if not f.is_file():
             raise BundleError(f"{f}: missing from the bundle")
-        if _sha256(f) != digest:
+        if file_sha256(f) != digest:
             raise BundleError(f"{f}: SHA-256 does not match {META_NAME}; the bundle was modified, refusing to load")
         weights[name.removesuffix(".safetensors")] = load_file(str(f))
     return Bundle(path=path, meta=meta, weights=weights)

@@ -133,27 +133,4 @@ def write_predictions(preds: pd.DataFrame, out: str, storage_options: dict | Non
     return store.path(PREDICTIONS), store.path(PREDICTIONS_CSV)
 
 
-def distribution_markdown(preds: pd.DataFrame, extra: bool, random_clip: bool = False) -> str:
-    lines = ["# Labels", ""]
-    if random_clip:
-        lines += ["> **The model's CLIP weights are RANDOM (untrained): zero-shot scores mean nothing.**", ""]
-    n_missing = int(preds["mv_missing"].sum()) if "mv_missing" in preds and len(preds) else 0
-    lines += [f"{len(preds)} videos labelled"
-              + (f"; {n_missing} had no usable motion vectors and were labelled from CLIP alone." if n_missing
-                 else "."), "",
-              "| top-1 label | videos | mean calibrated probability |", "|---|---:|---:|"]
-    if len(preds):
-        g = preds.groupby("top1")["top1_prob"].agg(["count", "mean"]).sort_values("count", ascending=False)
-        lines += [f"| {lab} | {int(r['count'])} | {r['mean']:.2f} |" for lab, r in g.iterrows()]
-    if extra and len(preds):
-        best = pd.DataFrame({"label": preds["zero_shot_labels"].map(lambda v: v[0]),
-                             "closer": preds["zero_shot_margin"].map(lambda v: v[0] > 0),
-                             "prob": preds["zero_shot_probs"].map(lambda v: v[0])})
-        g = best.groupby("label").agg(videos=("closer", "size"), closer=("closer", "sum"), prob=("prob", "mean"))
-        lines += ["", "## Extra classes, scored ZERO-SHOT by CLIP (not trained; not comparable with the above)", "",
-                  "Probabilities are CLIP's zero-shot softmax over the trained and the extra class names together.", "",
-                  "| best extra class | videos | of which closer than every trained class "
-                  "| mean zero-shot probability |", "|---|---:|---:|---:|"]
-        lines += [f"| {lab} | {int(r['videos'])} | {int(r['closer'])} | {r['prob']:.2f} |"
-                  for lab, r in g.sort_values("videos", ascending=False).iterrows()]
-    return "\n".join(lines) + "\n"
+from moclip.report.label_summary import distribution_markdown as distribution_markdown  # noqa: E402 (re-export)

@@ -7,6 +7,7 @@ ensemble over 101 classes costs tens of seconds on a CPU and never changes for t
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from moclip.files import atomic_write_bytes
 
 TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
     # a compact ensemble of the CLIP paper's UCF101 prompts
@@ -66,9 +69,9 @@ def text_embeddings(model: torch.nn.Module, tokenizer, classnames: list[str], we
     emb = weights.T.float().cpu().numpy()
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, emb)
-        os.replace(tmp, path)
+        buf = io.BytesIO()
+        np.save(buf, emb)
+        atomic_write_bytes(path, buf.getvalue())
     return emb
 
 

@@ -151,7 +151,7 @@ def test_random_weights_warning(random_init: bool) -> None:
         assert lines[0] == title and WARNING in lines[1], lines[:2]
     body = html[html.index("<body>"):]
     assert body.index(WARNING) < body.index("Headline") and body.index("<h1>") < body.index(WARNING)
-    assert '<div class="warn" role="alert">' in html and ".warn{border:4px solid" in html
+    assert '<blockquote class="warn" role="alert">' in html and ".warn{border:4px solid" in html
     assert "⚠ random CLIP" in md_row(md, "Fusion")[0]
     assert "⚠ random CLIP" not in md_row(md, "MV-only")[0]
 
@@ -244,7 +244,7 @@ def test_user_data_is_escaped(tmp_path: Path) -> None:
     md_path, html_path = write_report(results, tmp_path)
     html = html_path.read_text()
     assert "<script" not in html.lower() and "<img src=x>" not in html and "<b>corpus" not in html
-    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;Evil|Class" in html
+    assert "<td>&lt;script&gt;alert('x')&lt;/script&gt;Evil|Class</td>" in html  # one cell, shown as written
     assert "demo &lt;b&gt;corpus&lt;/b&gt;" in html
     md = md_path.read_text()
     assert "<script" not in md and "&lt;script&gt;" in md

@@ -29,6 +29,7 @@ import open_clip
 from open_clip.pretrained import download_pretrained, get_pretrained_cfg
 
 from moclip.config import ACTIVATIONS
+from moclip.files import hash_file
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +80,9 @@ def file_facts(path: str, chunk_size: int = 1 << 20) -> FileFacts:
     with _HASH_LOCK:
         if key in _HASH_CACHE:
             return _HASH_CACHE[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            h.update(chunk)
+    digest = hash_file(path, hashlib.sha256(), chunk_size).hexdigest()
     torchscript, openai = torchscript_format(path)
-    facts = FileFacts(h.hexdigest(), torchscript, openai)
+    facts = FileFacts(digest, torchscript, openai)
     with _HASH_LOCK:
         _HASH_CACHE[key] = facts
     return facts

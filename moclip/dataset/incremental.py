@@ -18,15 +18,12 @@ import pyarrow as pa
 
 from moclip.dataset.schema import STATE_COLUMNS, STATUS_DELETED, STATUS_FAILED
 from moclip.dataset.storage import Store
+from moclip.files import hash_file
 
 
 def fingerprint(path: str, chunk: int = 1 << 20) -> str:
     """Content hash of a file (blake2b, 128 bit)."""
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return "b2:" + h.hexdigest()
+    return "b2:" + hash_file(path, hashlib.blake2b(digest_size=16), chunk).hexdigest()
 
 
 @dataclass

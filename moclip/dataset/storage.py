@@ -8,20 +8,21 @@ files written before it are untouched.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import io
 import json
 import os
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from moclip.files import atomic_write_bytes
+
 SHARD_PREFIX = "part-"
 MANIFEST_NAME = "_manifest.json"  # leading "_" : pyarrow.dataset and pandas skip it when reading the folder
+TEMP_PREFIX = ".tmp-"  # local temp files: .tmp-<random>-<name> (clean_temp removes those a killed run left)
 _OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
@@ -71,20 +72,11 @@ class Store:
             except OSError as e:
                 raise _write_error(self.url.rstrip("/") + "/" + name, e) from e
             return
-        tmp = self.path(f".tmp-{uuid.uuid4().hex}-{name}")
         try:
             os.makedirs(self.root, exist_ok=True)
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException as e:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            if isinstance(e, OSError):
-                raise _write_error(final, e) from e
-            raise
+            atomic_write_bytes(final, data, prefix=TEMP_PREFIX, suffix=f"-{os.path.basename(final)}")
+        except OSError as e:
+            raise _write_error(final, e) from e
 
     def write_table(self, name: str, table: pa.Table) -> int:
         buf = io.BytesIO()
@@ -128,7 +120,7 @@ class Store:
             return 0
         n = 0
         for entry in os.scandir(self.root):
-            if entry.name.startswith(".tmp-"):
+            if entry.name.startswith(TEMP_PREFIX):
                 os.unlink(entry.path)
                 n += 1
         return n

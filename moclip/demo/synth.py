@@ -26,7 +26,6 @@ decisions and x264's macroblock tree off (see ``_codec_options``), and the muxer
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import multiprocessing
@@ -44,6 +43,7 @@ from typing import Any, Literal
 import av
 import numpy as np
 
+from moclip.files import atomic_path, atomic_write_text, file_sha256
 from moclip.video.writer import write_frames
 
 __all__ = [
@@ -493,7 +493,8 @@ def _intact(out: Path, stamp: dict[str, Any], specs: Sequence[ClipSpec]) -> dict
     return ok
 
 
-_CLIP_NAME = re.compile(r"^\.?(?P<label>[A-Za-z]+)_\d{3,}\.(mp4|avi)(\.tmp)?$")
+# a clip, or a temp file of one (moclip.files: ".<name>.<random>.tmp"; older runs: ".<name>.tmp")
+_CLIP_NAME = re.compile(r"^\.?(?P<label>[A-Za-z]+)_\d{3,}\.(mp4|avi)((\.\w+)?\.tmp)?$")
 
 
 def _check_target(out: Path) -> None:
@@ -521,27 +522,15 @@ def _prune(out: Path, keep: set[Path]) -> None:
                 p.unlink()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _write_clip(spec: ClipSpec, path: Path) -> dict[str, Any]:
     """Encode one clip under a hidden temporary name, rename it into place, and return its stamp record."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         encode_clip(spec, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return {
         "path": spec.relpath, "label": spec.label, "stream": spec.stream, "codec": spec.variant.codec,
         "bframes": spec.variant.bframes, "container": spec.variant.container, "n_frames": spec.n_frames,
-        "gop": spec.gop, "bytes": path.stat().st_size, "sha256": _sha256(path),
+        "gop": spec.gop, "bytes": path.stat().st_size, "sha256": file_sha256(path),
     }
 
 
@@ -617,8 +606,6 @@ def generate_demo_corpus(
         "classes": [{"name": c.name, "stream": c.stream, "description": c.description} for c in DEMO_CLASSES],
         "clips": records,
     }
-    tmp = out / f".{STAMP_NAME}.tmp"
-    tmp.write_text(json.dumps(stamp, indent=1) + "\n")
-    os.replace(tmp, out / STAMP_NAME)
+    atomic_write_text(out / STAMP_NAME, json.dumps(stamp, indent=1) + "\n")
     return paths
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from moclip.dataset.incremental import IndexPlan
 from moclip.indexing.shard import ShardResult
+from moclip.report import RANDOM_CLIP_WARNING
+from moclip.report import markdown as md
 
 
 def summarize(
@@ -60,41 +62,43 @@ def one_line(s: dict) -> str:
             + f" in {s['wall_seconds']:.1f} s -> {s['out']}")
 
 
+def _listed(ids: list[str], limit: int) -> md.Md:
+    return md.bullets([*map(md.code, ids[:limit]), *([f"… {len(ids) - limit} more"] if len(ids) > limit else [])])
+
+
 def to_markdown(s: dict, max_failures: int = 50) -> str:
-    lines = ["# Index run", ""]
-    if s["clip_random_init"]:
-        lines += ["> **CLIP weights are RANDOM (untrained). Appearance features carry no pretrained knowledge.**", ""]
-    lines += [
-        "| videos in corpus | new | re-indexed | unchanged | deleted | ok | failed | crashed shards |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| {s['corpus_videos']} | {s['new']} | {s['reindexed']} | {s['unchanged']} | {s['deleted']} "
-        f"| {s['indexed_ok']} | {s['failed']} | {len(s['crashed_shards'])} |",
-        "",
-        f"Output: `{s['out']}` · settings hash `{s['settings_hash']}` · CLIP `{s['clip_weights_id']}` · "
-        f"{s['bytes_written'] / 1e6:.2f} MB written · wall {s['wall_seconds']:.1f} s · worker seconds "
-        + ", ".join(f"{k} {v:.1f}" for k, v in s["worker_seconds"].items()),
+    """The summary ``s`` (from :func:`summarize`) as Markdown: counts, where the output went, what changed and
+    what failed (at most ``max_failures`` entries per list)."""
+    blocks = [
+        md.heading(1, "Index run"),
+        md.warning(RANDOM_CLIP_WARNING) if s["clip_random_init"] else None,
+        md.table(["videos in corpus", "new", "re-indexed", "unchanged", "deleted", "ok", "failed", "crashed shards"],
+                 [[s["corpus_videos"], s["new"], s["reindexed"], s["unchanged"], s["deleted"], s["indexed_ok"],
+                   s["failed"], len(s["crashed_shards"])]]),
+        md.join(["Output: ", md.code(s["out"]), " · settings hash ", md.code(s["settings_hash"]), " · CLIP ",
+                 md.code(s["clip_weights_id"]), f" · {s['bytes_written'] / 1e6:.2f} MB written · wall "
+                 f"{s['wall_seconds']:.1f} s · worker seconds "
+                 + ", ".join(f"{k} {v:.1f}" for k, v in s["worker_seconds"].items())]),
     ]
     for kind, title in (("new", "New videos"), ("reindexed", "Changed videos (re-indexed)"),
                         ("deleted", "Deleted videos (marked deleted)")):
         ids = s.get("changes", {}).get(kind, [])
         if ids:
-            lines += ["", f"## {title}: {len(ids)}", ""] + [f"- `{v}`" for v in ids[:max_failures]]
-            if len(ids) > max_failures:
-                lines.append(f"- … {len(ids) - max_failures} more")
+            blocks += [md.heading(2, f"{title}: {len(ids)}"), _listed(ids, max_failures)]
     if s["failures"]:
-        lines += ["", "## Failed videos", "", "| video | reason |", "|---|---|"]
-        for f in s["failures"][:max_failures]:
-            lines.append(f"| `{f['video_id']}` | {f['reason'].replace('|', '/')} |")
+        rows = [[md.code(f["video_id"]), f["reason"]] for f in s["failures"][:max_failures]]
         if len(s["failures"]) > max_failures:
-            lines.append(f"| … | {len(s['failures']) - max_failures} more |")
+            rows.append(["…", f"{len(s['failures']) - max_failures} more"])
+        blocks += [md.heading(2, "Failed videos"), md.table(["video", "reason"], rows)]
     if s.get("isolated_retries"):
-        lines += ["", "## Shards retried in isolation (a worker died or hung; each video decoded in its own process)",
-                  "", "| shard | first attempt | decoder crashed or hung on |", "|---|---|---|"]
-        for r in s["isolated_retries"]:
-            culprits = ", ".join(f"`{v}`" for v in r["culprits"]) or "none (the retry indexed every video)"
-            lines.append(f"| `{r['shard']}` | {r['error'].replace('|', '/')} | {culprits} |")
+        rows = [[md.code(r["shard"]), r["error"],
+                 md.join(map(md.code, r["culprits"]), ", ") or "none (the retry indexed every video)"]
+                for r in s["isolated_retries"]]
+        blocks += [md.heading(2, "Shards retried in isolation (a worker died or hung; each video decoded in its own "
+                                 "process)"),
+                   md.table(["shard", "first attempt", "decoder crashed or hung on"], rows)]
     if s["crashed_shards"]:
-        lines += ["", "## Crashed shards (retried on the next run)", "", "| shard | videos | error |", "|---|---|---|"]
-        for c in s["crashed_shards"]:
-            lines.append(f"| `{c['shard']}` | {len(c['video_ids'])} | {c['error'].replace('|', '/')} |")
-    return "\n".join(lines) + "\n"
+        rows = [[md.code(c["shard"]), len(c["video_ids"]), c["error"]] for c in s["crashed_shards"]]
+        blocks += [md.heading(2, "Crashed shards (retried on the next run)"),
+                   md.table(["shard", "videos", "error"], rows)]
+    return md.document(blocks)
