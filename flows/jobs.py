@@ -42,7 +42,9 @@ def run_train(params: TrainParams) -> str:
 def print_results(out: dict) -> None:
     r = out["results"]
     if r["clip"]["random_init"]:
-        print("WARNING: CLIP weights were RANDOM: zero-shot and CLIP-probe numbers measure nothing about CLIP.")
+        from moclip.report import RANDOM_CLIP_WARNING
+
+        print(f"WARNING: {RANDOM_CLIP_WARNING}")
     line = ", ".join(f"{k} {v['top1'] * 100:.1f}%" for k, v in r["methods"].items())
     print(f"test top-1 ({r['dataset']['n_test']} videos): {line}")
     print(f"report: {out['report_html']} and {out['report_md']}")
@@ -89,8 +91,10 @@ def demo_clip_weights(params: DemoParams) -> str:
     try:
         load_clip(clip.model_copy(update={"precision": "fp32"}), device="cpu")  # resolves, then loads
     except ClipWeightsError as e:
-        print(f"WARNING: {e}\nWARNING: the demo goes on with RANDOM CLIP weights (--clip-weights none); "
-              "its appearance features carry no pretrained knowledge.", file=sys.stderr)
+        from moclip.report import RANDOM_CLIP_WARNING
+
+        print(f"WARNING: {e}\nWARNING: the demo goes on with --clip-weights none. {RANDOM_CLIP_WARNING}",
+              file=sys.stderr)
         return "none"
     return clip.weights
 

@@ -81,7 +81,7 @@ def test_train_evaluate_and_label_commands(tmp_path, moclip):
                                 "juggling, swimming", home=tmp_path / "home-label", timeout=300)
         r, rl = evaluating.result(), labelling.result()
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "WARNING: CLIP weights were RANDOM" in r.stdout and "test top-1 (2 videos)" in r.stdout  # 20 % of 12
+    assert "WARNING: CLIP WEIGHTS ARE RANDOM" in r.stdout and "test top-1 (2 videos)" in r.stdout  # 20 % of 12
     md = (report / "report.md").read_text()
     assert "## Calibration (test set)" in md and (report / "report.html").exists()
 
