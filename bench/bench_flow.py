@@ -34,7 +34,7 @@ def run_index(corpus: Path, out: Path, clip_frames: int = 8, **run: object) -> t
     params = IndexParams(corpus={"root": str(corpus)}, out=str(out), run=run,
                          features={"clip": {"weights": "none", "frames": clip_frames}})
     t = time.perf_counter()
-    summary = index_corpus(params)
+    summary = index_corpus(params).model_dump()
     summary["bench_started_at"] = time.time() - (time.perf_counter() - t)  # wall clock, as the shard timeline
     return summary, time.perf_counter() - t
 

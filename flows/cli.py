@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import logging
 import os
 import sys
@@ -67,10 +66,10 @@ class IndexCommand(IndexParams):
 
         summary = run_index(IndexParams.model_validate(self.model_dump(exclude={"path", "print_json"})))
         if self.print_json:
-            print(json.dumps(summary, indent=2, default=str))
-        if summary["crashed_shards"]:  # an incomplete dataset is not a success; a rerun indexes only what is missing
-            n = sum(len(c["video_ids"]) for c in summary["crashed_shards"])
-            raise JobFailed(f"{len(summary['crashed_shards'])} shards ({n} videos) were not written to {self.out}; "
+            print(summary.model_dump_json(indent=2))
+        if summary.crashed_shards:  # an incomplete dataset is not a success; a rerun indexes only what is missing
+            n = sum(len(c.video_ids) for c in summary.crashed_shards)
+            raise JobFailed(f"{len(summary.crashed_shards)} shards ({n} videos) were not written to {self.out}; "
                             "rerun the same command to index them")
 
 

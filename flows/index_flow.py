@@ -27,16 +27,9 @@ from moclip.dataset import Store, write_manifest
 from moclip.indexing.shard import ShardResult, ShardTarget
 from moclip.params import IndexParams
 from moclip.progress import Progress
-from moclip.report.index_summary import one_line, summarize, to_markdown
+from moclip.report.index_summary import IndexSummary, one_line, summarize, to_markdown
 from moclip.sharding import Shard, load_shards, make_shards, new_run_id, save_shards
 from tasks.index_tasks import commit, index_shard_isolated_task, index_shard_task, list_corpus, plan
-
-
-def _for_manifest(summary: dict, cap: int = 200) -> dict:
-    """The run summary as kept in the manifest's run history: counts, and at most ``cap`` ids per change list."""
-    out = {k: v for k, v in summary.items() if k not in ("failures", "changes", "shard_timeline")}
-    out["changes"] = {k: v[:cap] for k, v in summary["changes"].items()}
-    return out
 
 
 @flow(name="extract-features")
@@ -79,7 +72,7 @@ def extract_features(shard_plan: str, target: ShardTarget) -> tuple[list[ShardRe
 
 
 @flow(name="index-corpus")
-def index_corpus(params: IndexParams) -> dict:
+def index_corpus(params: IndexParams) -> IndexSummary:
     """Index a video corpus into a Parquet feature dataset (MV tensors + CLIP embeddings)."""
     t0 = time.perf_counter()
     settings, run = params.settings(), params.run
@@ -104,11 +97,12 @@ def index_corpus(params: IndexParams) -> dict:
                 str(Path(tmp) / "shards.json"), target)
     commit(the_plan, params)
 
-    summary = summarize(len(videos), the_plan, results, crashed, time.perf_counter() - t0, params.out,
-                        settings_hash, weights.weights_id, weights.kind == "none")
+    summary = summarize(n_corpus=len(videos), plan=the_plan, results=results, crashed=crashed,
+                        wall_s=time.perf_counter() - t0, out=params.out, settings_hash=settings_hash,
+                        clip_weights_id=weights.weights_id, clip_random=weights.kind == "none")
     write_manifest(Store(params.out, params.storage_options), settings=settings, settings_hash=settings_hash,
                    clip_weights_id=weights.weights_id, clip_random=weights.kind == "none",
-                   run_summary=_for_manifest(summary), corpus=params.corpus.model_dump())
+                   run_summary=summary.for_manifest(), corpus=params.corpus.model_dump())
     create_markdown_artifact(to_markdown(summary), key="index-summary", description=one_line(summary))
     get_run_logger().info(one_line(summary))
     return summary

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from typing import TYPE_CHECKING
 
 from moclip.params import DemoParams, EvaluateParams, IndexParams, LabelParams, TrainParams
 
+if TYPE_CHECKING:
+    from moclip.report.index_summary import IndexSummary
 
-def run_index(params: IndexParams, server_running: bool = False) -> dict:
+
+def run_index(params: IndexParams, server_running: bool = False) -> IndexSummary:
     params.corpus.check()  # a missing corpus fails now, before the server and the workers start
     from flows.runtime import prefect_api
     from moclip.report.index_summary import one_line
@@ -21,12 +25,12 @@ def run_index(params: IndexParams, server_running: bool = False) -> dict:
 
         summary = index_corpus(params)
     print(one_line(summary))
-    for f in summary["failures"][:20]:
-        print(f"  failed: {f['video_id']}: {f['reason']}", file=sys.stderr)
-    if len(summary["failures"]) > 20:
-        print(f"  ... {len(summary['failures']) - 20} more failures (see the index-summary artifact)", file=sys.stderr)
-    for c in summary["crashed_shards"]:  # e.g. the disk filled up: the shard's videos are not in the dataset
-        print(f"  shard not written: {c['shard']} ({len(c['video_ids'])} videos): {c['error']}", file=sys.stderr)
+    for f in summary.failures[:20]:
+        print(f"  failed: {f.video_id}: {f.reason}", file=sys.stderr)
+    if len(summary.failures) > 20:
+        print(f"  ... {len(summary.failures) - 20} more failures (see the index-summary artifact)", file=sys.stderr)
+    for c in summary.crashed_shards:  # e.g. the disk filled up: the shard's videos are not in the dataset
+        print(f"  shard not written: {c.shard} ({len(c.video_ids)} videos): {c.error}", file=sys.stderr)
     return summary
 
 

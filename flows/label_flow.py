@@ -27,5 +27,5 @@ def label_archive(params: LabelParams) -> dict:
     summary = distribution_markdown(preds, bool(params.extra_classes), clip_is_random(params.model))
     create_markdown_artifact(summary, key="label-summary",
                              description=f"{len(preds)} videos labelled -> {parquet}")
-    return {"n_labelled": len(preds), "n_failed": indexed["failed"], "predictions": parquet, "csv": csv,
+    return {"n_labelled": len(preds), "n_failed": indexed.failed, "predictions": parquet, "csv": csv,
             "top1_counts": preds["top1"].value_counts().to_dict() if len(preds) else {}}

@@ -41,9 +41,9 @@ def run(corpus: Path, out: Path) -> dict:
 def test_index_rerun_and_changes(prefect_api, corpus, tmp_path):
     out = tmp_path / "ds"
     s1 = run(corpus, out)
-    assert s1["corpus_videos"] == 8
-    assert s1["indexed_ok"] == 6 and s1["failed"] == 2 and not s1["crashed_shards"]
-    reasons = {f["video_id"]: f["reason"] for f in s1["failures"]}
+    assert s1.corpus_videos == 8
+    assert s1.indexed_ok == 6 and s1.failed == 2 and not s1.crashed_shards
+    reasons = {f.video_id: f.reason for f in s1.failures}
     assert set(reasons) == {"left/corrupt.mp4", "right/notes.avi"}
     assert all(r for r in reasons.values())
 
@@ -69,14 +69,14 @@ def test_index_rerun_and_changes(prefect_api, corpus, tmp_path):
     assert manifest["settings"]["mv"]["segments"] == 8
 
     # the work ran in Dask worker processes, not in this one
-    assert s1["workers"] and all(not w.endswith(f":{os.getpid()}") for w in s1["workers"])
+    assert s1.workers and all(not w.endswith(f":{os.getpid()}") for w in s1.workers)
     shard_files = sorted(p.name for p in out.glob("part-*.parquet"))
     assert len(shard_files) == 4  # 8 videos at shard size 3 on 2 workers: 4 shards of 2, no lone tail shard
 
     # a rerun with nothing new decodes nothing and writes no shard
     mtimes = {p: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
     s2 = run(corpus, out)
-    assert s2["unchanged"] == 8 and s2["indexed_ok"] == 0 and s2["frames_decoded"] == 0
+    assert s2.unchanged == 8 and s2.indexed_ok == 0 and s2.frames_decoded == 0
     assert {p: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")} == mtimes
 
     # change one file, delete one, add one
@@ -85,9 +85,10 @@ def test_index_rerun_and_changes(prefect_api, corpus, tmp_path):
     shutil.move(corpus / "left" / "l2.avi", tmp_path / "l2.avi")
     make_video(corpus / "up" / "u0.mp4", dy=-3, n_frames=30)
     s3 = run(corpus, out)
-    assert (s3["new"], s3["reindexed"], s3["deleted"]) == (1, 1, 1)
-    assert s3["changes"] == {"new": ["up/u0.mp4"], "reindexed": ["right/r0.mp4"], "deleted": ["left/l2.avi"]}
-    assert s3["indexed_ok"] == 2
+    assert (s3.new, s3.reindexed, s3.deleted) == (1, 1, 1)
+    assert s3.changes.model_dump() == {"new": ["up/u0.mp4"], "reindexed": ["right/r0.mp4"],
+                                       "deleted": ["left/l2.avi"]}
+    assert s3.indexed_ok == 2
     meta = read_metadata(str(out))
     assert meta["video_id"].is_unique and len(meta) == 9
     row = meta.set_index("video_id")
@@ -113,5 +114,5 @@ def test_a_plan_bigger_than_the_prefect_parameter_limit_runs(prefect_api, tmp_pa
     s = index_corpus(IndexParams(corpus={"root": str(tmp_path / "c"), "layout": "unlabeled"}, out=str(tmp_path / "ds"),
                                  features={"clip": {"weights": "none", "frames": 1}},
                                  run={"workers": 2, "shard_size": 64}))
-    assert s["corpus_videos"] == 300 and s["failed"] == 300 and not s["crashed_shards"]
-    assert {f["reason"] for f in s["failures"]} == {"empty file (0 bytes)"}
+    assert s.corpus_videos == 300 and s.failed == 300 and not s.crashed_shards
+    assert {f.reason for f in s.failures} == {"empty file (0 bytes)"}

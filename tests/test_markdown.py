@@ -10,7 +10,7 @@ import pytest
 from moclip.label import distribution_markdown
 from moclip.report import RANDOM_CLIP_WARNING
 from moclip.report import markdown as md
-from moclip.report.index_summary import to_markdown
+from moclip.report.index_summary import IndexSummary, to_markdown
 from moclip.report.page import render_page
 
 EVIL = "<script>alert(1)</script>"
@@ -57,12 +57,13 @@ def test_page_markup_and_images() -> None:
     assert "none.png" not in page and "missing" not in page  # never a reference to another file
 
 
-def index_summary(random: bool) -> dict:
-    return {"out": "/data/f", "corpus_videos": 3, "new": 1, "reindexed": 0, "unchanged": 1, "deleted": 0,
-            "indexed_ok": 1, "failed": 1, "failures": [{"video_id": "a|b.mp4", "reason": f"bad | {EVIL}"}],
-            "crashed_shards": [], "isolated_retries": [], "bytes_written": 10, "changes": {"new": ["n"]},
-            "worker_seconds": {"decode_s": 1.0}, "wall_seconds": 2.0, "settings_hash": "h",
-            "clip_weights_id": "openai", "clip_random_init": random}
+def index_summary(random: bool) -> IndexSummary:
+    return IndexSummary(
+        out="/data/f", corpus_videos=3, new=1, reindexed=0, unchanged=1, deleted=0, indexed_ok=1, failed=1,
+        failures=[{"video_id": "a|b.mp4", "reason": f"bad | {EVIL}"}], crashed_shards=[], isolated_retries=[],
+        bytes_written=10, frames_decoded=5, images_embedded=2, workers=["h:1"], changes={"new": ["n"]},
+        worker_seconds={"decode_s": 1.0}, shard_timeline=[("h:1", 0.0, 1.0, 2)], wall_seconds=2.0,
+        settings_hash="h", clip_weights_id="openai", clip_random_init=random)
 
 
 @pytest.mark.parametrize("random", [True, False])

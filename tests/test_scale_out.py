@@ -49,8 +49,8 @@ def test_index_on_an_existing_dask_scheduler(prefect_api, corpus, tmp_path):
                              features={"clip": {"weights": "none", "frames": 2}},
                              run={"shard_size": 2, "dask_address": f"tcp://127.0.0.1:{port}"})
         summary = index_corpus(params)
-        assert summary["indexed_ok"] == 3
-        ran_on = {int(w.rsplit(":", 1)[1]) for w in summary["workers"]}
+        assert summary.indexed_ok == 3
+        ran_on = {int(w.rsplit(":", 1)[1]) for w in summary.workers}
         assert ran_on and ran_on <= worker_pids  # every shard ran in the external worker process
     finally:
         for proc in (worker, scheduler):
@@ -78,7 +78,7 @@ def test_index_to_s3_url(prefect_api, corpus, tmp_path):
                              features={"clip": {"weights": "none", "frames": 2}}, run={"workers": 1},
                              storage_options=opts)
         summary = index_corpus(params)
-        assert summary["indexed_ok"] == 3
+        assert summary.indexed_ok == 3
         df = pd.read_parquet("s3://feats/run1", storage_options=opts)
         assert len(df) == 3 and set(df["status"]) == {"ok"}
         from moclip.dataset import load_features, read_manifest
@@ -86,7 +86,7 @@ def test_index_to_s3_url(prefect_api, corpus, tmp_path):
         assert read_manifest("s3://feats/run1", opts)["clip_random_init"] is True
         assert load_features("s3://feats/run1", opts).mv.shape[0] == 3
         again = index_corpus(params)  # incremental against the object store too
-        assert again["unchanged"] == 3 and again["frames_decoded"] == 0
+        assert again.unchanged == 3 and again.frames_decoded == 0
     finally:
         stop(server)
         for k, v in old.items():

@@ -1,6 +1,9 @@
-"""What an index run did, as a dict (machine) and as Markdown (people)."""
+"""What an index run did: a typed summary (machine: the flow's result, the manifest's run history, ``--json``) and
+its Markdown (people: the index-summary artifact)."""
 
 from __future__ import annotations
+
+from pydantic import BaseModel, Field
 
 from moclip.dataset.incremental import IndexPlan
 from moclip.indexing.shard import ShardResult
@@ -8,97 +11,144 @@ from moclip.report import RANDOM_CLIP_WARNING
 from moclip.report import markdown as md
 
 
+class Failure(BaseModel):
+    video_id: str
+    reason: str
+
+
+class CrashedShard(BaseModel):
+    """A shard that failed twice (e.g. the disk filled up): its videos are not in the dataset; the next run
+    indexes them again."""
+
+    shard: str
+    video_ids: list[str]
+    error: str
+
+
+class IsolatedRetry(BaseModel):
+    """A shard whose first try failed (its worker died or hung), retried with each video in its own process."""
+
+    shard: str
+    error: str | None
+    culprits: list[str] = Field(description="videos whose decoder crashed or hung")
+
+
+class Changes(BaseModel):
+    new: list[str] = []
+    reindexed: list[str] = []
+    deleted: list[str] = []
+
+
+class IndexSummary(BaseModel):
+    """One index run: counts, where the output went, what changed and what failed."""
+
+    out: str
+    corpus_videos: int
+    new: int
+    reindexed: int
+    unchanged: int
+    deleted: int
+    indexed_ok: int
+    failed: int
+    failures: list[Failure]
+    crashed_shards: list[CrashedShard]
+    isolated_retries: list[IsolatedRetry]
+    bytes_written: int
+    frames_decoded: int
+    images_embedded: int
+    workers: list[str]
+    changes: Changes
+    worker_seconds: dict[str, float]
+    # (worker, start, end, videos) per shard, wall clock in epoch seconds: where a run's time went
+    shard_timeline: list[tuple[str, float, float, int]]
+    wall_seconds: float
+    settings_hash: str
+    clip_weights_id: str
+    clip_random_init: bool
+
+    def for_manifest(self, cap: int = 200) -> dict:
+        """As kept in the manifest's run history: counts, and at most ``cap`` ids per change list."""
+        out = self.model_dump(mode="json", exclude={"failures", "changes", "shard_timeline"})
+        out["changes"] = {k: v[:cap] for k, v in self.changes.model_dump().items()}
+        return out
+
+
 def summarize(
-    n_corpus: int, plan: IndexPlan, results: list[ShardResult], crashed: list[dict], wall_s: float,
+    *, n_corpus: int, plan: IndexPlan, results: list[ShardResult], crashed: list[dict], wall_s: float,
     out: str, settings_hash: str, clip_weights_id: str, clip_random: bool,
-) -> dict:
-    failures = [{"video_id": v, "reason": r} for res in results for v, r in res.failures]
+) -> IndexSummary:
     secs: dict[str, float] = {}
     reindexed = set(plan.reindexed)
     for res in results:
         for k, v in res.seconds.items():
             secs[k] = secs.get(k, 0.0) + v
-    return {
-        "out": out,
-        "corpus_videos": n_corpus,
-        "new": plan.new,
-        "reindexed": len(plan.reindexed),
-        "unchanged": plan.unchanged,
-        "deleted": len(plan.deleted),
-        "indexed_ok": sum(r.n_ok for r in results),
-        "failed": len(failures),
-        "failures": failures,
-        "crashed_shards": crashed,
-        "isolated_retries": [{"shard": r.shard, "error": r.first_error, "culprits": r.culprits}
-                             for r in results if r.first_error is not None],
-        "bytes_written": sum(r.bytes_written for r in results),
-        "frames_decoded": sum(r.frames_decoded for r in results),
-        "images_embedded": sum(r.images_embedded for r in results),
-        "workers": sorted({r.worker for r in results}),
-        "changes": {
-            "new": sorted(v["video_id"] for v in plan.to_index if v["video_id"] not in reindexed),
-            "reindexed": sorted(plan.reindexed),
-            "deleted": sorted(plan.deleted),
-        },
-        "worker_seconds": {k: round(v, 3) for k, v in secs.items()},
-        # (worker, start, end, videos) per shard, wall clock in epoch seconds: where a run's time went
-        "shard_timeline": sorted((r.worker, r.started_at, r.ended_at, r.n_ok + r.n_failed) for r in results),
-        "wall_seconds": round(wall_s, 3),
-        "settings_hash": settings_hash,
-        "clip_weights_id": clip_weights_id,
-        "clip_random_init": clip_random,
-    }
+    failures = [Failure(video_id=v, reason=r) for res in results for v, r in res.failures]
+    return IndexSummary(
+        out=out, corpus_videos=n_corpus, new=plan.new, reindexed=len(plan.reindexed), unchanged=plan.unchanged,
+        deleted=len(plan.deleted), indexed_ok=sum(r.n_ok for r in results), failed=len(failures),
+        failures=failures, crashed_shards=crashed,
+        isolated_retries=[IsolatedRetry(shard=r.shard, error=r.first_error, culprits=r.culprits)
+                          for r in results if r.first_error is not None],
+        bytes_written=sum(r.bytes_written for r in results), frames_decoded=sum(r.frames_decoded for r in results),
+        images_embedded=sum(r.images_embedded for r in results), workers=sorted({r.worker for r in results}),
+        changes=Changes(new=sorted(v["video_id"] for v in plan.to_index if v["video_id"] not in reindexed),
+                        reindexed=sorted(plan.reindexed), deleted=sorted(plan.deleted)),
+        worker_seconds={k: round(v, 3) for k, v in secs.items()},
+        shard_timeline=sorted((r.worker, r.started_at, r.ended_at, r.n_ok + r.n_failed) for r in results),
+        wall_seconds=round(wall_s, 3), settings_hash=settings_hash, clip_weights_id=clip_weights_id,
+        clip_random_init=clip_random,
+    )
 
 
-def one_line(s: dict) -> str:
-    crashed = sum(len(c["video_ids"]) for c in s["crashed_shards"])
-    retried = s.get("isolated_retries", [])
-    culprits = sorted(v for r in retried for v in r["culprits"])
-    return (f"{s['corpus_videos']} videos: {s['indexed_ok']} indexed, {s['failed']} failed, "
-            f"{s['unchanged']} unchanged, {s['deleted']} deleted"
+def one_line(s: IndexSummary) -> str:
+    crashed = sum(len(c.video_ids) for c in s.crashed_shards)
+    retried = s.isolated_retries
+    culprits = sorted(v for r in retried for v in r.culprits)
+    return (f"{s.corpus_videos} videos: {s.indexed_ok} indexed, {s.failed} failed, "
+            f"{s.unchanged} unchanged, {s.deleted} deleted"
             + (f", {crashed} in crashed shards" if crashed else "")
             + (f", {len(retried)} shards retried in isolation (decoder crashed or hung on: "
                f"{', '.join(culprits) or 'none'})" if retried else "")
-            + f" in {s['wall_seconds']:.1f} s -> {s['out']}")
+            + f" in {s.wall_seconds:.1f} s -> {s.out}")
 
 
 def _listed(ids: list[str], limit: int) -> md.Md:
     return md.bullets([*map(md.code, ids[:limit]), *([f"… {len(ids) - limit} more"] if len(ids) > limit else [])])
 
 
-def to_markdown(s: dict, max_failures: int = 50) -> str:
+def to_markdown(s: IndexSummary, max_failures: int = 50) -> str:
     """The summary ``s`` (from :func:`summarize`) as Markdown: counts, where the output went, what changed and
     what failed (at most ``max_failures`` entries per list)."""
     blocks = [
         md.heading(1, "Index run"),
-        md.warning(RANDOM_CLIP_WARNING) if s["clip_random_init"] else None,
+        md.warning(RANDOM_CLIP_WARNING) if s.clip_random_init else None,
         md.table(["videos in corpus", "new", "re-indexed", "unchanged", "deleted", "ok", "failed", "crashed shards"],
-                 [[s["corpus_videos"], s["new"], s["reindexed"], s["unchanged"], s["deleted"], s["indexed_ok"],
-                   s["failed"], len(s["crashed_shards"])]]),
-        md.join(["Output: ", md.code(s["out"]), " · settings hash ", md.code(s["settings_hash"]), " · CLIP ",
-                 md.code(s["clip_weights_id"]), f" · {s['bytes_written'] / 1e6:.2f} MB written · wall "
-                 f"{s['wall_seconds']:.1f} s · worker seconds "
-                 + ", ".join(f"{k} {v:.1f}" for k, v in s["worker_seconds"].items())]),
+                 [[s.corpus_videos, s.new, s.reindexed, s.unchanged, s.deleted, s.indexed_ok, s.failed,
+                   len(s.crashed_shards)]]),
+        md.join(["Output: ", md.code(s.out), " · settings hash ", md.code(s.settings_hash), " · CLIP ",
+                 md.code(s.clip_weights_id), f" · {s.bytes_written / 1e6:.2f} MB written · wall "
+                 f"{s.wall_seconds:.1f} s · worker seconds "
+                 + ", ".join(f"{k} {v:.1f}" for k, v in s.worker_seconds.items())]),
     ]
     for kind, title in (("new", "New videos"), ("reindexed", "Changed videos (re-indexed)"),
                         ("deleted", "Deleted videos (marked deleted)")):
-        ids = s.get("changes", {}).get(kind, [])
+        ids = getattr(s.changes, kind)
         if ids:
             blocks += [md.heading(2, f"{title}: {len(ids)}"), _listed(ids, max_failures)]
-    if s["failures"]:
-        rows = [[md.code(f["video_id"]), f["reason"]] for f in s["failures"][:max_failures]]
-        if len(s["failures"]) > max_failures:
-            rows.append(["…", f"{len(s['failures']) - max_failures} more"])
+    if s.failures:
+        rows = [[md.code(f.video_id), f.reason] for f in s.failures[:max_failures]]
+        if len(s.failures) > max_failures:
+            rows.append(["…", f"{len(s.failures) - max_failures} more"])
         blocks += [md.heading(2, "Failed videos"), md.table(["video", "reason"], rows)]
-    if s.get("isolated_retries"):
-        rows = [[md.code(r["shard"]), r["error"],
-                 md.join(map(md.code, r["culprits"]), ", ") or "none (the retry indexed every video)"]
-                for r in s["isolated_retries"]]
+    if s.isolated_retries:
+        rows = [[md.code(r.shard), r.error or "",
+                 md.join(map(md.code, r.culprits), ", ") or "none (the retry indexed every video)"]
+                for r in s.isolated_retries]
         blocks += [md.heading(2, "Shards retried in isolation (a worker died or hung; each video decoded in its own "
                                  "process)"),
                    md.table(["shard", "first attempt", "decoder crashed or hung on"], rows)]
-    if s["crashed_shards"]:
-        rows = [[md.code(c["shard"]), len(c["video_ids"]), c["error"]] for c in s["crashed_shards"]]
+    if s.crashed_shards:
+        rows = [[md.code(c.shard), len(c.video_ids), c.error] for c in s.crashed_shards]
         blocks += [md.heading(2, "Crashed shards (retried on the next run)"),
                    md.table(["shard", "videos", "error"], rows)]
     return md.document(blocks)
