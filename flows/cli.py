@@ -26,6 +26,7 @@ SHORTCUTS: dict[str, str] = {
     "corpus.layout": "layout", "corpus.split-dir": "split-dir", "corpus.split": "split",
     "corpus.manifest": "manifest", "corpus.allow-outside-root": "allow-outside-root",
     "features.mv.segments": "segments", "features.mv.grid": "grid", "features.mv.backend": "mv-backend",
+    "features.mv.source": "mv-source",
     "features.mv.max-frames": "max-frames",
     "features.clip.model": "clip-model", "features.clip.weights": "clip-weights",
     "features.clip.activation": "clip-activation", "features.clip.frames": "frames",

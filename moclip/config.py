@@ -80,7 +80,12 @@ class MVConfig(Settings):
     segments: int = Field(8, ge=1, le=64, description="T: temporal segments of the MV tensor (TSN-style)")
     grid: tuple[int, int] = Field(
         (15, 20), description="(H, W) cells of the MV tensor, e.g. 15x20 (320x240 at 16 px macroblocks is 15 x 20)")
-    backend: Literal["pyav", "mvextractor"] = Field("pyav", description="motion-vector reader")
+    backend: Literal["pyav", "mvextractor"] = Field("pyav", description="motion-vector reader (native MVs)")
+    source: Literal["auto", "native", "reencode"] = Field(
+        "auto", description="where motion vectors come from: native (the stream's own: H.264, MPEG-4 Part 2, "
+                            "MPEG-1/2, H.263), reencode (every video re-encoded as MPEG-4 Part 2 at 340x256: one "
+                            "encoder's motion statistics for any archive), auto (native where the codec has them, "
+                            "else re-encoded)")
     max_frames: int = Field(216_000, ge=1, description="cap on decoded frames per video (216000: 2 h at 30 fps)")
 
     @field_validator("grid", mode="before")
@@ -149,6 +154,8 @@ class FeatureSettings(Settings):
         payload["mv"]["grid"] = list(payload["mv"]["grid"])
         payload["clip"]["weights_id"] = weights_id or payload["clip"]["weights"]
         payload["mv"].pop("max_frames", None)  # a cap only decides failure, never feature bytes
+        if payload["mv"]["source"] != "reencode":  # auto and native give a native codec's video the same bytes
+            payload["mv"].pop("source")
         payload["clip"].pop("activation", None)  # the resolved activation is in the weights id
         blob = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]

@@ -33,6 +33,9 @@ SCHEMA = pa.schema([
     pa.field("n_frames", pa.int32()),
     pa.field("duration_s", pa.float64()),
     pa.field("n_mv_frames", pa.int32()),  # frames that contributed motion vectors
+    # where the MVs came from: "native" (the stream's own) or "reencoded" (moclip.video.reencode); null in shards
+    # written before this column existed (native)
+    pa.field("mv_source", pa.string()),
     pa.field("mv", pa.list_(pa.float32())),  # T*2*H*W, % of frame size per frame
     pa.field("mv_shape", pa.list_(pa.int32())),  # [T, 2, H, W]
     pa.field("mv_valid", pa.list_(pa.int32())),  # [T] usable MV frames per segment

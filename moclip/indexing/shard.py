@@ -98,11 +98,15 @@ def video_row(
             n_frames=motion.n_frames, n_mv_frames=motion.n_mv_frames,
             duration_s=info.duration_s or (motion.n_frames / info.fps if info.fps else None),
             mv=motion.values.ravel(), mv_shape=list(motion.values.shape), mv_valid=motion.valid.tolist(),
-            frame_indices=feats.frame_indices, n_clip_frames=feats.n_real_frames,
+            frame_indices=feats.frame_indices, n_clip_frames=feats.n_real_frames, mv_source=feats.mv_source,
         )
         frames = feats.frames
     except Exception as exc:  # noqa: BLE001 - one bad video is a row, never a failed shard
         row.update(status=STATUS_FAILED, error=failure_reason(exc))
+        info = getattr(exc, "info", None)  # what the probe knew before decoding failed
+        if info is not None:
+            row.update(codec=info.codec, width=info.width, height=info.height, fps=info.fps,
+                       duration_s=info.duration_s or None)
     row["elapsed_s"] = time.perf_counter() - t0
     return row, frames
 

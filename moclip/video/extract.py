@@ -11,6 +11,7 @@ from moclip.config import MVConfig
 from moclip.video import mvextractor_reader, pyav_reader
 from moclip.video.frames import DecodeError, VideoInfo, sample_indices
 from moclip.video.mv_tensor import MotionAccumulator, MotionTensor
+from moclip.video.reencode import SIZE as REENCODE_SIZE
 
 BACKENDS = {"pyav": pyav_reader.iter_frames, "mvextractor": mvextractor_reader.iter_frames}
 
@@ -21,6 +22,7 @@ class VideoFeatures:
     motion: MotionTensor
     frames: list[np.ndarray]  # K uint8 HxWx3 RGB frames (short side = CLIP input size)
     frame_indices: list[int]  # K display-order indices; repeated where the video had fewer decodable frames
+    mv_source: str = "native"  # "native" or "reencoded" (moclip.video.reencode)
 
     @property
     def n_real_frames(self) -> int:
@@ -50,34 +52,46 @@ def extract_video(
     The RGB frame indices come from the container's frame count; when that count was wrong and some wanted
     frames never came, a second (MV-free) pass fetches frames at the right indices.
     """
-    iter_frames = BACKENDS[mv.backend]
     wanted: set[int] = set()  # filled from the container's frame count before the first frame is decoded
-    info, frames_it = iter_frames(
-        path, wanted.__contains__, rgb_size, export_mvs=True, max_frames=mv.max_frames, timeout_s=timeout_s,
-    )
-    wanted.update(sample_indices(info.n_frames_hint, n_rgb))
-    if not info.has_mvs:
-        raise DecodeError(f"codec {info.codec!r} has no motion vectors FFmpeg can export "
-                          f"(supported: H.264, MPEG-4 Part 2, MPEG-1/2, H.263)")
-    acc = MotionAccumulator(mv.segments, mv.grid, info.width, info.height, expected_frames=info.n_frames_hint)
-    rgb: dict[int, np.ndarray] = {}
-    for frame in frames_it:
-        acc.add(frame)
-        if frame.rgb is not None:
-            rgb[frame.index] = frame.rgb
-        if on_frame is not None:
-            on_frame(frame.index)
-    motion = acc.finish()
-    if motion.n_frames == 0:
-        raise DecodeError("no decodable frames")
-    indices = sample_indices(motion.n_frames, n_rgb)
-    if any(i not in rgb for i in indices):
-        rgb = _rgb_pass(path, set(indices), rgb_size, mv, timeout_s)
-        indices = [i for i in indices if i in rgb] or sorted(rgb)
-        if not indices:
-            raise DecodeError("no RGB frames could be decoded")
-        indices = pad_indices(indices, n_rgb)  # always K embeddings per video: one shape for the whole dataset
-    return VideoFeatures(info=info, motion=motion, frames=[rgb[i] for i in indices], frame_indices=indices)
+    source = mv.source
+    if mv.backend == "mvextractor" and source != "native":  # mv-extractor reads native MVs; re-encoding is PyAV's
+        source = "native" if source == "auto" and pyav_reader.probe(path).has_mvs else "reencode"
+    if mv.backend == "pyav" or source == "reencode":
+        info, frames_it = pyav_reader.iter_frames(path, wanted.__contains__, rgb_size, export_mvs=True,
+                                                  max_frames=mv.max_frames, timeout_s=timeout_s, mv_source=source)
+    else:
+        info, frames_it = BACKENDS[mv.backend](path, wanted.__contains__, rgb_size, export_mvs=True,
+                                               max_frames=mv.max_frames, timeout_s=timeout_s)
+    try:
+        wanted.update(sample_indices(info.n_frames_hint, n_rgb))
+        if info.mv_source == "native" and not info.has_mvs:
+            raise DecodeError(f"codec {info.codec!r} has no motion vectors FFmpeg can export "
+                              f"(supported: H.264, MPEG-4 Part 2, MPEG-1/2, H.263; --mv-source auto or reencode "
+                              "re-encodes the others)")
+        width, height = (info.width, info.height) if info.mv_source == "native" else REENCODE_SIZE
+        acc = MotionAccumulator(mv.segments, mv.grid, width, height, expected_frames=info.n_frames_hint)
+        rgb: dict[int, np.ndarray] = {}
+        for frame in frames_it:
+            acc.add(frame)
+            if frame.rgb is not None:
+                rgb[frame.index] = frame.rgb
+            if on_frame is not None:
+                on_frame(frame.index)
+        motion = acc.finish()
+        if motion.n_frames == 0:
+            raise DecodeError("no decodable frames")
+        indices = sample_indices(motion.n_frames, n_rgb)
+        if any(i not in rgb for i in indices):
+            rgb = _rgb_pass(path, set(indices), rgb_size, mv, timeout_s)
+            indices = [i for i in indices if i in rgb] or sorted(rgb)
+            if not indices:
+                raise DecodeError("no RGB frames could be decoded")
+            indices = pad_indices(indices, n_rgb)  # always K embeddings per video: one shape for the whole dataset
+        return VideoFeatures(info=info, motion=motion, frames=[rgb[i] for i in indices], frame_indices=indices,
+                             mv_source=info.mv_source)
+    except DecodeError as e:  # the failed row still says what the file is
+        e.info = info
+        raise
 
 
 def _rgb_pass(

@@ -41,6 +41,7 @@ class VideoInfo:
     n_frames_hint: int  # from the container; 0 when unknown (may be wrong either way)
     duration_s: float
     container: str = ""
+    mv_source: str = "native"  # where the MVs came from: "native" (the stream's own) or "reencoded"
 
     @property
     def has_mvs(self) -> bool:

@@ -6,8 +6,10 @@ nondeterministic, and a Dask worker already owns one core.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 
 import av
@@ -16,6 +18,7 @@ from av.sidedata.sidedata import SideDataContainer
 from av.video.reformatter import VideoReformatter
 
 from moclip.video.frames import EMPTY_MVS, DecodedFrame, DecodeError, VideoInfo
+from moclip.video.reencode import Reencoder
 
 av.logging.set_level(av.logging.PANIC)  # FFmpeg chatter ("packed B-frames" ...) is not our users' problem
 
@@ -75,7 +78,7 @@ def _ffmpeg_message(e: av.error.FFmpegError) -> str:
     return f"{e.strerror or e}{detail}"
 
 
-def _pict_letter(pict_type: object) -> str:
+def pict_letter(pict_type: object) -> str:
     name = getattr(pict_type, "name", None)
     return name if name is not None else _PICT_TYPES.get(int(pict_type), "?")
 
@@ -110,18 +113,26 @@ def iter_frames(
     export_mvs: bool = True,
     max_frames: int | None = None,
     timeout_s: float | None = None,
+    mv_source: str = "native",
 ) -> tuple[VideoInfo, Iterator[DecodedFrame]]:
     """Open ``path``; return its info and an iterator over decoded frames in display order.
 
     ``rgb_wanted(i)`` says whether frame ``i`` needs RGB (converted at ``rgb_size(w, h)`` with bicubic
     scaling in swscale), so the other frames skip the colour conversion entirely.
+    ``mv_source``: "native" (the stream's own MVs), "reencode" (MVs of the frames re-encoded as MPEG-4 Part 2,
+    ``moclip.video.reencode``) or "auto" (native where the codec exports them, else re-encoded); the one used is
+    ``info.mv_source``. The info describes the file (its codec and size), whichever the MVs came from.
     """
     container, stream = open_video(path)
     info = _info(container, stream)
+    if mv_source == "auto":
+        mv_source = "native" if info.has_mvs else "reencode"
+    reencode = export_mvs and mv_source == "reencode"
+    info = dataclasses.replace(info, mv_source="reencoded" if reencode else "native")
     cc = stream.codec_context
     cc.thread_type = "SLICE"
     cc.thread_count = 1
-    if export_mvs:
+    if export_mvs and not reencode:
         cc.options = {"flags2": "+export_mvs"}
 
     file_size = os.path.getsize(path)
@@ -140,6 +151,14 @@ def iter_frames(
         start = time.monotonic()
         index = 0
         reformatter = VideoReformatter()  # one swscale context for the whole video (4x faster than per frame)
+        reencoder = Reencoder() if reencode else None
+        waiting: deque[tuple[int, np.ndarray | None]] = deque()  # frames whose re-encoded MVs are not out yet
+
+        def paired(ready: list[tuple[str, np.ndarray]]) -> Iterator[DecodedFrame]:
+            for pict, mvs in ready:
+                i, rgb = waiting.popleft()
+                yield DecodedFrame(index=i, pict_type=pict, mvs=mvs, rgb=rgb)
+
         try:
             for frame in frames():
                 if max_frames is not None and index >= max_frames:
@@ -151,9 +170,18 @@ def iter_frames(
                     w, h = rgb_size(frame.width, frame.height) if rgb_size else (frame.width, frame.height)
                     rgb = reformatter.reformat(frame, width=w, height=h, format="rgb24",
                                                interpolation="BICUBIC").to_ndarray()
-                mvs = mv_array(frame) if export_mvs else EMPTY_MVS
-                yield DecodedFrame(index=index, pict_type=_pict_letter(frame.pict_type), mvs=mvs, rgb=rgb)
+                if reencoder is not None:
+                    waiting.append((index, rgb))
+                    yield from paired(reencoder.push(frame))
+                else:
+                    mvs = mv_array(frame) if export_mvs else EMPTY_MVS
+                    yield DecodedFrame(index=index, pict_type=pict_letter(frame.pict_type), mvs=mvs, rgb=rgb)
                 index += 1
+            if reencoder is not None:
+                yield from paired(reencoder.finish())
+                while waiting:  # frames the encoder never gave back: no motion from them
+                    i, rgb = waiting.popleft()
+                    yield DecodedFrame(index=i, pict_type="?", mvs=EMPTY_MVS, rgb=rgb)
         except av.error.FFmpegError as e:
             raise DecodeError(f"decoder error at frame {index}: {_ffmpeg_message(e)}") from e
         finally:
