@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from moclip import zeroshot
-from moclip.bundle import load_bundle
+from moclip.inference import Predictor, mv_features
 from moclip.train import calibrate
-from moclip.train.pipeline import TrainConfig, mv_features, prepare, rebuild
+from moclip.train.pipeline import prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
@@ -39,13 +39,11 @@ def main() -> None:
     demo = Path(args.demo)
     if not (demo / "model" / "bundle.json").is_file():
         sys.exit(f"bench_inference: no demo bundle at {demo / 'model'}: run `make demo` first (or pass --demo)")
-    bundle = load_bundle(demo / "model")
-    dev = torch.device("cpu")
-    models = rebuild(bundle, dev)
-    p = prepare(str(demo / "dataset"), TrainConfig(**bundle.meta["train_config"]), dev, bundle.classes)
+    predictor = Predictor.load(demo / "model", "cpu")
+    p = prepare(str(demo / "dataset"), predictor.meta.train_config, predictor.device, predictor.classes)
     test = torch.from_numpy(p.splits.test)
     y = p.y[p.splits.test]
-    head, net = models.head, models.net
+    head, net = predictor.head, predictor.net
     d = head.mv_dim
     old_std = torch.where(head.active > 0, head.std, torch.full_like(head.std, 1e-6))  # format 1: 1e-6 floor
 
@@ -58,7 +56,7 @@ def main() -> None:
 
     lines = ["# Inference under drift (demo bundle)", "",
              f"Machine: {cpu_description()}. Model: `{demo.name}/model`, {len(y)} test videos, "
-             f"{len(bundle.classes)} classes; "
+             f"{len(predictor.classes)} classes; "
              f"{int((head.active[:d] == 0).sum())} of {d} MV-feature dimensions were constant in training "
              f"(switched off), {int((head.active[d:] == 0).sum())} of {head.clip_dim} CLIP dimensions.", ""]
 
@@ -81,7 +79,7 @@ def main() -> None:
     with torch.no_grad():
         old_missing = head(x0).numpy()  # before: the head saw the MV net's features of an all-zero tensor
         new_missing = head(x0, torch.ones(len(y), dtype=torch.bool)).numpy()
-        probe = models.probe(p.clip[test]).numpy()
+        probe = predictor.probe(p.clip[test]).numpy()
     n_old = len(set(old_missing.argmax(1)))
     lines += ["## Every test video without motion vectors", "",
               "| path | top-1 % | distinct predicted classes |", "|---|---:|---:|",
@@ -91,7 +89,7 @@ def main() -> None:
               f"| CLIP linear probe (reference) | {100 * (probe.argmax(1) == y).mean():.1f} | "
               f"{len(set(probe.argmax(1)))} |", ""]
 
-    t = models.temperature["fusion"]
+    t = predictor.temperature["fusion"]
     s = calibrate.calibration_summary(base, y, t)
     lines += ["## Calibration of the fusion head (test split)", "",
               f"Temperature fitted on validation: T = {t:.3f}.", "",
@@ -99,7 +97,7 @@ def main() -> None:
               f"| before (T = 1) | {100 * s['ece_before']:.1f} | {s['nll_before']:.3f} |",
               f"| after | {100 * s['ece_after']:.1f} | {s['nll_after']:.3f} |", "",
               f"Zero-shot on the same videos (random CLIP weights in the demo, so at chance): top-1 "
-              f"{100 * (zeroshot.scores(p.clip[test].numpy(), models.text).argmax(1) == y).mean():.1f} %.", ""]
+              f"{100 * (zeroshot.scores(p.clip[test].numpy(), predictor.text).argmax(1) == y).mean():.1f} %.", ""]
     write_table(lines, args.out)
 
 

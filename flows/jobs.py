@@ -68,13 +68,11 @@ def run_evaluate(params: EvaluateParams) -> dict:
 def run_label(params: LabelParams) -> dict:
     params.corpus.check()  # before any server
     from flows.runtime import prefect_api
-    from moclip.config import FeatureSettings
-    from moclip.label import index_settings_of
+    from moclip.inference import read_meta
 
     workers_clip = None
     with contextlib.suppress(Exception):  # a bad model path is reported by the flow itself
-        workers_clip = params.index_params(FeatureSettings.model_validate(index_settings_of(params.model))
-                                           ).workers_clip()
+        workers_clip = params.index_params(read_meta(params.model).features.settings).workers_clip()
     with prefect_api(("flows.label_flow",), workers_clip):
         from flows.label_flow import label_archive
 

@@ -1,6 +1,9 @@
 """Label an archive: index it (incrementally, with the model's feature settings) -> predict -> write -> summary.
 
     index-corpus (subflow) ──> predict-labels ──> write-predictions ──> label-summary artifact
+
+The bundle is loaded once, before indexing (a modified weights file is refused before any work), and that one
+``Predictor`` gives the settings to index with, the predictions and whether CLIP was random.
 """
 
 from __future__ import annotations
@@ -10,8 +13,8 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.index_flow import index_corpus
 from flows.runtime import without_heartbeats
-from moclip.config import FeatureSettings
-from moclip.label import clip_is_random, distribution_markdown, index_settings_of
+from moclip.inference import Predictor
+from moclip.label import distribution_markdown
 from moclip.params import LabelParams
 from tasks.label_tasks import predict_labels, write_predictions
 
@@ -19,12 +22,13 @@ from tasks.label_tasks import predict_labels, write_predictions
 @flow(name="label-archive")
 def label_archive(params: LabelParams) -> dict:
     """Top-k labels for every video of an archive, plus zero-shot scores for extra class names."""
-    index_params = params.index_params(FeatureSettings.model_validate(index_settings_of(params.model)))
+    predictor = Predictor.load(params.model, params.run.device)
+    index_params = params.index_params(predictor.settings)
     with without_heartbeats():  # a subflow: this flow's heartbeat covers the process
         indexed = index_corpus(index_params)
-    preds = predict_labels(index_params.out, params.model, params.top_k, params.extra_classes, params.run.device)
+    preds = predict_labels(index_params.out, predictor, params.top_k, params.extra_classes, params.run.device)
     parquet, csv = write_predictions(preds, params.out, params.storage_options)
-    summary = distribution_markdown(preds, bool(params.extra_classes), clip_is_random(params.model))
+    summary = distribution_markdown(preds, bool(params.extra_classes), predictor.meta.clip.random_init)
     create_markdown_artifact(summary, key="label-summary",
                              description=f"{len(preds)} videos labelled -> {parquet}")
     return {"n_labelled": len(preds), "n_failed": indexed.failed, "predictions": parquet, "csv": csv,

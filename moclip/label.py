@@ -19,63 +19,34 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import torch
 
 from moclip import zeroshot
-from moclip.bundle import load_bundle
 from moclip.dataset import Store, load_features, read_manifest
-from moclip.precision import autocast, resolve_device, train_precision
+from moclip.inference import Inputs, Predictor
 from moclip.train import calibrate
-from moclip.train.pipeline import (
-    check_settings,
-    fused_features,
-    load_clip_model,
-    mv_missing,
-    rebuild,
-    text_cache_id,
-)
 
 PREDICTIONS = "predictions.parquet"
 PREDICTIONS_CSV = "predictions.csv"
-
-
-def clip_is_random(model: str | Path) -> bool:
-    return bool(load_bundle(model).meta["clip"].get("random_init"))
-
-
-def index_settings_of(model: str | Path) -> dict:
-    """The feature settings a bundle was trained on (an archive must be indexed with the same ones)."""
-    return load_bundle(model).meta["features"]["settings"]
-
-
 COLUMNS = ["video_id", "path", "labels", "probs", "top1", "top1_prob", "mv_missing", "model", "labeled_at"]
 
 
-def predict(dataset: str, model: str | Path, top_k: int = 5, extra_classes: list[str] | None = None,
+def predict(dataset: str, model: str | Path | Predictor, top_k: int = 5, extra_classes: list[str] | None = None,
             device: str = "auto") -> pd.DataFrame:
-    """Top-k trained classes per video with calibrated probabilities (see the module docstring)."""
+    """Top-k trained classes per video with calibrated probabilities (see the module docstring). ``model``: a
+    bundle folder (loaded on ``device``), or a loaded ``Predictor`` (on its own device)."""
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
-    bundle = load_bundle(model)
-    m = bundle.meta
+    predictor = model if isinstance(model, Predictor) else Predictor.load(model, device)
     manifest = read_manifest(dataset) or {}
-    check_settings(dataset, manifest, m)
-    dev = resolve_device(device)
+    predictor.check_dataset(dataset, manifest)
     fs = load_features(dataset)
-    models = rebuild(bundle, dev)
-    classes = m["classes"]
+    classes = predictor.classes
     k = min(top_k, len(classes))
     now = datetime.now(timezone.utc)
     if len(fs.meta) == 0:
         return pd.DataFrame(columns=COLUMNS)
-    mv = torch.from_numpy(fs.mv).to(dev)
-    valid = torch.from_numpy(fs.mv_valid).to(dev)
-    missing = mv_missing(valid)
-    clip = torch.from_numpy(zeroshot.video_embedding(fs.clip)).float().to(dev)
-    precision = train_precision(dev, m["train_config"].get("precision", "auto"))  # as evaluate scores it
-    with torch.no_grad(), autocast(dev, precision):
-        logits = models.head(fused_features(models.net, mv, valid, clip, precision), missing).float()
-    probs = calibrate.softmax(logits.cpu().numpy(), models.temperature["fusion"])
+    x = Inputs.of(fs, predictor.device)
+    probs = predictor.fusion_probs(x)
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     out = pd.DataFrame({
         "video_id": fs.meta["video_id"].to_numpy(),
@@ -85,14 +56,12 @@ def predict(dataset: str, model: str | Path, top_k: int = 5, extra_classes: list
     })
     out["top1"] = [labels[0] for labels in out["labels"]]
     out["top1_prob"] = [p[0] for p in out["probs"]]
-    out["mv_missing"] = missing.cpu().numpy()
+    out["mv_missing"] = x.mv_missing.cpu().numpy()
     if extra_classes:
-        clip_model, tokenizer = load_clip_model(manifest, dev, dataset)
-        text = zeroshot.text_embeddings(clip_model, tokenizer, extra_classes, text_cache_id(manifest),
-                                        m["train_config"].get("prompts", "short"))
-        out = pd.concat([out, extra_class_columns(clip.cpu().numpy(), models.text, text, extra_classes, top_k)],
+        text = predictor.zero_shot_text(extra_classes, dataset, manifest)
+        out = pd.concat([out, extra_class_columns(x.clip.cpu().numpy(), predictor.text, text, extra_classes, top_k)],
                         axis=1)
-    out["model"] = str(m.get("files", {}).get("fusion.safetensors", "?"))[:16]
+    out["model"] = predictor.model_id
     out["labeled_at"] = now
     return out
 

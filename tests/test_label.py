@@ -7,7 +7,8 @@ import pytest
 from helpers.datasets import MOTIONS, index_in_process, motion_corpus
 from helpers.videos import make_video
 
-from moclip.train.pipeline import TrainConfig, train
+from moclip.config import TrainConfig
+from moclip.train.pipeline import train
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

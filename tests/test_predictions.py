@@ -16,9 +16,12 @@ from helpers.videos import make_video
 
 from moclip import zeroshot
 from moclip.bundle import load_bundle
+from moclip.config import TrainConfig
 from moclip.dataset import load_features
+from moclip.inference import Inputs, Predictor, fused_features
 from moclip.label import predict
-from moclip.train.pipeline import TrainConfig, evaluate, fused_features, rebuild, train
+from moclip.precision import autocast
+from moclip.train.pipeline import evaluate, train
 
 pytestmark = pytest.mark.slow
 
@@ -64,19 +67,19 @@ def test_video_without_motion_vectors_is_predicted_by_the_clip_only_path(trained
     assert preds["mv_missing"].to_dict() == {"x/intra.mp4": True, "x/normal.mp4": False, "x/one.mp4": True}
     from moclip.train import calibrate
 
-    bundle = load_bundle(model)
-    models = rebuild(bundle, torch.device("cpu"))
+    models = Predictor.load(model, "cpu")
     fs = load_features(feats)
     mv, valid = torch.from_numpy(fs.mv), torch.from_numpy(fs.mv_valid)
     clip = torch.from_numpy(zeroshot.video_embedding(fs.clip))
-    with torch.no_grad():
-        x = fused_features(models.net, mv, valid, clip)
+    # at the precision labelling runs in (the training one: bf16 on a CPU with native bf16, else fp32)
+    with torch.no_grad(), autocast(models.device, models.precision):
+        x = fused_features(models.net, mv, valid, clip, models.precision)
         z = models.head.standardise(x)
         z[:, :models.head.mv_dim] = 0  # the MV block at its train mean: what modality dropout trained
-        clip_only = models.head.net(z).numpy()
-        with_mv = models.head(x).numpy()
+        clip_only = models.head.net(z).float().numpy()
+        with_mv = models.head(x).float().numpy()
     expected = calibrate.softmax(clip_only, models.temperature["fusion"])
-    classes = bundle.classes
+    classes = models.classes
     for i, vid in enumerate(fs.meta["video_id"]):
         row = preds.loc[vid]
         got = dict(zip(row["labels"], row["probs"]))
@@ -175,3 +178,24 @@ def test_evaluate_reports_calibration_and_probs_use_the_temperature(trained):
         assert sum(c["reliability_after"]["count"]) == r["dataset"]["n_test"]
     assert r["mv_missing"]["n_test"] == 0
     json.dumps(r)
+
+
+def test_one_predictor_labels_and_a_bundle_json_of_before_gives_the_same_results(trained, archive, tmp_path):
+    """label.predict from a path or from a loaded Predictor, Predictor.fusion_probs, and a bundle.json without
+    ``architecture`` (as written before it existed: rebuilt from the older keys) all agree."""
+    ds, model = trained
+    feats = index_in_process(archive, tmp_path / "archive-ds")
+    p = Predictor.load(model, "cpu")
+    by_path = predict(feats, model, top_k=4, device="cpu").drop(columns="labeled_at")
+    assert by_path.equals(predict(feats, p, top_k=4).drop(columns="labeled_at"))
+    probs = p.fusion_probs(Inputs.of(load_features(feats), p.device))
+    for i, row in by_path.iterrows():
+        assert row["probs"] == [float(probs[i, p.classes.index(c)]) for c in row["labels"]]
+
+    old = tmp_path / "old-model"
+    shutil.copytree(model, old)
+    meta = json.loads((old / "bundle.json").read_text())
+    del meta["architecture"]  # bundle.json is not hashed: the weights still load
+    (old / "bundle.json").write_text(json.dumps(meta))
+    assert predict(feats, old, top_k=4, device="cpu").drop(columns="labeled_at").equals(by_path)
+    assert evaluate(ds, old, device="cpu")["methods"] == evaluate(ds, model, device="cpu")["methods"]

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from helpers.datasets import index_in_process, motion_corpus
 
 from moclip.bundle import BundleError, load_bundle
-from moclip.train.pipeline import TrainConfig, evaluate, train
+from moclip.config import TrainConfig
+from moclip.inference import BundleMeta
+from moclip.train.pipeline import evaluate, train
 
 # pinned to the CPU: byte-identical seeded weights are a CPU guarantee (CUDA kernels may be nondeterministic)
 pytestmark = pytest.mark.slow  # trains on a small real dataset
@@ -32,6 +35,11 @@ def test_train_is_seeded_and_splits_do_not_overlap(dataset, tmp_path):
     assert a.meta["val"]["mv_only"]["top1"] >= 0.75  # motion classes are learnable from MVs
     assert a.meta["clip"]["random_init"] is True
     assert not set(a.meta["splits"]["train"]) & set(a.meta["splits"]["val"])
+    # train returns the bundle as written (not loaded back): what loading it gives
+    loaded = load_bundle(tmp_path / "a")
+    assert a.meta == loaded.meta and a.weights.keys() == loaded.weights.keys()
+    assert all(torch.equal(v, loaded.weights[part][k]) for part, state in a.weights.items() for k, v in state.items())
+    assert BundleMeta.model_validate(a.meta).architecture.fusion.num_classes == 4
 
     r = evaluate(dataset, tmp_path / "a", device="cpu")
     assert set(r["methods"]) == {"zero_shot_mean", "zero_shot_single", "mv_only", "clip_linear_probe", "fusion"}
