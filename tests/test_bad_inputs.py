@@ -109,9 +109,6 @@ def test_every_file_gets_one_row(indexed):
     ("random.mp4", "not a readable video"),
     ("empty.avi", "empty file"),
     ("audio_only.mp4", "no video stream (streams: audio)"),
-    ("vp9.webm", "no motion vectors"),
-    ("mjpeg.avi", "no motion vectors"),
-    ("anim.gif", "no motion vectors"),
     ("truncated_30.mp4", NOT_READABLE),
 ])
 def test_failures_say_why(indexed, name, reason):
@@ -195,11 +192,17 @@ def test_bare_mpeg4_elementary_stream_named_mp4_is_probed(indexed, features):
     assert list(row["mv_shape"]) == MV_SHAPE and list(row["clip_shape"])[0] == 2
 
 
-@pytest.mark.skipif(not AV1_ENCODERS, reason="no AV1 encoder (libaom-av1, libsvtav1, librav1e) in this PyAV build")
-def test_av1_fails_for_lack_of_motion_vectors(indexed):
-    row = indexed[2].loc["av1.mp4"]
-    assert row["status"] == "failed"
-    assert "codec 'av1' has no motion vectors FFmpeg can export" in row["error"], row["error"]
+@pytest.mark.parametrize("name", ["vp9.webm", "mjpeg.avi", "anim.gif", "av1.mp4"])
+def test_codecs_without_native_motion_vectors_are_reencoded(features, name):
+    """The default ``mv_source="auto"``: codecs FFmpeg exports no MVs for get them from a re-encode
+    (tests/test_codecs.py checks each codec's motion in detail)."""
+    if name == "av1.mp4" and not AV1_ENCODERS:
+        pytest.skip("no AV1 encoder (libaom-av1, libsvtav1, librav1e) in this PyAV build")
+    row = features.loc[name]
+    assert row["status"] == "ok", row["error"]
+    assert row["mv_source"] == "reencoded" and row["n_mv_frames"] > 0
+    vx, vy = pan_velocity(row)
+    assert vx < 0 and vy < 0  # the content moves left and up
 
 
 # (file, status, reason): the MP4 index (moov) written last makes nothing before it playable; with the index first,
