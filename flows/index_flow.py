@@ -79,6 +79,7 @@ def index_corpus(params: IndexParams) -> IndexSummary:
     weights = resolve_weights(settings.clip.model, settings.clip.weights, settings.clip.activation)
     settings_hash = settings.settings_hash(weights.weights_id)
 
+    run_id = new_run_id()  # names this run's shards and its details file
     videos = list_corpus(params)
     the_plan = plan(videos, params, settings_hash)
     results: list[ShardResult] = []
@@ -88,7 +89,7 @@ def index_corpus(params: IndexParams) -> IndexSummary:
             preload_clip_in_workers(settings.clip, run.device)
             start_worker_forkserver()
         load_clip(settings.clip, device=run.device)  # fail fast on missing weights, before Dask
-        shards = make_shards(the_plan.to_index, run.shard_size, new_run_id(), local_workers(run))
+        shards = make_shards(the_plan.to_index, run.shard_size, run_id, local_workers(run))
         with tempfile.TemporaryDirectory(prefix="moclip-plan-") as tmp, without_heartbeats():
             save_shards(shards, Path(tmp) / "shards.json")
             target = ShardTarget(features=settings, run=run, out=params.out, settings_hash=settings_hash,
@@ -102,7 +103,8 @@ def index_corpus(params: IndexParams) -> IndexSummary:
                         clip_weights_id=weights.weights_id, clip_random=weights.kind == "none")
     write_manifest(Store(params.out, params.storage_options), settings=settings, settings_hash=settings_hash,
                    clip_weights_id=weights.weights_id, clip_random=weights.kind == "none",
-                   run_summary=summary.for_manifest(), corpus=params.corpus.model_dump())
+                   run_summary=summary.for_manifest(), run_details=summary.details(), run_id=run_id,
+                   corpus=params.corpus.model_dump())
     create_markdown_artifact(to_markdown(summary), key="index-summary", description=one_line(summary))
     get_run_logger().info(one_line(summary))
     return summary

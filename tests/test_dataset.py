@@ -12,12 +12,15 @@ from helpers.videos import make_video
 from moclip.config import ClipConfig, FeatureSettings, MVConfig, RunConfig
 from moclip.corpus import load_folder
 from moclip.dataset import (
+    MANIFEST_NAME,
     Store,
     fingerprint,
     load_features,
     plan_index,
+    read_manifest,
     read_metadata,
     rewrite_old_shards,
+    write_manifest,
 )
 from moclip.indexing.shard import ShardTarget, index_shard
 
@@ -166,3 +169,29 @@ def test_rerun_trusts_size_and_mtime_even_beside_rows_without_them(corpus, tmp_p
     os.utime(f, ns=(mtime, mtime))
     plan = plan_index(load_folder(corpus), Store(str(out)), HASH)
     assert plan.unchanged == 4 and not plan.to_index and plan.deleted == ["a/gone.mp4"]
+
+
+def test_the_manifest_stays_bounded_as_runs_accumulate(corpus, tmp_path):
+    """A year of nightly runs over a big corpus: the manifest keeps counts of the last 50 runs, each run's id lists
+    go to its own file under _runs/ (the last 50 kept), and readers of the dataset never see those files."""
+    from moclip.dataset import read_run_details
+    from moclip.dataset.commit import KEEP_RUNS
+
+    out = tmp_path / "ds"
+    index_all(corpus, out)
+    store = Store(str(out))
+    sizes = []
+    for run in range(KEEP_RUNS + 15):
+        ids = [f"v{run}-{i}" for i in range(2000)]  # 2,000 new videos a night
+        write_manifest(store, settings=SETTINGS, settings_hash=HASH, clip_weights_id="random-init", clip_random=True,
+                       run_summary={"new": len(ids)}, run_details={"changes": {"new": ids}}, run_id=f"r{run:03d}")
+        sizes.append((out / MANIFEST_NAME).stat().st_size)
+    manifest = read_manifest(str(out))
+    assert len(manifest["runs"]) == KEEP_RUNS and manifest["runs"][-1]["run_id"] == f"r{KEEP_RUNS + 14:03d}"
+    assert max(sizes[KEEP_RUNS:]) - min(sizes[KEEP_RUNS:]) < 100  # flat once the history is full
+    assert sizes[-1] < 20_000  # counts, not 2,000 ids x 50 runs
+    files = sorted(p.name for p in (out / "_runs").iterdir())
+    assert files == [f"r{r:03d}.json" for r in range(15, KEEP_RUNS + 15)]
+    assert read_run_details(str(out), manifest["runs"][-1])["changes"]["new"][:2] == [f"v{KEEP_RUNS + 14}-0",
+                                                                                      f"v{KEEP_RUNS + 14}-1"]
+    assert len(pd.read_parquet(out)) == len(read_metadata(str(out)))  # _runs/ is invisible to Parquet readers

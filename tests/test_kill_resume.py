@@ -14,7 +14,7 @@ from helpers.cli import MOCLIP, cli_env
 from helpers.datasets import motion_corpus
 from helpers.procs import stop
 
-from moclip.dataset import load_features, read_manifest, read_metadata
+from moclip.dataset import load_features, read_manifest, read_metadata, read_run_details
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -78,4 +78,5 @@ def assert_same_manifest(ref: dict, got: dict, partial: int, out: Path) -> None:
     assert (a["corpus_videos"], a["indexed_ok"], a["unchanged"]) == (16, 16, 0)
     assert (b["corpus_videos"], b["indexed_ok"], b["unchanged"], b["failed"]) == (16, 16 - partial, partial, 0)
     assert b["crashed_shards"] == [] and b["settings_hash"] == a["settings_hash"] == got["settings_hash"]
+    a, b = read_run_details(str(out.parent / "ref"), a), read_run_details(str(out), b)  # the runs' id lists
     assert len(b["changes"]["new"]) == 16 - partial and set(b["changes"]["new"]) < set(a["changes"]["new"])

@@ -6,6 +6,7 @@ at worst a duplicate row, which the next run's plan resolves (newest row wins). 
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 
 import pyarrow as pa
@@ -15,6 +16,8 @@ from moclip.config import SCHEMA_VERSION, FeatureSettings
 from moclip.dataset.incremental import IndexPlan
 from moclip.dataset.schema import STATUS_DELETED, conform, rows_to_table
 from moclip.dataset.storage import MANIFEST_NAME, Store
+
+log = logging.getLogger(__name__)
 
 KEEP_ON_DELETE = ("video_id", "path", "label", "split", "group", "fingerprint", "file_size", "mtime_ns",
                   "settings_hash")
@@ -49,13 +52,23 @@ def rewrite_old_shards(store: Store, plan: IndexPlan) -> int:
     return touched
 
 
+KEEP_RUNS = 50  # run summaries in the manifest, and run detail files kept
+RUNS_DIR = "_runs"  # one JSON file per run: its change lists and failures (pyarrow skips "_" folders)
+
+
 def write_manifest(
     store: Store, *, settings: FeatureSettings, settings_hash: str, clip_weights_id: str, clip_random: bool,
-    run_summary: dict, corpus: dict | None = None,
+    run_summary: dict, run_details: dict | None = None, run_id: str | None = None, corpus: dict | None = None,
 ) -> dict:
-    """Write the dataset's ``manifest.json``: its feature settings (read back with ``read_settings``), the CLIP
-    weights id, the corpus spec, the shard list and the last 50 runs' summaries."""
+    """Write the dataset's ``_manifest.json``: its feature settings (read back with ``read_settings``), the CLIP
+    weights id, the corpus spec, the shard list and the last ``KEEP_RUNS`` runs' summaries (counts: bounded in
+    size however large the corpus and however many runs). A run's full record (``run_details``: every new,
+    changed and deleted video id, every failure) goes to ``_runs/<run_id>.json``, named in its summary, written
+    after the manifest (so a full disk costs the details, never the manifest); files of runs that left the
+    history are removed."""
     old = store.read_json(MANIFEST_NAME) or {}
+    if run_details is not None and run_id:
+        run_summary = {**run_summary, "run_id": run_id, "details": f"{RUNS_DIR}/{run_id}.json"}
     now = datetime.now(timezone.utc).isoformat()
     manifest = {
         "schema_version": SCHEMA_VERSION,
@@ -67,10 +80,26 @@ def write_manifest(
         "created_at": old.get("created_at", now),
         "updated_at": now,
         "shards": store.shard_names(),
-        "runs": [*old.get("runs", [])[-49:], run_summary],
+        "runs": [*old.get("runs", [])[-(KEEP_RUNS - 1):], run_summary],
     }
     store.write_json(MANIFEST_NAME, manifest)
+    if run_details is not None and run_id:
+        try:
+            store.write_json(run_summary["details"], run_details)
+        except OSError as e:  # e.g. the disk is full: the manifest is written; this run's lists are lost
+            log.warning("%s: the run's details were not written (%s)", store.path(run_summary["details"]), e)
+        kept = {r.get("details") for r in manifest["runs"]}
+        for r in old.get("runs", []):
+            if r.get("details") and r["details"] not in kept and store.exists(r["details"]):
+                store.remove(r["details"])
     return manifest
+
+
+def read_run_details(url: str, run: dict, storage_options: dict | None = None) -> dict | None:
+    """The full record of a run (an entry of the manifest's ``runs``): change lists and failures; None when the
+    run wrote none (older versions, or a full disk)."""
+    name = run.get("details")
+    return Store(url, storage_options).read_json(name) if name else None
 
 
 def read_settings(manifest: dict) -> FeatureSettings:

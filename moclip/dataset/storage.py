@@ -73,7 +73,7 @@ class Store:
                 raise _write_error(self.url.rstrip("/") + "/" + name, e) from e
             return
         try:
-            os.makedirs(self.root, exist_ok=True)
+            os.makedirs(os.path.dirname(final), exist_ok=True)
             atomic_write_bytes(final, data, prefix=TEMP_PREFIX, suffix=f"-{os.path.basename(final)}")
         except OSError as e:
             raise _write_error(final, e) from e
@@ -119,10 +119,13 @@ class Store:
         if not self.local or not self.fs.exists(self.root):
             return 0
         n = 0
-        for entry in os.scandir(self.root):
-            if entry.name.startswith(TEMP_PREFIX):
-                os.unlink(entry.path)
-                n += 1
+        for folder in (self.root, os.path.join(self.root, "_runs")):  # shards and manifest; run details
+            if not os.path.isdir(folder):
+                continue
+            for entry in os.scandir(folder):
+                if entry.name.startswith(TEMP_PREFIX):
+                    os.unlink(entry.path)
+                    n += 1
         return n
 
 

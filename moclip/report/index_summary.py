@@ -66,11 +66,21 @@ class IndexSummary(BaseModel):
     clip_weights_id: str
     clip_random_init: bool
 
-    def for_manifest(self, cap: int = 200) -> dict:
-        """As kept in the manifest's run history: counts, and at most ``cap`` ids per change list."""
-        out = self.model_dump(mode="json", exclude={"failures", "changes", "shard_timeline"})
-        out["changes"] = {k: v[:cap] for k, v in self.changes.model_dump().items()}
+    def for_manifest(self, cap: int = 20) -> dict:
+        """As kept in the manifest's run history: counts, and at most ``cap`` crashed / retried shards (without
+        their video ids), so its size does not grow with the corpus. The lists are in ``details()``."""
+        out = self.model_dump(mode="json", exclude={"failures", "changes", "shard_timeline", "crashed_shards",
+                                                    "isolated_retries"})
+        out["crashed_shards"] = [{"shard": c.shard, "n_videos": len(c.video_ids), "error": c.error}
+                                 for c in self.crashed_shards[:cap]]
+        out["n_crashed_shards"] = len(self.crashed_shards)
+        out["isolated_retries"] = [r.model_dump() for r in self.isolated_retries[:cap]]
+        out["n_isolated_retries"] = len(self.isolated_retries)
         return out
+
+    def details(self) -> dict:
+        """What the run did, video by video: new, changed and deleted ids, failures, crashed shards' videos."""
+        return self.model_dump(mode="json", include={"changes", "failures", "crashed_shards", "isolated_retries"})
 
 
 def summarize(
