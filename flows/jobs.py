@@ -13,6 +13,7 @@ from moclip.params import DemoParams, EvaluateParams, IndexParams, LabelParams, 
 
 if TYPE_CHECKING:
     from moclip.report.index_summary import IndexSummary
+    from moclip.train.results import EvaluationResults
 
 
 def run_index(params: IndexParams, server_running: bool = False) -> IndexSummary:
@@ -44,13 +45,13 @@ def run_train(params: TrainParams) -> str:
 
 
 def print_results(out: dict) -> None:
-    r = out["results"]
-    if r["clip"]["random_init"]:
+    r: EvaluationResults = out["results"]
+    if r.clip.random_init:
         from moclip.report import RANDOM_CLIP_WARNING
 
         print(f"WARNING: {RANDOM_CLIP_WARNING}")
-    line = ", ".join(f"{k} {v['top1'] * 100:.1f}%" for k, v in r["methods"].items())
-    print(f"test top-1 ({r['dataset']['n_test']} videos): {line}")
+    line = ", ".join(f"{k} {v.top1 * 100:.1f}%" for k, v in r.methods.items())
+    print(f"test top-1 ({r.dataset.n_test} videos): {line}")
     print(f"report: {out['report_html']} and {out['report_md']}")
 
 

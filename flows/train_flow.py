@@ -21,7 +21,9 @@ def train_model(params: TrainParams) -> str:
 
 @flow(name="evaluate-model")
 def evaluate_model(params: EvaluateParams) -> dict:
-    """Evaluate a bundle on the dataset's test split once; write the report and publish its summary."""
+    """Evaluate a bundle on the dataset's test split once; write the report and publish its summary.
+
+    Returns ``{"results": EvaluationResults, "report_md": path, "report_html": path}``."""
     from moclip.report.render import summary_markdown
 
     results = evaluate_test(params)

@@ -8,6 +8,7 @@ from prefect.cache_policies import NO_CACHE
 from moclip.params import EvaluateParams, TrainParams
 from moclip.progress import console
 from moclip.train.pipeline import evaluate, train
+from moclip.train.results import EvaluationResults
 
 
 @task(name="train-models", cache_policy=NO_CACHE)
@@ -23,12 +24,12 @@ def train_models(params: TrainParams) -> str:
 
 
 @task(name="evaluate-test", cache_policy=NO_CACHE)
-def evaluate_test(params: EvaluateParams) -> dict:
+def evaluate_test(params: EvaluateParams) -> EvaluationResults:
     return evaluate(params.dataset, params.model, params.device)
 
 
 @task(name="write-report", cache_policy=NO_CACHE)
-def write_report(results: dict, out_dir: str) -> tuple[str, str]:
+def write_report(results: EvaluationResults, out_dir: str) -> tuple[str, str]:
     from moclip.report.render import write_report as render
 
     md, html = render(results, out_dir)

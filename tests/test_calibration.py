@@ -57,3 +57,12 @@ def test_calibration_summary_fields():
     s = calibrate.calibration_summary(logits, y, 2.0)
     assert s["temperature"] == 2.0 and s["nll_after"] < s["nll_before"]
     assert len(s["reliability_before"]["count"]) == calibrate.N_BINS
+
+
+def test_fit_on_val_is_what_a_bundle_records():
+    logits, y = _sampled(300, 2.0, seed=4)
+    s = calibrate.fit_on_val(logits, y)
+    t = calibrate.fit_temperature(logits, y)
+    assert s == {"temperature": t, "fitted_on": "val", "n": 300, "val_nll_before": calibrate.nll(logits, y),
+                 "val_nll_after": calibrate.nll(logits, y, t)}
+    assert s["val_nll_after"] <= s["val_nll_before"] + 1e-9

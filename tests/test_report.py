@@ -1,17 +1,23 @@
-"""The evaluation report: real files in tmp_path, real PNGs, no mocks."""
+"""The evaluation report: real files in tmp_path, real PNGs, no mocks. Results are built as the dicts results.json
+holds and validated into ``EvaluationResults``, as ``evaluate`` returns them."""
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from moclip.report.render import PAPER_COLUMN, render_html, render_markdown, summary_markdown, write_report
+from moclip.train.results import PAPER, EvaluationResults
+
+R = EvaluationResults.model_validate
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 WARNING = "CLIP WEIGHTS ARE RANDOM"
@@ -20,7 +26,7 @@ EVIL = "<script>alert('x')</script>Evil|Class"
 
 def make_results(n_classes: int, seed: int = 0, random_init: bool = False,
                  classes: list[str] | None = None) -> dict:
-    """A results dict shaped like the trainer's, with seeded random but self-consistent numbers."""
+    """A results dict as results.json holds it, with seeded random but self-consistent numbers (no calibration)."""
     rng = np.random.default_rng(seed)
     classes = classes or [f"Class_{i:03d}" for i in range(n_classes)]
     support = rng.integers(3, 9, n_classes)
@@ -34,12 +40,12 @@ def make_results(n_classes: int, seed: int = 0, random_init: bool = False,
     n_test = int(cm.sum())
 
     def metric(top1: float) -> dict:
-        return {"top1": round(top1, 4), "top5": round(min(1.0, top1 + 0.15), 4)}
+        return {"top1": round(top1, 4), "top5": round(min(1.0, top1 + 0.15), 4), "n": n_test}
 
     def curve(n: int) -> dict:
         loss = (2.5 * np.exp(-np.arange(n) / 6) + rng.uniform(0, 0.05, n)).round(4).tolist()
         val = np.clip(np.linspace(0.2, 0.7, n) + rng.normal(0, 0.03, n), 0, 1).round(4).tolist()
-        return {"train_loss": loss, "val_top1": val, "best_epoch": int(np.argmax(val))}
+        return {"train_loss": loss, "val_top1": val, "best_epoch": int(np.argmax(val)), "best_val_top1": max(val)}
 
     return {
         "title": "moclip evaluation",
@@ -47,11 +53,14 @@ def make_results(n_classes: int, seed: int = 0, random_init: bool = False,
                     "n_failed": 2, "n_train": n_test * 3, "n_val": n_test - 2, "n_test": n_test,
                     "classes": classes, "split_name": "ucf101 split 1" if n_classes == 101 else "demo corpus",
                     "val_protocol": "3 groups per class held out from train"},
-        "clip": {"model": "ViT-B-32", "weights_id": "random" if random_init else "openai", "random_init": random_init},
+        "clip": {"model": "ViT-B-32", "weights_id": "random" if random_init else "openai", "frames": 8,
+                 "random_init": random_init},
         "paper": {"source": "MoCLIP-Lite (arXiv 2509.17084), UCF101 split 1, top-1",
                   "top1": {"fusion": 0.892, "zero_shot": 0.650, "mv_only": 0.665}},
         "methods": {"zero_shot_mean": metric(0.41), "zero_shot_single": metric(0.383), "mv_only": metric(0.52),
                     "clip_linear_probe": metric(0.61), "fusion": metric(float(np.trace(cm) / n_test))},
+        "calibration": {"fitted": True, "methods": {"fusion": None, "mv_only": None, "clip_linear_probe": None}},
+        "mv_missing": {"n_test": 0},
         "per_class": {"fusion": fusion_pc, "mv_only": rng.uniform(0, 1, n_classes).round(4).tolist(),
                       "clip_linear_probe": rng.uniform(0, 1, n_classes).round(4).tolist()},
         "confusion": {"fusion": cm.tolist()},
@@ -63,8 +72,8 @@ def make_results(n_classes: int, seed: int = 0, random_init: bool = False,
         "provenance": {"created_at": "2026-05-09T12:00:00Z", "seeds": {"split": 0, "mv_net": 1, "fusion": 2},
                        "versions": {"moclip": "0.1.0", "torch": "2.14.1", "open_clip": "3.0.0"},
                        "time_per_stage_s": {"index": 812.4, "train_mv_net": 95.2, "train_fusion": 3.1, "eval": 7.7},
-                       "device": "cuda (NVIDIA H100)", "command": "moclip train --out runs/x",
-                       "dataset_settings_hash": "abc123def456"},
+                       "device": "cuda (NVIDIA H100)", "precision": "bf16", "dataset_settings_hash": "abc123def456",
+                       "model_bundle": "runs/x/model", "command": "moclip train --out runs/x"},
     }
 
 
@@ -88,14 +97,14 @@ def md_row(md: str, label: str) -> list[str]:
 @pytest.fixture(scope="module")
 def report5(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, Path]:
     results = make_results(5, seed=1)
-    md, html_path = write_report(results, tmp_path_factory.mktemp("r5") / "nested" / "report")
+    md, html_path = write_report(R(results), tmp_path_factory.mktemp("r5") / "nested" / "report")
     return results, md, html_path
 
 
 @pytest.fixture(scope="module")
 def report101(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, Path]:
     results = make_results(101, seed=2, random_init=True)
-    md, html_path = write_report(results, tmp_path_factory.mktemp("r101"))
+    md, html_path = write_report(R(results), tmp_path_factory.mktemp("r101"))
     return results, md, html_path
 
 
@@ -112,7 +121,7 @@ def test_write_report_files(which: str, request: pytest.FixtureRequest) -> None:
         w, h = png_size(p)
         assert p.stat().st_size > 10_000 and w >= 400 and h >= 250, (p.name, w, h, p.stat().st_size)
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")], "temp files left behind"
-    assert json.loads((out / "results.json").read_text()) == results
+    assert json.loads((out / "results.json").read_text()) == results  # the same keys and values, nothing added
 
     md = md_path.read_text()
     for name in ("per_class", "confusion", "curves"):
@@ -140,7 +149,7 @@ def test_101_classes_tables(report101: tuple) -> None:
 
 @pytest.mark.parametrize("random_init", [True, False])
 def test_random_weights_warning(random_init: bool) -> None:
-    results = make_results(5, seed=3, random_init=random_init)
+    results = R(make_results(5, seed=3, random_init=random_init))
     md, html, summary = render_markdown(results), render_html(results), summary_markdown(results)
     if not random_init:
         assert WARNING not in md and WARNING not in html and WARNING not in summary
@@ -157,7 +166,7 @@ def test_random_weights_warning(random_init: bool) -> None:
 
 
 def test_headline_table_and_paper_column() -> None:
-    results = make_results(5, seed=4)
+    results = R(make_results(5, seed=4))
     md = render_markdown(results)
     header = md_row(md, "Method")
     assert header[3] == PAPER_COLUMN and "paper (MoCLIP-Lite, UCF101 split 1)" in header[3]
@@ -177,11 +186,12 @@ def test_paper_setting_detected() -> None:
     """UCF101 split 1 with OpenAI ViT-B/32 weights: the data and weights match the paper's, the method does not,
     and the report says both (it used to say the columns "can be compared")."""
     results = make_results(101, seed=5)  # "ucf101 split 1", weights "openai"
-    md = summary_markdown(results)
+    md = summary_markdown(R(results))
     assert "Only the data and the CLIP weights match the paper" in md
     assert "MV tensors at block resolution" in md and "test protocol" in md and "can be compared" not in md
+    assert "8 frames per video" in md
     results["clip"]["model"] = "ViT-L-14"
-    assert "not the paper's ViT-B/32" in summary_markdown(results)
+    assert "not the paper's ViT-B/32" in summary_markdown(R(results))
 
 
 def test_calibration_section(tmp_path: Path) -> None:
@@ -192,46 +202,77 @@ def test_calibration_section(tmp_path: Path) -> None:
         "fusion": {"temperature": 1.7, "ece_before": 0.12, "ece_after": 0.04, "nll_before": 0.9, "nll_after": 0.6,
                    "reliability_before": bins, "reliability_after": bins}}}
     results["mv_missing"] = {"n_test": 3}
-    md_path, html_path = write_report(results, tmp_path)
+    md_path, html_path = write_report(R(results), tmp_path)
     md = md_path.read_text()
     assert md_row(md.split("## Calibration")[1], "Fusion")[1:] == ["1.700", "12.0", "4.0", "0.900", "0.600"]
     assert "](plots/reliability.png)" in md and png_size(tmp_path / "plots" / "reliability.png")[0] >= 300
     assert "softmax(logits / T)" in md and "3 test videos have no usable motion vectors" in md
+    assert "MV-only" not in md.split("## Calibration")[1].split("##")[0]  # no calibration of MV-only: no row
     results["calibration"]["fitted"] = False
-    assert "predates calibration" in render_markdown(results)
+    assert "predates calibration" in render_markdown(R(results))
 
 
 def test_missing_methods_render_dash(tmp_path: Path) -> None:
     results = make_results(5, seed=6)
     del results["methods"]["zero_shot_single"], results["methods"]["clip_linear_probe"]
-    del results["methods"]["mv_only"]["top5"]
-    results["models"].pop("fusion")
-    md = render_markdown(results)
+    results["methods"]["mv_only"]["top5"] = None  # null in results.json: NaN, no number
+    md = render_markdown(R(results))
     assert md_row(md, "CLIP zero-shot (single frame)")[1:] == ["—", "—", "65.0"]
     assert md_row(md, "CLIP linear probe")[1:] == ["—", "—", "—"]
     assert md_row(md, "MV-only")[1:] == ["52.0", "—", "66.5"]
-    assert md_row(md, "Fusion head")[1:3] == ["—", "—"]
-    write_report(results, tmp_path)  # and the files still come out
+    assert md_row(md, "Fusion head")[1:3] == ["970,000 (0.97 M)", "—"]  # the fusion head's FLOPs are not counted
+    write_report(R(results), tmp_path)  # and the files still come out
+
+
+def test_renamed_or_missing_keys_are_refused() -> None:
+    """A key the model does not know, or one it needs, fails validation: never a silent "—" in the report."""
+    results = make_results(5, seed=6)
+    results["methods"]["fusion_head"] = results["methods"].pop("fusion")
+    with pytest.raises(ValidationError, match="fusion_head"):
+        R(results)
+    results = make_results(5, seed=6)
+    del results["dataset"]["n_test"]
+    with pytest.raises(ValidationError, match="n_test"):
+        R(results)
+    with pytest.raises(ValidationError):
+        R({"methods": {"fusion": {"top1": 0.5, "top5": 0.9, "n": 2}}})
 
 
 def test_minimal_results(tmp_path: Path) -> None:
-    """Only methods: no plots, every table cell that has no number says so, nothing crashes."""
-    results = {"methods": {"fusion": {"top1": 0.5, "top5": 0.9}}}
-    md_path, html_path = write_report(results, tmp_path)
+    """Nothing optional: only fusion's metrics, no per-class accuracy (no test video of any class), no confusion,
+    empty histories, no calibration: no plots, every table cell that has no number says so, nothing crashes."""
+    results = make_results(5, seed=11)
+    results["methods"] = {"fusion": {"top1": 0.5, "top5": 0.9, "n": 2}}
+    results["per_class"] = {k: [None] * 5 for k in results["per_class"]}
+    results["confusion"] = {"fusion": []}
+    results["curves"] = {k: {"train_loss": [], "val_top1": [], "best_epoch": -1, "best_val_top1": -1.0}
+                         for k in results["curves"]}
+    results["calibration"]["fitted"] = False
+    md_path, html_path = write_report(R(results), tmp_path)
     md = md_path.read_text()
     assert md_row(md, "Fusion")[1:] == ["50.0", "90.0", "89.2"]
     assert md_row(md, "MV-only")[1:] == ["—", "—", "66.5"]
     assert "![" not in md and list((tmp_path / "plots").iterdir()) == []
+    assert "No data for this figure in the results." in md and "## Calibration" not in md
     assert "data:image/png" not in html_path.read_text()
     assert WARNING not in md
 
 
+def test_paper_numbers_default() -> None:
+    """The paper's numbers are written once (moclip.train.results.PAPER): results without them get them."""
+    results = make_results(5, seed=12)
+    assert R(results).paper == PAPER and results["paper"] == PAPER.model_dump()
+    del results["paper"]
+    assert R(results).paper == PAPER
+
+
 def test_stale_plots_removed(tmp_path: Path) -> None:
     results = make_results(5, seed=7)
-    write_report(results, tmp_path)
+    write_report(R(results), tmp_path)
     assert (tmp_path / "plots" / "curves.png").exists()
-    results.pop("curves")
-    md_path, _ = write_report(results, tmp_path)
+    results["curves"] = {k: {"train_loss": [], "val_top1": [], "best_epoch": -1, "best_val_top1": -1.0}
+                         for k in results["curves"]}
+    md_path, _ = write_report(R(results), tmp_path)
     assert not (tmp_path / "plots" / "curves.png").exists() and (tmp_path / "plots" / "per_class.png").exists()
     assert "curves.png" not in md_path.read_text()
 
@@ -241,7 +282,7 @@ def test_user_data_is_escaped(tmp_path: Path) -> None:
     results = make_results(5, seed=8, classes=classes)
     results["dataset"]["split_name"] = "demo <b>corpus</b>"
     results["provenance"]["command"] = 'moclip train --name "<img src=x>"'
-    md_path, html_path = write_report(results, tmp_path)
+    md_path, html_path = write_report(R(results), tmp_path)
     html = html_path.read_text()
     assert "<script" not in html.lower() and "<img src=x>" not in html and "<b>corpus" not in html
     assert "<td>&lt;script&gt;alert('x')&lt;/script&gt;Evil|Class</td>" in html  # one cell, shown as written
@@ -257,7 +298,7 @@ def test_user_data_is_escaped(tmp_path: Path) -> None:
 
 
 def test_render_markdown_image_dir() -> None:
-    results = make_results(5, seed=9)
+    results = R(make_results(5, seed=9))
     assert "![" not in render_markdown(results, image_dir_rel=None)
     assert "](figs/run%201/confusion.png)" in render_markdown(results, image_dir_rel="figs/run 1/")
 
@@ -267,9 +308,18 @@ def test_json_strict_and_numpy(tmp_path: Path) -> None:
     results["curves"]["fusion"]["val_top1"][0] = float("nan")  # e.g. no validation set
     results["methods"]["fusion"]["top1"] = np.float32(0.75)
     original = copy.deepcopy(results)
-    md_path, _ = write_report(results, tmp_path)
+    md_path, _ = write_report(R(results), tmp_path)
     data = json.loads((tmp_path / "results.json").read_text())  # strict JSON: NaN became null
     assert data["curves"]["fusion"]["val_top1"][0] is None
     assert data["methods"]["fusion"]["top1"] == pytest.approx(0.75)
     assert md_row(md_path.read_text(), "Fusion")[1] == "75.0"
     assert results.keys() == original.keys()  # the caller's dict is not modified
+    back = R(data)  # results.json reads back: null is NaN again
+    assert math.isnan(back.curves.fusion.val_top1[0]) and back.methods.fusion.top1 == 0.75
+
+
+def test_results_json_leaves_out_an_unset_command(tmp_path: Path) -> None:
+    results = make_results(5, seed=13)
+    del results["provenance"]["command"]  # evaluate records none
+    write_report(R(results), tmp_path)
+    assert json.loads((tmp_path / "results.json").read_text()) == results

@@ -12,6 +12,7 @@ from moclip.bundle import BundleError, load_bundle
 from moclip.config import TrainConfig
 from moclip.inference import BundleMeta
 from moclip.train.pipeline import evaluate, train
+from moclip.train.results import EvaluationResults
 
 # pinned to the CPU: byte-identical seeded weights are a CPU guarantee (CUDA kernels may be nondeterministic)
 pytestmark = pytest.mark.slow  # trains on a small real dataset
@@ -42,11 +43,13 @@ def test_train_is_seeded_and_splits_do_not_overlap(dataset, tmp_path):
     assert BundleMeta.model_validate(a.meta).architecture.fusion.num_classes == 4
 
     r = evaluate(dataset, tmp_path / "a", device="cpu")
-    assert set(r["methods"]) == {"zero_shot_mean", "zero_shot_single", "mv_only", "clip_linear_probe", "fusion"}
-    assert r["dataset"]["n_test"] == 8 and r["methods"]["mv_only"]["top1"] >= 0.6  # chance: 0.25
-    assert len(r["per_class"]["fusion"]) == 4 and sum(map(sum, r["confusion"]["fusion"])) == 8
-    assert r["models"]["mv_net"]["params"] < r["models"]["paper_mv_net"]["params"] / 10
-    json.dumps(r)  # the report input is plain JSON
+    assert [k for k, _ in r.methods.items()] == ["zero_shot_mean", "zero_shot_single", "mv_only", "clip_linear_probe",
+                                                  "fusion"]
+    assert r.dataset.n_test == 8 and r.methods.mv_only.top1 >= 0.6  # chance: 0.25
+    assert len(r.per_class.fusion) == 4 and sum(map(sum, r.confusion.fusion)) == 8
+    assert r.models.mv_net.params < r.models.paper_mv_net.params / 10
+    data = json.loads(json.dumps(r.model_dump(mode="json"), allow_nan=False))  # the report's input is plain JSON
+    assert EvaluationResults.model_validate(data) == r  # and reads back as it was
 
 
 def test_tampered_bundle_is_refused(dataset, tmp_path):
@@ -76,7 +79,7 @@ def test_train_and_evaluate_flow_writes_report_and_artifact(prefect_api, dataset
     md = (tmp_path / "report" / "report.md").read_text()
     assert "data:image/png;base64," in html
     assert "RANDOM" in md[:600] and "RANDOM" in html[:20_000]  # the warning sits at the top
-    assert "89.2" in md and out["results"]["methods"]["fusion"]["n"] == 8
+    assert "89.2" in md and out["results"].methods.fusion.n == 8
     assert (tmp_path / "model" / "bundle.json").exists()
 
     async def artifact_keys():

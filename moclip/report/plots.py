@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from moclip.train.results import CalibrationSummary, Curve, EvaluationResults
+
 DPI = 100
 PER_CLASS_FILE = "per_class.png"
 CONFUSION_FILE = "confusion.png"
@@ -24,15 +26,15 @@ CURVES_FILE = "curves.png"
 RELIABILITY_FILE = "reliability.png"
 PLOT_FILES = (PER_CLASS_FILE, CONFUSION_FILE, CURVES_FILE, RELIABILITY_FILE)
 
-# (key in results["per_class"], legend label, colour); fusion first: it is the sort key.
+# (field of results.per_class, legend label, colour); fusion first: it is the sort key.
 PER_CLASS_METHODS = (
     ("fusion", "Fusion", "tab:blue"),
     ("mv_only", "MV-only", "tab:orange"),
     ("clip_linear_probe", "CLIP linear probe", "tab:green"),
 )
-# (key in results["curves"], subplot title)
+# (field of results.curves, subplot title)
 CURVE_MODELS = (("mv_net", "MV net"), ("fusion", "Fusion head"), ("clip_linear_probe", "CLIP linear probe"))
-# (key in results["calibration"]["methods"], subplot title)
+# (field of results.calibration.methods, subplot title)
 CALIBRATED_MODELS = (("fusion", "Fusion"), ("mv_only", "MV-only"), ("clip_linear_probe", "CLIP linear probe"))
 MAX_LABELLED_CLASSES = 30  # confusion matrix tick labels up to this many classes
 MAX_ANNOTATED_CLASSES = 12  # confusion matrix cell values up to this many classes
@@ -57,80 +59,65 @@ def finite(x: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def _floats(xs: Any) -> np.ndarray:
-    if not isinstance(xs, (list, tuple, np.ndarray)):
-        return np.zeros(0)
+def _floats(xs: Sequence[float | None]) -> np.ndarray:
+    """``xs`` as a float array, NaN where a value is None or not finite."""
     return np.array([np.nan if finite(v) is None else finite(v) for v in xs], dtype=float)
 
 
-def _mapping(x: Any) -> Mapping[str, Any]:
-    return x if isinstance(x, Mapping) else {}
+def class_names(results: EvaluationResults) -> list[str]:
+    return list(results.dataset.classes)
 
 
-def class_names(results: Mapping[str, Any]) -> list[str]:
-    classes = _mapping(results.get("dataset")).get("classes")
-    return [str(c) for c in classes] if isinstance(classes, (list, tuple)) else []
-
-
-def per_class_series(results: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def per_class_series(results: EvaluationResults) -> dict[str, np.ndarray]:
     """Per-class accuracies (fractions, NaN where missing) for the methods whose list matches the class list."""
     n = len(class_names(results))
-    per_class = _mapping(results.get("per_class"))
     out: dict[str, np.ndarray] = {}
     for key, _, _ in PER_CLASS_METHODS:
-        v = _floats(per_class.get(key))
+        v = _floats(getattr(results.per_class, key))
         if n and len(v) == n and np.isfinite(v).any():
             out[key] = v
     return out
 
 
-def confusion_matrix(results: Mapping[str, Any]) -> np.ndarray | None:
-    """The fusion confusion matrix (rows = true, cols = predicted) as float counts, or None if absent / not square."""
-    raw = _mapping(results.get("confusion")).get("fusion")
-    if not isinstance(raw, (list, tuple, np.ndarray)) or len(raw) == 0:
+def confusion_matrix(results: EvaluationResults) -> np.ndarray | None:
+    """The fusion confusion matrix (rows = true, cols = predicted) as float counts, or None if empty / not square."""
+    raw = results.confusion.fusion
+    if len(raw) == 0:
         return None
-    try:
-        cm = np.array([[finite(v) or 0.0 for v in row] for row in raw], dtype=float)
-    except TypeError:
-        return None
+    cm = np.array(raw, dtype=float)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.sum() <= 0:
         return None
     return cm
 
 
-def curve_entries(results: Mapping[str, Any]) -> list[tuple[str, str, Mapping[str, Any]]]:
-    """(key, title, curve dict) for every model with a non-empty train_loss or val_top1 history."""
-    curves = _mapping(results.get("curves"))
+def curve_entries(results: EvaluationResults) -> list[tuple[str, str, Curve]]:
+    """(key, title, curve) for every model with a non-empty train_loss or val_top1 history."""
     out = []
     for key, title in CURVE_MODELS:
-        c = _mapping(curves.get(key))
-        if len(_floats(c.get("train_loss"))) or len(_floats(c.get("val_top1"))):
+        c = getattr(results.curves, key)
+        if len(c.train_loss) or len(c.val_top1):
             out.append((key, title, c))
     return out
 
 
-def best_epoch(curve: Mapping[str, Any]) -> int | None:
+def best_epoch(curve: Curve) -> int | None:
     """The 0-based best epoch if it indexes into the recorded history, else None."""
-    be = curve.get("best_epoch")
-    n = max(len(_floats(curve.get("train_loss"))), len(_floats(curve.get("val_top1"))))
-    if isinstance(be, bool) or not isinstance(be, (int, np.integer)) or not 0 <= int(be) < n:
-        return None
-    return int(be)
+    n = max(len(curve.train_loss), len(curve.val_top1))
+    return curve.best_epoch if 0 <= curve.best_epoch < n else None
 
 
-def calibration_entries(results: Mapping[str, Any]) -> list[tuple[str, str, Mapping[str, Any]]]:
-    """(key, title, calibration dict) for every model with reliability bins before and after scaling."""
-    methods = _mapping(_mapping(results.get("calibration")).get("methods"))
+def calibration_entries(results: EvaluationResults) -> list[tuple[str, str, CalibrationSummary]]:
+    """(key, title, calibration summary) for every model with reliability bins before and after scaling."""
     out = []
     for key, title in CALIBRATED_MODELS:
-        c = _mapping(methods.get(key))
-        if all(len(_floats(_mapping(c.get(f"reliability_{w}")).get("count"))) for w in ("before", "after")):
+        c = getattr(results.calibration.methods, key)
+        if c is not None and c.reliability_before.count and c.reliability_after.count:
             out.append((key, title, c))
     return out
 
 
-def available_plots(results: Mapping[str, Any]) -> list[str]:
-    """File names of the figures the results dict has data for, in report order (cheap: renders nothing)."""
+def available_plots(results: EvaluationResults) -> list[str]:
+    """File names of the figures the results have data for, in report order (cheap: renders nothing)."""
     names = []
     if per_class_series(results):
         names.append(PER_CLASS_FILE)
@@ -160,7 +147,7 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def per_class_png(results: Mapping[str, Any]) -> bytes | None:
+def per_class_png(results: EvaluationResults) -> bytes | None:
     """Horizontal grouped bars, one group per class, sorted by fusion accuracy (best at the top)."""
     series = per_class_series(results)
     if not series:
@@ -196,7 +183,7 @@ def per_class_png(results: Mapping[str, Any]) -> bytes | None:
     return _png(fig)
 
 
-def confusion_png(results: Mapping[str, Any]) -> bytes | None:
+def confusion_png(results: EvaluationResults) -> bytes | None:
     """Row-normalised fusion confusion matrix; class tick labels only up to MAX_LABELLED_CLASSES classes."""
     cm = confusion_matrix(results)
     if cm is None:
@@ -237,15 +224,15 @@ def confusion_png(results: Mapping[str, Any]) -> bytes | None:
     return _png(fig)
 
 
-def curves_png(results: Mapping[str, Any]) -> bytes | None:
+def curves_png(results: EvaluationResults) -> bytes | None:
     """One subplot per model: train loss (left axis) and val top-1 (right axis) per epoch, best epoch marked."""
     entries = curve_entries(results)
     if not entries:
         return None
     fig, axes = _row_of_axes(len(entries), 4.4, 3.3)
     for ax, (_, title, curve) in zip(axes, entries):
-        loss = _floats(curve.get("train_loss"))
-        val = _floats(curve.get("val_top1")) * 100.0
+        loss = _floats(curve.train_loss)
+        val = _floats(curve.val_top1) * 100.0
         handles = []
         if len(loss):
             handles += ax.plot(np.arange(1, len(loss) + 1), loss, color="tab:blue", marker=".", ms=3,
@@ -280,7 +267,7 @@ def curves_png(results: Mapping[str, Any]) -> bytes | None:
     return _png(fig)
 
 
-def reliability_png(results: Mapping[str, Any]) -> bytes | None:
+def reliability_png(results: EvaluationResults) -> bytes | None:
     """Reliability diagram per calibrated model: accuracy vs confidence per bin, before and after temperature
     scaling (marker area ~ videos in the bin); the diagonal is perfect calibration."""
     entries = calibration_entries(results)
@@ -290,13 +277,13 @@ def reliability_png(results: Mapping[str, Any]) -> bytes | None:
     for ax, (_, title, c) in zip(axes, entries):
         ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="perfectly calibrated")
         for which, colour, name in (("before", "tab:red", "before (T = 1)"), ("after", "tab:blue", "after")):
-            r = _mapping(c.get(f"reliability_{which}"))
-            conf, acc, count = _floats(r.get("confidence")), _floats(r.get("accuracy")), _floats(r.get("count"))
+            r = c.reliability_before if which == "before" else c.reliability_after
+            conf, acc, count = _floats(r.confidence), _floats(r.accuracy), _floats(r.count)
             ok = np.isfinite(conf) & np.isfinite(acc) & (count > 0)
-            ece = finite(c.get(f"ece_{which}"))
+            ece = finite(c.ece_before if which == "before" else c.ece_after)
             label = f"{name}, ECE {100 * ece:.1f} %" if ece is not None else name
-            if which == "after" and finite(c.get("temperature")) is not None:
-                label = f"after (T = {finite(c.get('temperature')):.2f}), " + label.split(", ", 1)[-1]
+            if which == "after" and finite(c.temperature) is not None:
+                label = f"after (T = {finite(c.temperature):.2f}), " + label.split(", ", 1)[-1]
             sizes = 12 + 200 * count[ok] / max(count[ok].sum(), 1)
             ax.plot(conf[ok], acc[ok], color=colour, lw=1.2, alpha=0.8)
             ax.scatter(conf[ok], acc[ok], s=sizes, color=colour, alpha=0.7, label=label)
@@ -316,7 +303,7 @@ _RENDERERS = ((PER_CLASS_FILE, per_class_png), (CONFUSION_FILE, confusion_png), 
               (RELIABILITY_FILE, reliability_png))
 
 
-def render_plots(results: Mapping[str, Any]) -> PlotSet:
+def render_plots(results: EvaluationResults) -> PlotSet:
     """Render every figure the results have data for. A figure that fails is recorded in ``errors``, not raised:
     one bad array should not cost the whole report."""
     out = PlotSet()

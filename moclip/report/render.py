@@ -1,8 +1,9 @@
 """The evaluation report a researcher reads: Markdown, a self-contained HTML page, a short summary, and the files.
 
 The report is written once, as Markdown (:mod:`moclip.report.markdown`, which escapes every value taken from the
-results dict), and the HTML page is that same Markdown rendered (:mod:`moclip.report.page`), so both documents
-always say the same thing. Any number that is missing or not finite is shown as "—".
+results), and the HTML page is that same Markdown rendered (:mod:`moclip.report.page`), so both documents always
+say the same thing. The results are typed (:class:`moclip.train.results.EvaluationResults`): what may be missing
+by design is optional there, and any number that is missing or not finite is shown as "—".
 """
 
 from __future__ import annotations
@@ -10,10 +11,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -22,16 +21,13 @@ from moclip.report import RANDOM_CLIP_WARNING, plots
 from moclip.report import markdown as md
 from moclip.report.markdown import Md
 from moclip.report.page import render_page
-from moclip.report.values import DASH, get_in, gflops, integer, jsonable, mapping, param_count, pct, seconds, text
+from moclip.report.values import DASH, gflops, integer, jsonable, param_count, pct, seconds, text
+from moclip.train.results import EvaluationResults
 
 DEFAULT_TITLE = "moclip evaluation"
 PLOT_DIR = "plots"  # write_report's figures folder, as report.md references it
 PAPER_COLUMN = "paper (MoCLIP-Lite, UCF101 split 1) top-1 %"
-DEFAULT_PAPER: dict[str, Any] = {
-    "source": "MoCLIP-Lite (arXiv 2509.17084), UCF101 split 1, top-1",
-    "top1": {"fusion": 0.892, "zero_shot": 0.650, "mv_only": 0.665},
-}
-# (key in results["methods"], row label, key in paper["top1"] or None, whether the number depends on CLIP)
+# (field of results.methods, row label, field of results.paper.top1 or None, whether the number depends on CLIP)
 METHOD_ROWS: tuple[tuple[str, str, str | None, bool], ...] = (
     ("zero_shot_mean", "CLIP zero-shot (mean of K frames)", "zero_shot", True),
     ("zero_shot_single", "CLIP zero-shot (single frame)", "zero_shot", True),
@@ -53,21 +49,14 @@ _Blocks = list[Md]
 # ----------------------------------------------------------------------------------------------------- content
 
 
-def _is_random(results: Mapping[str, Any]) -> bool:
-    return get_in(results, "clip", "random_init") is True
+def _is_random(results: EvaluationResults) -> bool:
+    return results.clip.random_init
 
 
-def _paper(results: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
-    paper = mapping(results.get("paper"))
-    source = paper.get("source") if isinstance(paper.get("source"), str) else DEFAULT_PAPER["source"]
-    top1 = mapping(paper.get("top1")) or DEFAULT_PAPER["top1"]
-    return source, top1
-
-
-def _comparability(results: Mapping[str, Any]) -> str:
-    split = get_in(results, "dataset", "split_name")
-    weights = get_in(results, "clip", "weights_id")
-    norm_split = re.sub(r"[\s_\-]", "", str(split or "")).lower()
+def _comparability(results: EvaluationResults) -> str:
+    split = results.dataset.split_name
+    weights = results.clip.weights_id
+    norm_split = re.sub(r"[\s_\-]", "", split).lower()
     reasons = []
     if not ("ucf101" in norm_split and "split1" in norm_split):
         reasons.append("the dataset is not UCF101 split 1")
@@ -75,14 +64,14 @@ def _comparability(results: Mapping[str, Any]) -> str:
         reasons.append("CLIP weights are random")
     elif "openai" not in str(weights or "").lower():
         reasons.append("the CLIP weights are not recognisably the pretrained OpenAI ones")
-    model = str(get_in(results, "clip", "model") or "")
+    model = results.clip.model
     if not re.fullmatch(r"ViT-B-32(-quickgelu)?", model):
         reasons.append(f"the CLIP model is {text(model)}, not the paper's ViT-B/32")
     this_run = f"This run: dataset “{text(split)}”, CLIP weights “{text(weights)}”"
     if reasons:
         return f"{this_run}. Not the paper's setting ({'; '.join(reasons)}), so the paper column is context only."
-    frames = plots.finite(get_in(results, "clip", "frames"))
-    k = f"{int(frames)} frames per video" if frames else "several frames per video"
+    frames = results.clip.frames
+    k = f"{frames} frames per video" if frames else "several frames per video"
     return (f"{this_run}. Only the data and the CLIP weights match the paper's (UCF101 split 1, OpenAI ViT-B/32). "
             "The method differs: the motion input (MV tensors at block resolution here, MV images in the paper), "
             f"the MV network, the CLIP frames ({k} here) and the test protocol (epochs picked on a validation "
@@ -113,77 +102,70 @@ class _Figures:
 # ----------------------------------------------------------------------------------------------------- sections
 
 
-def _headline_table(results: Mapping[str, Any]) -> Md:
-    methods = mapping(results.get("methods"))
-    _, paper_top1 = _paper(results)
+def _headline_table(results: EvaluationResults) -> Md:
     random = _is_random(results)
     rows = []
     for key, label, paper_key, uses_clip in METHOD_ROWS:
-        m = mapping(methods.get(key))
+        m = getattr(results.methods, key)
         name = label + (" ⚠ random CLIP" if random and uses_clip else "")
-        rows.append([name, pct(m.get("top1")), pct(m.get("top5")),
-                     pct(paper_top1.get(paper_key)) if paper_key else DASH])
+        rows.append([name, DASH if m is None else pct(m.top1), DASH if m is None else pct(m.top5),
+                     pct(getattr(results.paper.top1, paper_key)) if paper_key else DASH])
     return md.table(["Method", "top-1 %", "top-5 %", PAPER_COLUMN], rows, [False, True, True, True])
 
 
-def _context_line(results: Mapping[str, Any]) -> Md:
-    ds = mapping(results.get("dataset"))
+def _context_line(results: EvaluationResults) -> Md:
+    ds, clip = results.dataset, results.clip
     n_classes = len(plots.class_names(results))
-    clip = mapping(results.get("clip"))
-    return md.paragraph(f"Test-set results on {text(ds.get('split_name'))}: {n_classes or DASH} classes, "
-                 f"{integer(ds.get('n_test'))} test videos. CLIP {text(clip.get('model'))}, "
-                 f"weights {text(clip.get('weights_id'))}.")
+    return md.paragraph(f"Test-set results on {text(ds.split_name)}: {n_classes or DASH} classes, "
+                        f"{integer(ds.n_test)} test videos. CLIP {text(clip.model)}, weights {text(clip.weights_id)}.")
 
 
-def _paper_note(results: Mapping[str, Any]) -> str:
-    source, _ = _paper(results)
-    return (f"Paper figures are the published numbers of {source}; they were not reproduced here. They can only be "
-            "set beside this run when the dataset is UCF101 split 1 and CLIP uses the pretrained OpenAI ViT-B/32 "
-            "weights, and even then the methods differ (below). The paper gives one zero-shot figure; it is shown "
-            "against both zero-shot protocols.")
+def _paper_note(results: EvaluationResults) -> str:
+    return (f"Paper figures are the published numbers of {results.paper.source}; they were not reproduced here. "
+            "They can only be set beside this run when the dataset is UCF101 split 1 and CLIP uses the pretrained "
+            "OpenAI ViT-B/32 weights, and even then the methods differ (below). The paper gives one zero-shot "
+            "figure; it is shown against both zero-shot protocols.")
 
 
-def _statistics_note(results: Mapping[str, Any]) -> str | None:
+def _statistics_note(results: EvaluationResults) -> str | None:
     n_classes = len(plots.class_names(results))
-    n_test = plots.finite(get_in(results, "dataset", "n_test"))
+    n_test = results.dataset.n_test
     parts = []
     if n_classes:
         top5 = min(5, n_classes) / n_classes
         parts.append(f"Chance level with {n_classes} classes: top-1 {100 / n_classes:.1f} %, top-5 {100 * top5:.1f} %"
                      + (" (top-5 is trivially 100 % with 5 classes or fewer)" if n_classes <= 5 else "") + ".")
-    if n_test and n_test > 0:
-        parts.append(f"With {int(n_test):,} test videos the binomial standard error of an accuracy is up to "
+    if n_test > 0:
+        parts.append(f"With {n_test:,} test videos the binomial standard error of an accuracy is up to "
                      f"±{50 / math.sqrt(n_test):.1f} points.")
     return " ".join(parts) or None
 
 
-def _mv_missing_note(results: Mapping[str, Any]) -> Md | None:
-    n = plots.finite(get_in(results, "mv_missing", "n_test"))
+def _mv_missing_note(results: EvaluationResults) -> Md | None:
+    n = results.mv_missing.n_test
     if not n:
         return None
-    return md.note(f"{int(n):,} test videos have no usable motion vectors (all-intra streams, single frames, ...): the "
+    return md.note(f"{n:,} test videos have no usable motion vectors (all-intra streams, single frames, ...): the "
                  "fusion head predicts them from CLIP alone, through the path its modality dropout trained; MV-only "
                  "counts them as it predicts them (from an empty motion tensor).")
 
 
-def _calibration_blocks(results: Mapping[str, Any], figures: _Figures) -> _Blocks:
-    cal = mapping(results.get("calibration"))
-    methods = mapping(cal.get("methods"))
-    if not methods:
+def _calibration_blocks(results: EvaluationResults, figures: _Figures) -> _Blocks:
+    cal = results.calibration
+    present = [(title, c) for key, title in plots.CALIBRATED_MODELS
+               if (c := getattr(cal.methods, key)) is not None]
+    if not present:
         return []
     rows = []
-    for key, title in plots.CALIBRATED_MODELS:
-        c = mapping(methods.get(key))
-        if not c:
-            continue
-        t = plots.finite(c.get("temperature"))
-        nll = [plots.finite(c.get(f"nll_{w}")) for w in ("before", "after")]
-        rows.append([title, DASH if t is None else f"{t:.3f}", pct(c.get("ece_before")), pct(c.get("ece_after")),
+    for title, c in present:
+        t = plots.finite(c.temperature)
+        nll = [plots.finite(v) for v in (c.nll_before, c.nll_after)]
+        rows.append([title, DASH if t is None else f"{t:.3f}", pct(c.ece_before), pct(c.ece_after),
                      *[DASH if v is None else f"{v:.3f}" for v in nll]])
-    edges = get_in(methods, "fusion", "reliability_after", "edges")
-    n_bins = len(edges) - 1 if isinstance(edges, list) and len(edges) > 1 else DASH
+    edges = cal.methods.fusion.reliability_after.edges if cal.methods.fusion is not None else []
+    n_bins = len(edges) - 1 if len(edges) > 1 else DASH
     out: _Blocks = [md.heading(2, "Calibration (test set)")]
-    if cal.get("fitted") is False:
+    if not cal.fitted:
         out.append(md.paragraph("This model bundle predates calibration (format 1): it has no fitted temperatures, "
                                 "so T = 1 and the probabilities are the raw softmax. Retrain to calibrate."))
     out += [md.table(["Model", "Temperature T (fitted on val)", "ECE before %", "ECE after %", "NLL before",
@@ -198,25 +180,20 @@ def _calibration_blocks(results: Mapping[str, Any], figures: _Figures) -> _Block
     return out
 
 
-def _model_blocks(results: Mapping[str, Any]) -> _Blocks:
-    models = mapping(results.get("models"))
-    if not models:
-        return [md.heading(2, "Model size"), md.paragraph("No model sizes recorded.")]
-    ours, paper, fusion = (mapping(models.get(k)) for k in ("mv_net", "paper_mv_net", "fusion"))
+def _model_blocks(results: EvaluationResults) -> _Blocks:
+    ours, paper, fusion = results.models.mv_net, results.models.paper_mv_net, results.models.fusion
     rows = [
-        ["MV net (this run)", param_count(ours.get("params")), gflops(ours.get("flops_per_video")),
-         text(ours.get("description"))],
-        ["MV net (paper)", param_count(paper.get("params")), gflops(paper.get("flops_per_video")),
-         text(paper.get("description") or "EfficientNet-B0 x 3 segments (paper)")],
-        ["Fusion head (this run)", param_count(fusion.get("params")), gflops(fusion.get("flops_per_video")),
-         text(fusion.get("description"))],
+        ["MV net (this run)", param_count(ours.params), gflops(ours.flops_per_video), text(ours.description)],
+        ["MV net (paper)", param_count(paper.params), gflops(paper.flops_per_video),
+         text(paper.description)],
+        ["Fusion head (this run)", param_count(fusion.params), DASH, text(fusion.description)],  # FLOPs: not counted
     ]
     out: _Blocks = [md.heading(2, "Model size"),
                     md.table(["Model", "Parameters", "GFLOPs / video", "Description"], rows,
                              [False, True, True, False])]
     ratios = []
-    for key, what in (("params", "parameters"), ("flops_per_video", "FLOPs per video")):
-        a, b = plots.finite(ours.get(key)), plots.finite(paper.get(key))
+    for a, b, what in ((ours.params, paper.params, "parameters"),
+                       (ours.flops_per_video, paper.flops_per_video, "FLOPs per video")):
         if a and b:
             ratios.append(f"{b / a:.1f}× fewer {what}" if a <= b else f"{a / b:.1f}× more {what}")
     if ratios:
@@ -226,7 +203,7 @@ def _model_blocks(results: Mapping[str, Any]) -> _Blocks:
     return out
 
 
-def _per_class_blocks(results: Mapping[str, Any], figures: _Figures) -> _Blocks:
+def _per_class_blocks(results: EvaluationResults, figures: _Figures) -> _Blocks:
     out: _Blocks = [md.heading(2, "Per-class test accuracy"), *figures.blocks(plots.PER_CLASS_FILE)]
     classes = plots.class_names(results)
     series = plots.per_class_series(results)
@@ -241,7 +218,7 @@ def _per_class_blocks(results: Mapping[str, Any], figures: _Figures) -> _Blocks:
     return out
 
 
-def _confusion_blocks(results: Mapping[str, Any], figures: _Figures) -> _Blocks:
+def _confusion_blocks(results: EvaluationResults, figures: _Figures) -> _Blocks:
     out: _Blocks = [md.heading(2, "Confusion matrix (fusion)"), *figures.blocks(plots.CONFUSION_FILE)]
     cm = plots.confusion_matrix(results)
     classes = plots.class_names(results)
@@ -260,17 +237,17 @@ def _confusion_blocks(results: Mapping[str, Any], figures: _Figures) -> _Blocks:
     return out
 
 
-def _curve_blocks(results: Mapping[str, Any], figures: _Figures) -> _Blocks:
+def _curve_blocks(results: EvaluationResults, figures: _Figures) -> _Blocks:
     out: _Blocks = [md.heading(2, "Training curves"), *figures.blocks(plots.CURVES_FILE)]
     entries = plots.curve_entries(results)
     if not entries:
         return out
     rows = []
     for _, title, curve in entries:
-        loss = [v for v in (plots.finite(x) for x in curve.get("train_loss") or []) if v is not None]
-        val = curve.get("val_top1") or []
+        loss = [v for v in (plots.finite(x) for x in curve.train_loss) if v is not None]
+        val = curve.val_top1
         be = plots.best_epoch(curve)
-        n_epochs = max(len(curve.get("train_loss") or []), len(val))
+        n_epochs = max(len(curve.train_loss), len(val))
         rows.append([title, f"{n_epochs}", DASH if be is None else f"{be + 1}",
                      pct(val[be]) if be is not None and be < len(val) else DASH,
                      f"{loss[-1]:.4f}" if loss else DASH])
@@ -280,45 +257,37 @@ def _curve_blocks(results: Mapping[str, Any], figures: _Figures) -> _Blocks:
     return out
 
 
-def _provenance_blocks(results: Mapping[str, Any]) -> _Blocks:
-    ds = mapping(results.get("dataset"))
-    clip = mapping(results.get("clip"))
-    prov = mapping(results.get("provenance"))
+def _provenance_blocks(results: EvaluationResults) -> _Blocks:
+    ds, clip, prov = results.dataset, results.clip, results.provenance
     classes = plots.class_names(results)
     out: _Blocks = [md.heading(2, "Provenance"), md.heading(3, "Dataset")]
     out.append(md.key_values([
-        ("URL", md.code(ds["url"]) if ds.get("url") else DASH),
-        ("Split", text(ds.get("split_name"))),
-        ("Validation protocol", text(ds.get("val_protocol"))),
+        ("URL", md.code(ds.url) if ds.url else DASH),
+        ("Split", text(ds.split_name)),
+        ("Validation protocol", text(ds.val_protocol)),
         ("Classes", f"{len(classes)}: {', '.join(classes)}" if 0 < len(classes) <= 20
          else f"{len(classes)} (listed in the per-class table below)" if classes else DASH),
     ]))
     out.append(md.table(["Total", "OK", "Failed", "Train", "Val", "Test"],
-                        [[integer(ds.get(k)) for k in ("n_total", "n_ok", "n_failed", "n_train", "n_val", "n_test")]],
+                        [[integer(n) for n in (ds.n_total, ds.n_ok, ds.n_failed, ds.n_train, ds.n_val, ds.n_test)]],
                         [True] * 6))
-    random = clip.get("random_init")
     out += [md.heading(3, "Run"), md.key_values([
-        ("CLIP model", text(clip.get("model"))),
-        ("CLIP weights", md.code(clip["weights_id"]) if clip.get("weights_id") else DASH),
-        ("CLIP random init", "YES — random, untrained weights" if random is True
-         else "no (pretrained)" if random is False else DASH),
-        ("Device", text(prov.get("device"))),
-        ("Created at", text(prov.get("created_at"))),
-        *([("Command", md.code(prov["command"]))] if prov.get("command") else []),
-        *([("Dataset settings hash", md.code(prov["dataset_settings_hash"]))]
-          if prov.get("dataset_settings_hash") else []),
+        ("CLIP model", text(clip.model)),
+        ("CLIP weights", md.code(clip.weights_id) if clip.weights_id else DASH),
+        ("CLIP random init", "YES — random, untrained weights" if clip.random_init else "no (pretrained)"),
+        ("Device", text(prov.device)),
+        ("Created at", text(prov.created_at)),
+        *([("Command", md.code(prov.command))] if prov.command else []),
+        *([("Dataset settings hash", md.code(prov.dataset_settings_hash))] if prov.dataset_settings_hash else []),
     ])]
-    seeds = mapping(prov.get("seeds"))
-    if seeds:
+    if prov.seeds:
         out += [md.heading(3, "Seeds"),
-                md.table(["Seed", "Value"], [[str(k), text(v)] for k, v in seeds.items()], [False, True])]
-    versions = mapping(prov.get("versions"))
-    if versions:
+                md.table(["Seed", "Value"], [[k, text(v)] for k, v in prov.seeds.items()], [False, True])]
+    if prov.versions:
         out += [md.heading(3, "Versions"),
-                md.table(["Package", "Version"], [[str(k), text(v)] for k, v in versions.items()], [False, False])]
-    times = mapping(prov.get("time_per_stage_s"))
-    if times:
-        vals = {str(k): plots.finite(v) for k, v in times.items()}
+                md.table(["Package", "Version"], [[k, text(v)] for k, v in prov.versions.items()], [False, False])]
+    if prov.time_per_stage_s:
+        vals = {k: plots.finite(v) for k, v in prov.time_per_stage_s.items()}
         total = sum(v for v in vals.values() if v is not None)
         rows = [[k, seconds(v), f"{100 * v / total:.1f}" if v is not None and total > 0 else DASH]
                 for k, v in vals.items()]
@@ -328,7 +297,7 @@ def _provenance_blocks(results: Mapping[str, Any]) -> _Blocks:
     return out
 
 
-def _per_class_appendix(results: Mapping[str, Any]) -> _Blocks:
+def _per_class_appendix(results: EvaluationResults) -> _Blocks:
     classes = plots.class_names(results)
     series = plots.per_class_series(results)
     if not classes or not series:
@@ -347,11 +316,11 @@ def _per_class_appendix(results: Mapping[str, Any]) -> _Blocks:
 # ----------------------------------------------------------------------------------------------------- documents
 
 
-def _title(results: Mapping[str, Any]) -> str:
-    return text(results.get("title") or DEFAULT_TITLE)
+def _title(results: EvaluationResults) -> str:
+    return text(results.title or DEFAULT_TITLE)
 
 
-def _report(results: Mapping[str, Any], figures: _Figures) -> str:
+def _report(results: EvaluationResults, figures: _Figures) -> str:
     stats, missing = _statistics_note(results), _mv_missing_note(results)
     return md.document([
         md.heading(1, _title(results)),
@@ -371,13 +340,13 @@ def _report(results: Mapping[str, Any], figures: _Figures) -> str:
     ])
 
 
-def render_markdown(results: dict, image_dir_rel: str | None = PLOT_DIR) -> str:
+def render_markdown(results: EvaluationResults, image_dir_rel: str | None = PLOT_DIR) -> str:
     """The full report as Markdown. Figures are referenced as ``{image_dir_rel}/<name>.png`` (the files
     ``write_report`` writes); with ``image_dir_rel=None`` they are left out."""
     return _report(results, _Figures(plots.available_plots(results), image_dir_rel))
 
 
-def summary_markdown(results: dict) -> str:
+def summary_markdown(results: EvaluationResults) -> str:
     """A short Markdown summary (headline table, paper note, random-weights warning if any), e.g. for a Prefect
     artifact."""
     return md.document([
@@ -388,13 +357,13 @@ def summary_markdown(results: dict) -> str:
     ])
 
 
-def _rendered(results: Mapping[str, Any], pngs: plots.PlotSet) -> tuple[str, str]:
+def _rendered(results: EvaluationResults, pngs: plots.PlotSet) -> tuple[str, str]:
     """(report.md, report.html) for rendered figures: the page is the Markdown with the figures embedded."""
     markdown = _report(results, _Figures(list(pngs.png), PLOT_DIR, pngs))
     return markdown, render_page(markdown, _title(results), {f"{PLOT_DIR}/{n}": png for n, png in pngs.png.items()})
 
 
-def render_html(results: dict) -> str:
+def render_html(results: EvaluationResults) -> str:
     """The full report as one self-contained HTML page: inline CSS, figures as base64 PNG data URIs, no scripts."""
     return _rendered(results, plots.render_plots(results))[1]
 
@@ -402,10 +371,11 @@ def render_html(results: dict) -> str:
 # ----------------------------------------------------------------------------------------------------- files
 
 
-def write_report(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``report.md``, ``report.html``, ``plots/*.png`` and ``results.json`` into ``out_dir`` (created if
-    needed), each file atomically (temp file + ``os.replace``). Figures from an earlier report that this results dict
-    has no data for are removed. Returns (markdown path, HTML path)."""
+def write_report(results: EvaluationResults, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``report.md``, ``report.html``, ``plots/*.png`` and ``results.json`` (the results as strict JSON:
+    non-finite numbers as null) into ``out_dir`` (created if needed), each file atomically (temp file +
+    ``os.replace``). Figures from an earlier report that these results have no data for are removed. Returns
+    (markdown path, HTML path)."""
     out = Path(out_dir)
     plot_dir = out / PLOT_DIR
     plot_dir.mkdir(parents=True, exist_ok=True)
@@ -415,8 +385,8 @@ def write_report(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
             atomic_write_bytes(plot_dir / name, pngs.png[name])
         else:
             (plot_dir / name).unlink(missing_ok=True)
-    atomic_write_text(out / "results.json",
-                      json.dumps(jsonable(results), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    data = jsonable(results.model_dump(mode="json"))
+    atomic_write_text(out / "results.json", json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     markdown, page = _rendered(results, pngs)
     md_path, html_path = out / "report.md", out / "report.html"
     atomic_write_text(md_path, markdown)

@@ -1,5 +1,5 @@
-"""How the report shows values from a results dict: any number that is missing or not finite is "—", and a strict
-JSON copy of the dict for ``results.json``."""
+"""How the report shows values: any number that is missing or not finite is "—"; and a strict JSON copy of the
+results' dump for ``results.json``."""
 
 from __future__ import annotations
 
@@ -13,18 +13,6 @@ import numpy as np
 from moclip.report.plots import finite
 
 DASH = "—"
-
-
-def mapping(x: Any) -> Mapping[str, Any]:
-    """``x`` if it is a mapping, else an empty one."""
-    return x if isinstance(x, Mapping) else {}
-
-
-def get_in(d: Any, *keys: str) -> Any:
-    """``d[k1][k2]...``, or None where a level is missing or not a mapping."""
-    for k in keys:
-        d = mapping(d).get(k)
-    return d
 
 
 def pct(x: Any) -> str:

@@ -27,13 +27,10 @@ from moclip.inference.predictor import Predictor, method_scores
 from moclip.inference.text import check_clip_weights, class_embeddings
 from moclip.models import PAPER_MV_NET, count_params, flops_per_video, mvnet_config, set_input_scale
 from moclip.precision import resolve_device, train_precision
-from moclip.train import calibrate, metrics
+from moclip.train import calibrate, metrics, results
 from moclip.train.augment import augment
 from moclip.train.loop import FitConfig, fit
 from moclip.train.splits import Splits, make_splits
-
-PAPER = {"source": "MoCLIP-Lite (arXiv 2509.17084), UCF101 split 1, top-1",
-         "top1": {"fusion": 0.892, "zero_shot": 0.650, "mv_only": 0.665}}
 
 
 @dataclass
@@ -162,12 +159,7 @@ def train(url: str, out: str | Path, cfg: TrainConfig | None = None,
     # calibration: one temperature per trained model, fitted on validation (the test split stays untouched)
     net = net.to(device)
     val_scores = method_scores(p, s.val, net, head, probe, text, fused, precision)
-    calibration = {}
-    for k in CALIBRATED:
-        t_k = calibrate.fit_temperature(val_scores[k], p.y[s.val])
-        calibration[k] = {"temperature": t_k, "fitted_on": "val", "n": len(s.val),
-                          "val_nll_before": calibrate.nll(val_scores[k], p.y[s.val]),
-                          "val_nll_after": calibrate.nll(val_scores[k], p.y[s.val], t_k)}
+    calibration = {k: calibrate.fit_on_val(val_scores[k], p.y[s.val]) for k in CALIBRATED}
     log("temperatures (fitted on val): " + ", ".join(f"{k} {v['temperature']:.2f}" for k, v in calibration.items()))
 
     settings = read_settings(manifest)  # there are settings: the text tower was built from them
@@ -232,7 +224,7 @@ def versions() -> dict[str, str]:
             "pyarrow": pyarrow.__version__, "numpy": np.__version__, "python": platform.python_version()}
 
 
-def evaluate(url: str, model: str | Path, device: str = "auto") -> dict:
+def evaluate(url: str, model: str | Path, device: str = "auto") -> results.EvaluationResults:
     """Test-set metrics of every method (the test split is used here and only here) -> the report's results."""
     t0 = time.perf_counter()
     predictor = Predictor.load(model, device)
@@ -260,32 +252,31 @@ def evaluate(url: str, model: str | Path, device: str = "auto") -> dict:
     failed = int((all_meta["status"] == "failed").sum())
     times = dict(m.time_per_stage_s)
     times["evaluate"] = round(time.perf_counter() - t0, 2)
-    return {
-        "title": "moclip evaluation",
-        "dataset": {"url": url, "n_total": ok + failed, "n_ok": ok, "n_failed": failed,
-                    "n_train": len(p.splits.train), "n_val": len(p.splits.val), "n_test": len(test),
-                    "classes": p.classes, "split_name": m.dataset.split_name,
-                    "val_protocol": p.splits.protocol},
-        "clip": {"model": m.clip.model, "weights_id": m.clip.weights_id, "frames": m.clip.frames,
-                 "random_init": m.clip.random_init},
-        "paper": PAPER,
-        "methods": {k: metrics.summary(v, y) for k, v in scores.items()},
-        "calibration": {"fitted": calibrated, "methods": calibration},
-        "mv_missing": {"n_test": int(p.mv_missing[torch.from_numpy(test).to(dev)].sum())},
-        "per_class": {k: metrics.per_class_accuracy(v, y, n) for k, v in preds.items()},
-        "confusion": {"fusion": metrics.confusion(preds["fusion"], y, n).tolist()},
-        "curves": {k: c.model_dump(mode="json") for k, c in m.curves.items()},
-        "models": {
-            "mv_net": {"params": m.mvnet.params, "flops_per_video": m.mvnet.flops_per_video,
-                       "description": f"{m.mvnet.name}: {m.mvnet.config.get('description', '')}"},
-            "paper_mv_net": PAPER_MV_NET,
-            "fusion": {"params": m.fusion.params,
-                       "description": f"MLP on [MV feats || CLIP feats], hidden {m.fusion.hidden}"},
-        },
-        "provenance": {
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "seeds": {"train": m.train_config.seed}, "versions": versions(), "time_per_stage_s": times,
-            "device": str(dev), "precision": precision, "dataset_settings_hash": manifest.get("settings_hash"),
-            "model_bundle": str(model),
-        },
-    }
+    return results.EvaluationResults(
+        dataset=results.DatasetSummary(
+            url=url, n_total=ok + failed, n_ok=ok, n_failed=failed, n_train=len(p.splits.train),
+            n_val=len(p.splits.val), n_test=len(test), classes=p.classes, split_name=m.dataset.split_name,
+            val_protocol=p.splits.protocol),
+        clip=results.ClipSummary(model=m.clip.model, weights_id=m.clip.weights_id, frames=m.clip.frames,
+                                 random_init=m.clip.random_init),
+        paper=results.PAPER,
+        methods=results.Methods(**{k: metrics.summary(v, y) for k, v in scores.items()}),
+        calibration=results.CalibrationResults(fitted=calibrated, methods=calibration),
+        mv_missing=results.MVMissing(n_test=int(p.mv_missing[torch.from_numpy(test).to(dev)].sum())),
+        per_class=results.PerClass(**{k: metrics.per_class_accuracy(v, y, n) for k, v in preds.items()}),
+        confusion=results.Confusion(fusion=metrics.confusion(preds["fusion"], y, n).tolist()),
+        curves=results.Curves(**{k: c.model_dump(mode="json") for k, c in m.curves.items()}),
+        models=results.ModelSizes(
+            mv_net=results.ModelSize(params=m.mvnet.params, flops_per_video=m.mvnet.flops_per_video,
+                                     description=f"{m.mvnet.name}: {m.mvnet.config.get('description', '')}"),
+            paper_mv_net=results.ModelSize(**PAPER_MV_NET),
+            fusion=results.FusionSize(params=m.fusion.params,
+                                      description=f"MLP on [MV feats || CLIP feats], hidden {m.fusion.hidden}"),
+        ),
+        provenance=results.Provenance(
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            seeds={"train": m.train_config.seed}, versions=versions(), time_per_stage_s=times,
+            device=str(dev), precision=precision, dataset_settings_hash=manifest.get("settings_hash"),
+            model_bundle=str(model),
+        ),
+    )
