@@ -168,16 +168,16 @@ def test_training_refuses_clip_weights_that_changed(trained, tmp_path):
 def test_evaluate_reports_calibration_and_probs_use_the_temperature(trained):
     ds, model = trained
     r = evaluate(ds, model, device="cpu")
-    cal = r["calibration"]
-    assert cal["fitted"] is True
+    cal = r.calibration
+    assert cal.fitted is True
     t = load_bundle(model).meta["calibration"]["fusion"]["temperature"]
-    assert cal["methods"]["fusion"]["temperature"] == t
+    assert cal.methods.fusion.temperature == t
     for key in ("fusion", "mv_only", "clip_linear_probe"):
-        c = cal["methods"][key]
-        assert 0 <= c["ece_before"] <= 1 and 0 <= c["ece_after"] <= 1
-        assert sum(c["reliability_after"]["count"]) == r["dataset"]["n_test"]
-    assert r["mv_missing"]["n_test"] == 0
-    json.dumps(r)
+        c = getattr(cal.methods, key)
+        assert 0 <= c.ece_before <= 1 and 0 <= c.ece_after <= 1
+        assert sum(c.reliability_after.count) == r.dataset.n_test
+    assert r.mv_missing.n_test == 0
+    json.dumps(r.model_dump(mode="json"))
 
 
 def test_one_predictor_labels_and_a_bundle_json_of_before_gives_the_same_results(trained, archive, tmp_path):
@@ -198,4 +198,4 @@ def test_one_predictor_labels_and_a_bundle_json_of_before_gives_the_same_results
     del meta["architecture"]  # bundle.json is not hashed: the weights still load
     (old / "bundle.json").write_text(json.dumps(meta))
     assert predict(feats, old, top_k=4, device="cpu").drop(columns="labeled_at").equals(by_path)
-    assert evaluate(ds, old, device="cpu")["methods"] == evaluate(ds, model, device="cpu")["methods"]
+    assert evaluate(ds, old, device="cpu").methods == evaluate(ds, model, device="cpu").methods
