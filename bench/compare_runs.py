@@ -3,8 +3,9 @@
     python bench/compare_runs.py OUT_A OUT_B
 
 Checks: every method's test metrics in results.json; the dataset's features per video (MV tensor, MV validity,
-CLIP frame embeddings: exact equality, rows matched by video_id) and its settings hash; the SHA-256 of every
-weights file of the model bundle. Exits 1 and says what differs, else 0. Timestamps, paths and run times are
+CLIP frame embeddings: exact equality, rows matched by video_id), its settings (read as today's FeatureSettings,
+so a field added since counts at its default) and settings hash; the SHA-256 of every weights file of the model
+bundle. Exits 1 and says what differs, else 0. Timestamps, paths and run times are
 not compared (they always differ).
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from moclip.config import FeatureSettings
 from moclip.dataset import load_features, read_manifest
 
 
@@ -35,9 +37,12 @@ def compare(a: Path, b: Path) -> list[str]:
             if x.shape != y.shape or not np.array_equal(x, y):
                 diffs.append(f"dataset: {name} differs")
     ma, mb = read_manifest(str(a / "dataset")), read_manifest(str(b / "dataset"))
-    for key in ("settings", "settings_hash", "clip_weights_id"):
+    for key in ("settings_hash", "clip_weights_id"):
         if ma[key] != mb[key]:
             diffs.append(f"manifest: {key} differs ({ma[key]} vs {mb[key]})")
+    sa, sb = (FeatureSettings.model_validate(m["settings"]) for m in (ma, mb))  # a new field: its default
+    if sa != sb:
+        diffs.append(f"manifest: settings differ ({sa} vs {sb})")
     ba, bb = (json.loads((p / "model" / "bundle.json").read_text()) for p in (a, b))
     if ba["train_config"] != bb["train_config"]:
         diffs.append("bundle: train_config differs")
