@@ -51,7 +51,16 @@ def save_bundle(path: str | Path, meta: dict, weights: dict[str, dict[str, torch
     return path
 
 
-def load_bundle(path: str | Path) -> Bundle:
+def check_format(meta: dict, where: str | Path = META_NAME) -> dict:
+    """``meta``, if this moclip reads its bundle format; else ``BundleError``."""
+    if meta.get("format") not in READABLE_FORMATS:
+        raise BundleError(f"{where}: bundle format {meta.get('format')!r}, this moclip reads "
+                          f"{', '.join(map(str, READABLE_FORMATS))}")
+    return meta
+
+
+def read_bundle_json(path: str | Path) -> dict:
+    """The ``bundle.json`` of the bundle folder ``path``, format-checked (no weights read)."""
     path = Path(path)
     meta_path = path / META_NAME
     if not meta_path.is_file():
@@ -60,9 +69,13 @@ def load_bundle(path: str | Path) -> Bundle:
         meta = json.loads(meta_path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise BundleError(f"{meta_path}: unreadable ({e})") from e
-    if meta.get("format") not in READABLE_FORMATS:
-        raise BundleError(f"{meta_path}: bundle format {meta.get('format')!r}, this moclip reads "
-                          f"{', '.join(map(str, READABLE_FORMATS))}")
+    return check_format(meta, meta_path)
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    path = Path(path)
+    meta_path = path / META_NAME
+    meta = read_bundle_json(path)
     weights = {}
     for name, digest in meta.get("files", {}).items():
         f = path / name

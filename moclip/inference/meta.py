@@ -14,14 +14,13 @@ must be indexed with, or whether CLIP was random. ``Predictor.load`` loads the w
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from moclip.bundle import META_NAME, READABLE_FORMATS, BundleError
+from moclip.bundle import META_NAME, BundleError, check_format, read_bundle_json
 from moclip.config import ClipConfig, FeatureSettings, TrainConfig
 from moclip.models import FusionHead, LinearProbe, create_mvnet
 
@@ -219,22 +218,12 @@ def architecture_of_old_bundle(m: dict) -> dict:
 
 def read_meta(path: str | Path) -> BundleMeta:
     """A bundle's ``bundle.json``, typed (no weights are read or hash-checked: see ``Predictor.load``)."""
-    path = Path(path)
-    meta_path = path / META_NAME
-    if not meta_path.is_file():
-        raise BundleError(f"{path}: not a moclip model bundle (no {META_NAME})")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise BundleError(f"{meta_path}: unreadable ({e})") from e
-    return validate_meta(meta, meta_path)
+    return validate_meta(read_bundle_json(path), Path(path) / META_NAME)
 
 
 def validate_meta(meta: dict, where: str | Path = META_NAME) -> BundleMeta:
     """``meta`` (a ``bundle.json``'s content) as a ``BundleMeta``; a bundle of an unknown format is refused."""
-    if meta.get("format") not in READABLE_FORMATS:
-        raise BundleError(f"{where}: bundle format {meta.get('format')!r}, this moclip reads "
-                          f"{', '.join(map(str, READABLE_FORMATS))}")
+    check_format(meta, where)
     try:
         return BundleMeta.model_validate(meta)
     except ValidationError as e:
