@@ -24,9 +24,10 @@ from flows.runtime import (
 )
 from moclip.clip import load_clip, resolve_weights
 from moclip.dataset import Store, write_manifest
+from moclip.dataset.lock import dataset_lock
 from moclip.indexing.shard import ShardResult, ShardTarget
 from moclip.params import IndexParams
-from moclip.progress import Progress
+from moclip.progress import Progress, console
 from moclip.report.index_summary import IndexSummary, one_line, summarize, to_markdown
 from moclip.sharding import Shard, load_shards, make_shards, new_run_id, save_shards
 from tasks.index_tasks import commit, index_shard_isolated_task, index_shard_task, list_corpus, plan
@@ -71,6 +72,11 @@ def extract_features(shard_plan: str, target: ShardTarget) -> tuple[list[ShardRe
     return results, crashed
 
 
+def _waiting(message: str) -> None:
+    get_run_logger().warning(message)
+    console(message)  # the CLI quiets Prefect's logs: say it on its stderr too
+
+
 @flow(name="index-corpus")
 def index_corpus(params: IndexParams) -> IndexSummary:
     """Index a video corpus into a Parquet feature dataset (MV tensors + CLIP embeddings)."""
@@ -79,32 +85,34 @@ def index_corpus(params: IndexParams) -> IndexSummary:
     weights = resolve_weights(settings.clip.model, settings.clip.weights, settings.clip.activation)
     settings_hash = settings.settings_hash(weights.weights_id)
 
-    run_id = new_run_id()  # names this run's shards and its details file
-    videos = list_corpus(params)
-    the_plan = plan(videos, params, settings_hash)
-    results: list[ShardResult] = []
-    crashed: list[dict] = []
-    if the_plan.to_index:
-        if local_workers(run):  # local workers' fork server (unless the CLI started it): boots while we check
-            preload_clip_in_workers(settings.clip, run.device)
-            start_worker_forkserver()
-        load_clip(settings.clip, device=run.device)  # fail fast on missing weights, before Dask
-        shards = make_shards(the_plan.to_index, run.shard_size, run_id, local_workers(run))
-        with tempfile.TemporaryDirectory(prefix="moclip-plan-") as tmp, without_heartbeats():
-            save_shards(shards, Path(tmp) / "shards.json")
-            target = ShardTarget(features=settings, run=run, out=params.out, settings_hash=settings_hash,
-                                 storage_options=params.storage_options)
-            results, crashed = extract_features.with_options(task_runner=dask_runner(run))(
-                str(Path(tmp) / "shards.json"), target)
-    commit(the_plan, params)
+    store = Store(params.out, params.storage_options)
+    with dataset_lock(store, run.lock_timeout_s, on_wait=_waiting):  # one writer at a time (moclip.dataset.lock)
+        run_id = new_run_id()  # names this run's shards and its details file
+        videos = list_corpus(params)
+        the_plan = plan(videos, params, settings_hash)
+        results: list[ShardResult] = []
+        crashed: list[dict] = []
+        if the_plan.to_index:
+            if local_workers(run):  # local workers' fork server (unless the CLI started it): boots while we check
+                preload_clip_in_workers(settings.clip, run.device)
+                start_worker_forkserver()
+            load_clip(settings.clip, device=run.device)  # fail fast on missing weights, before Dask
+            shards = make_shards(the_plan.to_index, run.shard_size, run_id, local_workers(run))
+            with tempfile.TemporaryDirectory(prefix="moclip-plan-") as tmp, without_heartbeats():
+                save_shards(shards, Path(tmp) / "shards.json")
+                target = ShardTarget(features=settings, run=run, out=params.out, settings_hash=settings_hash,
+                                     storage_options=params.storage_options)
+                results, crashed = extract_features.with_options(task_runner=dask_runner(run))(
+                    str(Path(tmp) / "shards.json"), target)
+        commit(the_plan, params)
 
-    summary = summarize(n_corpus=len(videos), plan=the_plan, results=results, crashed=crashed,
-                        wall_s=time.perf_counter() - t0, out=params.out, settings_hash=settings_hash,
-                        clip_weights_id=weights.weights_id, clip_random=weights.kind == "none")
-    write_manifest(Store(params.out, params.storage_options), settings=settings, settings_hash=settings_hash,
-                   clip_weights_id=weights.weights_id, clip_random=weights.kind == "none",
-                   run_summary=summary.for_manifest(), run_details=summary.details(), run_id=run_id,
-                   corpus=params.corpus.model_dump())
+        summary = summarize(n_corpus=len(videos), plan=the_plan, results=results, crashed=crashed,
+                            wall_s=time.perf_counter() - t0, out=params.out, settings_hash=settings_hash,
+                            clip_weights_id=weights.weights_id, clip_random=weights.kind == "none")
+        write_manifest(store, settings=settings, settings_hash=settings_hash,
+                       clip_weights_id=weights.weights_id, clip_random=weights.kind == "none",
+                       run_summary=summary.for_manifest(), run_details=summary.details(), run_id=run_id,
+                       corpus=params.corpus.model_dump())
     create_markdown_artifact(to_markdown(summary), key="index-summary", description=one_line(summary))
     get_run_logger().info(one_line(summary))
     return summary

@@ -175,6 +175,8 @@ class RunConfig(Settings):
     decode_hard_timeout_s: float | None = Field(
         None, gt=0, description="seconds after which a decoder stuck inside one video is killed (default: "
                                 "decode timeout + 60)")
+    lock_timeout_s: float = Field(6 * 3600.0, ge=0, description="seconds an index run waits while another run "
+                                                                "writes the same (local) dataset")
 
     @property
     def hard_timeout_s(self) -> float:

@@ -116,3 +116,50 @@ def test_a_plan_bigger_than_the_prefect_parameter_limit_runs(prefect_api, tmp_pa
                                  run={"workers": 2, "shard_size": 64}))
     assert s.corpus_videos == 300 and s.failed == 300 and not s.crashed_shards
     assert {f.reason for f in s.failures} == {"empty file (0 bytes)"}
+
+
+def test_an_index_run_waits_for_another_writer_of_its_dataset(prefect_api, tmp_path):
+    """Two runs on one dataset (a label job indexing into it while the nightly re-index runs): the second waits for
+    the first's lock, then indexes against the finished state. Here a thread holds the lock, as a run would, until
+    the flow says it is waiting; it checks that nothing was written meanwhile."""
+    import logging
+    import threading
+
+    from filelock import FileLock
+
+    from flows.index_flow import index_corpus
+    from moclip.dataset.lock import LOCK_NAME
+
+    corpus = tmp_path / "corpus"
+    for i, dx in enumerate((3, -3)):
+        make_video(corpus / ("right" if dx > 0 else "left") / f"v{i}.mp4", dx=dx, n_frames=16, seed=i)
+    out = tmp_path / "ds"
+    out.mkdir()
+    waiting, held, seen = threading.Event(), threading.Event(), []
+
+    class Said(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "waiting for it to finish" in record.getMessage():
+                waiting.set()
+
+    def other_run() -> None:
+        lock = FileLock(str(out / LOCK_NAME))
+        with lock:
+            held.set()
+            waiting.wait(120)
+            seen.append((waiting.is_set(), sorted(p.name for p in out.iterdir())))
+
+    said = Said()
+    logging.getLogger("moclip.dataset.lock").addHandler(said)
+    holder = threading.Thread(target=other_run)
+    holder.start()
+    try:
+        assert held.wait(30)
+        s = index_corpus(IndexParams(corpus={"root": str(corpus)}, out=str(out), run={"workers": 1},
+                                     features={"clip": {"weights": "none", "frames": 2}}))
+    finally:
+        waiting.set()
+        holder.join(30)
+        logging.getLogger("moclip.dataset.lock").removeHandler(said)
+    assert seen == [(True, [LOCK_NAME])]  # the flow waited, and wrote nothing while the other run held the lock
+    assert s.indexed_ok == 2 and len(pd.read_parquet(out)) == 2
