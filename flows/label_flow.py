@@ -14,8 +14,8 @@ from prefect.artifacts import create_markdown_artifact
 from flows.index_flow import index_corpus
 from flows.runtime import without_heartbeats
 from moclip.inference import Predictor
-from moclip.label import distribution_markdown
 from moclip.params import LabelParams
+from moclip.report.label_summary import distribution_markdown
 from tasks.label_tasks import predict_labels, write_predictions
 
 

@@ -101,5 +101,3 @@ def write_predictions(preds: pd.DataFrame, out: str, storage_options: dict | Non
     store.write_bytes(PREDICTIONS_CSV, buf.getvalue().encode())
     return store.path(PREDICTIONS), store.path(PREDICTIONS_CSV)
 
-
-from moclip.report.label_summary import distribution_markdown as distribution_markdown  # noqa: E402 (re-export)

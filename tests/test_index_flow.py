@@ -150,7 +150,7 @@ def test_an_index_run_waits_for_another_writer_of_its_dataset(prefect_api, tmp_p
             seen.append((waiting.is_set(), sorted(p.name for p in out.iterdir())))
 
     said = Said()
-    logging.getLogger("moclip.dataset.lock").addHandler(said)
+    logging.getLogger("prefect.flow_runs").addHandler(said)  # the flow's run logger says it waits
     holder = threading.Thread(target=other_run)
     holder.start()
     try:
@@ -160,6 +160,6 @@ def test_an_index_run_waits_for_another_writer_of_its_dataset(prefect_api, tmp_p
     finally:
         waiting.set()
         holder.join(30)
-        logging.getLogger("moclip.dataset.lock").removeHandler(said)
+        logging.getLogger("prefect.flow_runs").removeHandler(said)
     assert seen == [(True, [LOCK_NAME])]  # the flow waited, and wrote nothing while the other run held the lock
     assert s.indexed_ok == 2 and len(pd.read_parquet(out)) == 2

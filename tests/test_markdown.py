@@ -7,10 +7,10 @@ import re
 import pandas as pd
 import pytest
 
-from moclip.label import distribution_markdown
 from moclip.report import RANDOM_CLIP_WARNING
 from moclip.report import markdown as md
 from moclip.report.index_summary import IndexSummary, to_markdown
+from moclip.report.label_summary import distribution_markdown
 from moclip.report.page import render_page
 
 EVIL = "<script>alert(1)</script>"

@@ -34,7 +34,7 @@ class DatasetBusy(RuntimeError):
 def dataset_lock(store: Store, timeout_s: float, on_wait=None) -> Iterator[bool]:
     """Hold ``store``'s index lock for the block (yields True; False on an object store, where there is none).
 
-    If another run holds it, the wait is logged (a warning) and ``on_wait(message)`` called once."""
+    If another run holds it, ``on_wait(message)`` is called once (default: a warning on this module's logger)."""
     if not store.local:
         yield False
         return
@@ -46,9 +46,7 @@ def dataset_lock(store: Store, timeout_s: float, on_wait=None) -> Iterator[bool]
     except Timeout:
         message = (f"{store.url}: another moclip run is writing this dataset; waiting for it to finish "
                    f"(up to {timeout_s:g} s)")
-        log.warning(message)
-        if on_wait is not None:
-            on_wait(message)
+        (on_wait or log.warning)(message)
         t0 = time.monotonic()
         try:
             lock.acquire(timeout=timeout_s)
