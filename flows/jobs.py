@@ -79,8 +79,11 @@ def run_label(params: LabelParams) -> dict:
 
         out = label_archive(params)
     top = ", ".join(f"{k} {v}" for k, v in list(out["top1_counts"].items())[:10])
-    print(f"{out['n_labelled']} videos labelled ({out['n_failed']} failed to index): {top}")
-    print(f"predictions: {out['predictions']} and {out['csv']}")
+    print(f"{out['n_labelled']} videos labelled ({out['predicted']} predicted in this run, {out['kept']} unchanged; "
+          f"{out['n_failed']} failed to index): {top}")
+    for shard, reason in out["failed"][:20]:
+        print(f"  not labelled: shard {shard}: {reason}", file=sys.stderr)
+    print(f"predictions: {out['predictions']}/" + (f" and {out['csv']}" if out["csv"] else ""))
     return out
 
 

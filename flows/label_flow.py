@@ -1,35 +1,139 @@
-"""Label an archive: index it (incrementally, with the model's feature settings) -> predict -> write -> summary.
+"""Label an archive: index it (incrementally, with the model's feature settings) -> predict shard by shard on Dask.
 
-    index-corpus (subflow) ──> predict-labels ──> write-predictions ──> label-summary artifact
+    index-corpus (subflow) ──> predict-archive (subflow): plan-labels ──> label-shards on Dask (one task per group
+                                                           of feature shards: a prediction file per feature shard)
+                                                      ──> export-csv ──> _labels.json + label-summary artifact
 
-The bundle is loaded once, before indexing (a modified weights file is refused before any work), and that one
-``Predictor`` gives the settings to index with, the predictions and whether CLIP was random.
+Predictions are incremental (``moclip.label.plan``): a rerun predicts only the videos that are new or changed since
+the last, drops deleted ones, and predicts everything again when the model or the label options changed. No
+process holds a row per video: workers read a shard at a time, the flow adds up per-shard counts.
 """
 
 from __future__ import annotations
 
-from prefect import flow
-from prefect.artifacts import create_markdown_artifact
+import json
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.futures import as_completed
 
 from flows.index_flow import index_corpus
-from flows.runtime import without_heartbeats
+from flows.runtime import dask_runner, local_workers, without_heartbeats
+from moclip.dataset import Store, read_manifest
+from moclip.dataset.lock import LABEL_LOCK, dataset_lock
 from moclip.inference import Predictor
+from moclip.label import PREDICTIONS_DIR, LabelCounts, LabelTarget, ShardWork, group_work, label_key
+from moclip.label.export import LEGACY_PREDICTIONS, PREDICTIONS_CSV, write_label_manifest
 from moclip.params import LabelParams
+from moclip.progress import Progress, console
 from moclip.report.label_summary import distribution_markdown
-from tasks.label_tasks import predict_labels, write_predictions
+from tasks.label_tasks import export_csv_task, label_shards_task, plan
+
+
+def _say(message: str) -> None:
+    get_run_logger().warning(message)
+    console(message)
+
+
+@flow(name="label-shards")
+def label_groups(groups_file: str, target: LabelTarget) -> dict:
+    """One task per group of shards (a JSON file of groups: flow parameters must stay small); a group whose task
+    fails (its worker died) has its shards reported failed: they are predicted on the next run."""
+    groups = [[ShardWork(**w) for w in g] for g in json.loads(Path(groups_file).read_text())]
+    futures = {label_shards_task.submit(g, target): g for g in groups}
+    n = sum(len(g) for g in groups)
+    progress_id = create_progress_artifact(0.0, description=f"Labelling {n} feature shards in {len(groups)} tasks")
+    counts, failed = LabelCounts(), []
+    written = removed = 0
+    peak_rss_mb = 0.0
+    with Progress(n, "label", unit="shard") as bar:
+        for fut in as_completed(list(futures)):
+            group = futures.pop(fut)
+            try:
+                r = fut.result()
+            except Exception as e:  # noqa: BLE001 - reported; the shards have no current file, so the next run retries
+                failed += [(w.feature_shard, f"{type(e).__name__}: {e}"[:500]) for w in group]
+            else:
+                counts.add(r.counts)
+                failed += r.failed
+                written, removed = written + r.written, removed + r.removed
+                peak_rss_mb = max(peak_rss_mb, r.peak_rss_mb)
+            bar.update(len(group))
+            update_progress_artifact(progress_id, 100.0 * bar.done / max(n, 1))
+    return {"counts": counts, "failed": failed, "written": written, "removed": removed,
+            "worker_peak_rss_mb": peak_rss_mb}
+
+
+@flow(name="predict-archive")
+def predict_archive(features: str, params: LabelParams) -> dict:
+    """Predict every video of the indexed dataset ``features`` into ``params.out`` (see the module docstring)."""
+    t0 = time.perf_counter()
+    logger = get_run_logger()
+    predictor = Predictor.load(params.model, params.run.device)
+    manifest = read_manifest(features, params.storage_options) or {}
+    predictor.check_dataset(features, manifest)
+    extra = list(params.extra_classes)
+    key = label_key(predictor.meta.files, params.top_k, extra)
+    text = predictor.zero_shot_text(extra, features, manifest).tolist() if extra else None
+    out = Store(params.out, params.storage_options)
+    predictions = f"{params.out.rstrip('/')}/{PREDICTIONS_DIR}"
+    run, timeout = params.run, params.run.lock_timeout_s
+    with dataset_lock(out, timeout, _say, name=LABEL_LOCK, what="label output folder"), \
+            dataset_lock(Store(features, params.storage_options), timeout, _say):  # no re-index while we read
+        the_plan = plan(features, predictions, key, params.storage_options)
+        n_todo = len(the_plan.to_predict)
+        logger.info("%d feature shards: %d to predict, %d current; %d prediction files of removed shards",
+                    len(the_plan.shards), n_todo, len(the_plan.shards) - n_todo, len(the_plan.orphans))
+        target = LabelTarget(model=str(predictor.path), device=run.device, key=key, features=features,
+                             predictions=predictions, top_k=params.top_k, extra_classes=tuple(extra),
+                             extra_text=text, storage_options=params.storage_options)
+        result = {"counts": LabelCounts(), "failed": [], "written": 0, "removed": 0, "worker_peak_rss_mb": 0.0}
+        groups = group_work(the_plan.shards, local_workers(run) or 16)
+        if groups:
+            with tempfile.TemporaryDirectory(prefix="moclip-label-") as tmp, without_heartbeats():
+                path = Path(tmp) / "groups.json"
+                path.write_text(json.dumps([[asdict(w) for w in g] for g in groups]))
+                result = label_groups.with_options(task_runner=dask_runner(run))(str(path), target)
+        pred_store = Store(predictions, params.storage_options)
+        for name in the_plan.orphans:  # their feature shards are gone: every video of them re-indexed or deleted
+            pred_store.remove(name)
+    counts: LabelCounts = result["counts"]
+    for shard, reason in result["failed"][:20]:
+        _say(f"{features}/{shard}: not labelled ({reason}); the next run tries again")
+    if out.exists(LEGACY_PREDICTIONS):  # one file of every prediction, from a moclip before sharded predictions
+        out.remove(LEGACY_PREDICTIONS)
+        logger.info("%s: removed (predictions are now sharded, in %s/)", out.path(LEGACY_PREDICTIONS), PREDICTIONS_DIR)
+    changed = bool(result["written"] or result["removed"] or the_plan.orphans)
+    csv = out.path(PREDICTIONS_CSV)
+    if params.csv and (changed or not out.exists(PREDICTIONS_CSV)):
+        csv = export_csv_task(predictions, params.out, params.storage_options)
+    random_clip = predictor.meta.clip.random_init
+    summary = {
+        "n_labelled": counts.videos, "predicted": counts.predicted, "kept": counts.kept,
+        "removed_files": result["removed"] + len(the_plan.orphans), "shards": len(the_plan.shards),
+        "failed_shards": len(result["failed"]), "wall_s": round(time.perf_counter() - t0, 3),
+        "worker_peak_rss_mb": round(result["worker_peak_rss_mb"], 1),
+    }
+    write_label_manifest(out, {**summary, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                               "top1_counts": counts.top1_counts()},
+                         model=str(predictor.path), model_id=predictor.model_id, label_key=key, features=features,
+                         top_k=params.top_k, extra_classes=extra, clip_random_init=random_clip)
+    create_markdown_artifact(distribution_markdown(counts, bool(extra), random_clip), key="label-summary",
+                             description=f"{counts.videos} videos labelled -> {predictions}")
+    return {**summary, "predictions": predictions, "csv": csv if params.csv else None,
+            "failed": result["failed"], "top1_counts": counts.top1_counts()}
 
 
 @flow(name="label-archive")
 def label_archive(params: LabelParams) -> dict:
     """Top-k labels for every video of an archive, plus zero-shot scores for extra class names."""
-    predictor = Predictor.load(params.model, params.run.device)
+    predictor = Predictor.load(params.model, params.run.device)  # a modified weights file is refused before any work
     index_params = params.index_params(predictor.settings)
-    with without_heartbeats():  # a subflow: this flow's heartbeat covers the process
+    with without_heartbeats():  # subflows: this flow's heartbeat covers the process
         indexed = index_corpus(index_params)
-    preds = predict_labels(index_params.out, predictor, params.top_k, params.extra_classes, params.run.device)
-    parquet, csv = write_predictions(preds, params.out, params.storage_options)
-    summary = distribution_markdown(preds, bool(params.extra_classes), predictor.meta.clip.random_init)
-    create_markdown_artifact(summary, key="label-summary",
-                             description=f"{len(preds)} videos labelled -> {parquet}")
-    return {"n_labelled": len(preds), "n_failed": indexed.failed, "predictions": parquet, "csv": csv,
-            "top1_counts": preds["top1"].value_counts().to_dict() if len(preds) else {}}
+        labelled = predict_archive(index_params.out, params)
+    return {**labelled, "n_failed": indexed.failed}

@@ -67,12 +67,15 @@ class LabelParams(Settings):
 
     corpus: ArchiveSpec = Field(description="the archive and how to read it")
     model: str = Field(description="trained-model bundle folder")
-    out: str = Field(description="output folder or fsspec URL: predictions.parquet, predictions.csv")
+    out: str = Field(description="output folder or fsspec URL: predictions/ (one Parquet file per feature shard), "
+                                 "predictions.csv, _labels.json")
     features_out: str | None = Field(None, description="where the archive's features go (default: OUT/features)")
     top_k: int = Field(5, ge=1, le=1000, description="labels (with probabilities) per video")
     extra_classes: list[str] = Field(default_factory=list, description="class names scored zero-shot by CLIP, "
                                                                        'e.g. "a,b,c"')
-    run: RunConfig = Field(default_factory=RunConfig, description="how the indexing runs")
+    csv: bool = Field(True, description="also export every prediction to OUT/predictions.csv (rewritten when "
+                                         "predictions changed)")
+    run: RunConfig = Field(default_factory=RunConfig, description="how indexing and prediction run")
     storage_options: dict = Field(default_factory=dict, description="fsspec options for `out` (JSON)")
 
     @field_validator("extra_classes", mode="before")

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from moclip import label
-from moclip.inference import Predictor
+from moclip.dataset import Store
+from moclip.label import GroupResult, LabelPlan, LabelTarget, ShardWork, label_shards, plan_labels
+from moclip.label.export import export_csv
 
 
-@task(name="predict-labels", cache_policy=NO_CACHE)
-def predict_labels(dataset: str, model: str | Predictor, top_k: int, extra_classes: list[str],
-                   device: str) -> pd.DataFrame:
-    """``model``: a bundle folder, loaded on ``device``, or a ``Predictor`` already loaded (on its own device)."""
-    return label.predict(dataset, model, top_k, extra_classes or None, device)
+@task(name="plan-labels", cache_policy=NO_CACHE)
+def plan(features: str, predictions: str, key: str, storage_options: dict) -> LabelPlan:
+    """Two folder listings: no file is read."""
+    return plan_labels(Store(features, storage_options).shard_infos(),
+                       Store(predictions, storage_options).shard_infos(), key)
 
 
-@task(name="write-predictions", cache_policy=NO_CACHE)
-def write_predictions(preds: pd.DataFrame, out: str, storage_options: dict) -> tuple[str, str]:
-    return label.write_predictions(preds, out, storage_options)
+@task(name="label-shards", cache_policy=NO_CACHE)
+def label_shards_task(work: list[ShardWork], target: LabelTarget) -> GroupResult:
+    return label_shards(work, target)
+
+
+@task(name="export-csv", cache_policy=NO_CACHE)
+def export_csv_task(predictions: str, out: str, storage_options: dict) -> str:
+    return export_csv(Store(predictions, storage_options), Store(out, storage_options))

@@ -86,8 +86,8 @@ def test_train_evaluate_and_label_commands(tmp_path, moclip):
     assert "## Calibration (test set)" in md and (report / "report.html").exists()
 
     assert rl.returncode == 0, rl.stderr[-3000:]
-    assert "2 videos labelled (0 failed to index)" in rl.stdout
-    preds = pd.read_parquet(tmp_path / "labels" / "predictions.parquet").set_index("video_id")
+    assert "2 videos labelled (2 predicted in this run, 0 unchanged; 0 failed to index)" in rl.stdout
+    preds = pd.read_parquet(tmp_path / "labels" / "predictions").set_index("video_id")
     assert preds["mv_missing"].to_dict() == {"new_right.mp4": False, "still_intra.mp4": True}
     assert all(set(z) == {"juggling", "swimming"} for z in preds["zero_shot_labels"])
     assert all(0 < p < 1 for ps in preds["zero_shot_probs"] for p in ps)

@@ -161,7 +161,7 @@ def test_label_archive_deployment(stack):
             "out": str(stack.tmp / "out"), "top_k": 2, "extra_classes": ["swimming"], "run": {"workers": 1}}
     r = stack.run("label-archive", good)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    preds = pd.read_parquet(stack.tmp / "out" / "predictions.parquet")
+    preds = pd.read_parquet(stack.tmp / "out" / "predictions")
     assert sorted(preds["video_id"]) == ["new0.mp4", "new1.mp4"]
     assert all(len(v) == 2 for v in preds["labels"]) and "zero_shot_labels" in preds
 

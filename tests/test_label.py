@@ -1,6 +1,9 @@
-"""Labeling an unlabeled archive through the real label flow (Prefect + Dask), with zero-shot extra classes."""
+"""Labelling an unlabeled archive through the real label flow (Prefect + Dask): sharded, incremental predictions,
+zero-shot extra classes, and what a rerun does when videos are added, changed or deleted, or the model changes."""
 
 from __future__ import annotations
+
+import os
 
 import pandas as pd
 import pytest
@@ -14,16 +17,25 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
+def corpus_ds(tmp_path_factory):
     corpus = motion_corpus(tmp_path_factory.mktemp("train_corpus"), per_class=8)
-    ds = index_in_process(corpus, tmp_path_factory.mktemp("ds"))
+    return index_in_process(corpus, tmp_path_factory.mktemp("ds"))
+
+
+@pytest.fixture(scope="module")
+def bundle(corpus_ds, tmp_path_factory):
     model = tmp_path_factory.mktemp("model")
-    train(ds, model, TrainConfig(flip=False, mv_epochs=20, head_epochs=20, patience=30), log=lambda m: None)
+    train(corpus_ds, model, TrainConfig(flip=False, mv_epochs=20, head_epochs=20, patience=30), log=lambda m: None)
     return model
 
 
-def test_label_archive_flow(prefect_api, bundle, tmp_path):
+def _files(folder):
+    return {p.name: p.stat().st_mtime_ns for p in folder.glob("*.parquet")}
+
+
+def test_label_archive_flow(prefect_api, bundle, corpus_ds, tmp_path):
     from flows.label_flow import label_archive
+    from moclip.dataset import read_manifest
     from moclip.params import LabelParams
 
     archive = tmp_path / "archive"
@@ -32,11 +44,15 @@ def test_label_archive_flow(prefect_api, bundle, tmp_path):
     (archive / "incoming" / "broken.mp4").write_bytes(b"\x00" * 500)
     out = tmp_path / "labels"
     params = LabelParams(corpus={"root": str(archive)}, model=str(bundle), out=str(out), top_k=3,
-                         extra_classes=["juggling balls", "swimming"], run={"workers": 1})
+                         extra_classes=["juggling balls", "swimming"], run={"workers": 2, "shard_size": 2})
     result = label_archive(params)
-    assert result["n_labelled"] == 4 and result["n_failed"] == 1
+    assert result["n_labelled"] == 4 and result["n_failed"] == 1 and result["predicted"] == 4
 
-    preds = pd.read_parquet(out / "predictions.parquet").set_index("video_id")
+    # one prediction file per feature shard, read as one table by any Parquet reader
+    shards = sorted(p.name.removesuffix(".parquet") for p in (out / "features").glob("part-*.parquet"))
+    files = _files(out / "predictions")
+    assert sorted(n.split(".")[0] for n in files) == shards and len(shards) >= 2
+    preds = pd.read_parquet(out / "predictions").set_index("video_id")
     assert len(preds) == 4
     assert all(len(v) == 3 for v in preds["labels"]) and all(list(p) == sorted(p, reverse=True) for p in preds["probs"])
     assert all(set(z) == {"juggling balls", "swimming"} for z in preds["zero_shot_labels"])
@@ -45,12 +61,79 @@ def test_label_archive_flow(prefect_api, bundle, tmp_path):
     csv = pd.read_csv(out / "predictions.csv")
     assert len(csv) == 4 and csv["labels"].str.count(r"\|").eq(2).all()
 
-    # a second run re-uses the archive's features: nothing is decoded again
+    # a rerun on the unchanged archive decodes nothing and predicts nothing: the prediction files stay as they were
     again = label_archive(params)
-    assert again["n_labelled"] == 4
-    from moclip.dataset import read_manifest
-
+    assert (again["n_labelled"], again["predicted"], again["kept"]) == (4, 0, 4)
     assert read_manifest(str(out / "features"))["runs"][-1]["frames_decoded"] == 0
+    assert _files(out / "predictions") == files
+
+    # two new videos, one changed, one deleted: only the three new and changed ones are predicted
+    make_video(archive / "incoming" / "new_a.mp4", dx=3, dy=0, n_frames=20, seed=7)
+    make_video(archive / "incoming" / "new_b.mp4", dx=0, dy=3, n_frames=20, seed=8)
+    changed = archive / "incoming" / "clip_left.mp4"
+    make_video(changed, dx=-3, dy=0, n_frames=24, seed=9)
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    (archive / "incoming" / "clip_up.mp4").unlink()
+    before = pd.read_parquet(out / "predictions").set_index("video_id")
+    third = label_archive(params)
+    assert (third["n_labelled"], third["predicted"], third["kept"]) == (5, 3, 2)
+    preds = pd.read_parquet(out / "predictions").set_index("video_id")
+    assert sorted(preds.index) == sorted(["incoming/clip_down.mp4", "incoming/clip_right.mp4",
+                                          "incoming/clip_left.mp4", "incoming/new_a.mp4", "incoming/new_b.mp4"])
+    for vid in ("incoming/clip_down.mp4", "incoming/clip_right.mp4"):  # kept as predicted before
+        assert preds.loc[vid, "labeled_at"] == before.loc[vid, "labeled_at"]
+    assert preds.loc["incoming/clip_left.mp4", "labeled_at"] > before.loc["incoming/clip_left.mp4", "labeled_at"]
+    assert len(pd.read_csv(out / "predictions.csv")) == 5
+    assert not preds.index.duplicated().any()
+
+    # another model: every video is predicted again, and every row names the new model
+    other = tmp_path / "other-model"
+    train(corpus_ds, other, TrainConfig(flip=False, mv_epochs=3, head_epochs=3, seed=1), log=lambda m: None)
+    fourth = label_archive(params.model_copy(update={"model": str(other)}))
+    assert (fourth["n_labelled"], fourth["predicted"], fourth["kept"]) == (5, 5, 0)
+    preds = pd.read_parquet(out / "predictions")
+    assert len(preds) == 5 and preds["model"].nunique() == 1 and preds["model"][0] != before["model"].iloc[0]
+    assert len(list((out / "predictions").glob("*.parquet"))) == len(list((out / "features").glob("part-*.parquet")))
+
+
+HOLD = """
+import sys, time
+from filelock import FileLock
+lock = FileLock(sys.argv[1])
+lock.acquire()
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize("lock", ["features", "out"])
+def test_a_label_run_waits_for_the_run_that_holds_its_dataset_or_output(prefect_api, bundle, corpus_ds, tmp_path,
+                                                                        monkeypatch, capfd, lock):
+    """A re-index holding the features (or another label run holding the output folder): prediction waits for it,
+    then labels every video once; nothing is predicted from a half-committed dataset."""
+    import subprocess
+    import sys
+    import time
+
+    from flows.label_flow import predict_archive
+    from moclip.dataset.lock import LABEL_LOCK, LOCK_NAME
+    from moclip.params import LabelParams
+
+    out = tmp_path / "labels"
+    out.mkdir()
+    path = f"{corpus_ds}/{LOCK_NAME}" if lock == "features" else str(out / LABEL_LOCK)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, path, "4"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    monkeypatch.setenv("MOCLIP_CONSOLE", "1")
+    t0 = time.monotonic()
+    params = LabelParams(corpus={"root": str(tmp_path)}, model=str(bundle), out=str(out), run={"workers": 1})
+    result = predict_archive(corpus_ds, params)
+    holder.wait()
+    assert time.monotonic() - t0 >= 3
+    what = "dataset" if lock == "features" else "label output folder"
+    assert f"another moclip run is using this {what}; waiting for it to finish" in capfd.readouterr().err
+    assert result["n_labelled"] == 32 and result["predicted"] == 32
+    assert len(pd.read_parquet(out / "predictions")) == 32
 
 
 def test_bad_label_parameters_are_rejected():

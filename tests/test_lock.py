@@ -36,12 +36,12 @@ def test_a_second_writer_waits_then_gives_up_with_a_message(tmp_path):
     said: list[str] = []
     try:
         t0 = time.monotonic()
-        with pytest.raises(DatasetBusy, match=r"another moclip run has been writing this dataset for more than "
+        with pytest.raises(DatasetBusy, match=r"another moclip run has been using this dataset for more than "
                                               r"0\.5 s .*run this again when it has finished"):
             with dataset_lock(store, 0.5, on_wait=said.append):
                 pytest.fail("entered while another process held the lock")
         assert time.monotonic() - t0 >= 0.5
-        assert said == [f"{store.url}: another moclip run is writing this dataset; waiting for it to finish "
+        assert said == [f"{store.url}: another moclip run is using this dataset; waiting for it to finish "
                         "(up to 0.5 s)"]
     finally:
         other.kill()

@@ -7,6 +7,7 @@ import re
 import pandas as pd
 import pytest
 
+from moclip.label.counts import LabelCounts
 from moclip.report import RANDOM_CLIP_WARNING
 from moclip.report import markdown as md
 from moclip.report.index_summary import IndexSummary, to_markdown
@@ -69,7 +70,7 @@ def index_summary(random: bool) -> IndexSummary:
 @pytest.mark.parametrize("random", [True, False])
 def test_summaries_share_the_random_warning(random: bool) -> None:
     preds = pd.DataFrame({"top1": ["A|B"], "top1_prob": [0.5], "mv_missing": [False]})
-    for text in (to_markdown(index_summary(random)), distribution_markdown(preds, False, random)):
+    for text in (to_markdown(index_summary(random)), distribution_markdown(LabelCounts.of(preds), False, random)):
         assert (RANDOM_CLIP_WARNING in text) is random and ("RANDOM" in text) is random
         if random:
             assert text.splitlines()[2] == f"> **⚠ {RANDOM_CLIP_WARNING}**"

@@ -23,6 +23,7 @@ from filelock import FileLock, Timeout
 from moclip.dataset.storage import Store
 
 LOCK_NAME = "_index.lock"
+LABEL_LOCK = "_label.lock"  # a label run's output folder: one label run writes it at a time
 log = logging.getLogger(__name__)
 
 
@@ -31,27 +32,29 @@ class DatasetBusy(RuntimeError):
 
 
 @contextlib.contextmanager
-def dataset_lock(store: Store, timeout_s: float, on_wait=None) -> Iterator[bool]:
-    """Hold ``store``'s index lock for the block (yields True; False on an object store, where there is none).
+def dataset_lock(store: Store, timeout_s: float, on_wait=None, name: str = LOCK_NAME,
+                 what: str = "dataset") -> Iterator[bool]:
+    """Hold ``store``'s lock ``name`` for the block (yields True; False on an object store, where there is none).
 
-    If another run holds it, ``on_wait(message)`` is called once (default: a warning on this module's logger)."""
+    If another run holds it, ``on_wait(message)`` is called once (default: a warning on this module's logger).
+    ``what`` names the folder in messages (a label run also locks its output folder: ``LABEL_LOCK``)."""
     if not store.local:
         yield False
         return
     store.ensure()
-    path = os.path.join(store.root, LOCK_NAME)
+    path = os.path.join(store.root, name)
     lock = FileLock(path)
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        message = (f"{store.url}: another moclip run is writing this dataset; waiting for it to finish "
+        message = (f"{store.url}: another moclip run is using this {what}; waiting for it to finish "
                    f"(up to {timeout_s:g} s)")
         (on_wait or log.warning)(message)
         t0 = time.monotonic()
         try:
             lock.acquire(timeout=timeout_s)
         except Timeout:
-            raise DatasetBusy(f"{store.url}: another moclip run has been writing this dataset for more than "
+            raise DatasetBusy(f"{store.url}: another moclip run has been using this {what} for more than "
                               f"{timeout_s:g} s (lock {path}); run this again when it has finished, or raise "
                               "--run.lock-timeout-s") from None
         log.info("%s: the other run finished after %.1f s; going on", store.url, time.monotonic() - t0)

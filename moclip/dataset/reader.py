@@ -49,7 +49,13 @@ def read_metadata(url: str, storage_options: dict | None = None) -> pd.DataFrame
 
 
 def load_features(url: str, storage_options: dict | None = None) -> FeatureSet:
-    table = _read_shards(url, None, storage_options, only_ok=True)
+    """Every ok row of the dataset, sorted by video id (all in memory: for training and small datasets; labelling
+    an archive reads it shard by shard, ``moclip.label.worker``)."""
+    return feature_set(_read_shards(url, None, storage_options, only_ok=True))
+
+
+def feature_set(table: pa.Table) -> FeatureSet:
+    """The rows of ``table`` (every column of the schema; ok rows only), sorted by video id, as dense arrays."""
     # sorted by video_id; the big feature columns are reordered once, as dense arrays (not as Arrow lists)
     order = pa.compute.sort_indices(table.column("video_id")).to_numpy()
     meta = table.drop_columns(list(FEATURE_COLUMNS)).take(order).to_pandas()

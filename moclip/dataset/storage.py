@@ -63,6 +63,13 @@ class Store:
         names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False)]
         return sorted(n for n in names if n.startswith(SHARD_PREFIX) and n.endswith(".parquet"))
 
+    def shard_infos(self) -> dict[str, dict]:
+        """Every shard's fsspec file info (size, mtime or ETag, ...), from one listing."""
+        if not self.fs.exists(self.root):
+            return {}
+        infos = {i["name"].rstrip("/").rsplit("/", 1)[-1]: i for i in self.fs.ls(self.root, detail=True)}
+        return {n: infos[n] for n in sorted(infos) if n.startswith(SHARD_PREFIX) and n.endswith(".parquet")}
+
     def write_bytes(self, name: str, data: bytes) -> None:
         final = self.path(name)
         if not self.local:

@@ -1,0 +1,63 @@
+"""The end of a label run: the flat CSV export (streamed shard by shard) and ``_labels.json``, bounded in size."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO
+
+import pandas as pd
+
+from moclip.dataset import Store
+from moclip.files import atomic_path
+
+PREDICTIONS_CSV = "predictions.csv"
+LABELS_MANIFEST = "_labels.json"
+LEGACY_PREDICTIONS = "predictions.parquet"  # one file of every prediction, written before predictions were sharded
+KEEP_RUNS = 50
+LIST_COLUMNS = ("labels", "probs", "zero_shot_labels", "zero_shot_probs", "zero_shot_cosine", "zero_shot_margin")
+
+
+def flat(preds: pd.DataFrame) -> pd.DataFrame:
+    """Predictions with their list columns joined by '|' (probabilities with 4 decimals), for CSV."""
+    out = preds.copy()
+    for col in LIST_COLUMNS:
+        if col in out:
+            out[col] = ["|".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row) for row in out[col]]
+    return out
+
+
+@contextlib.contextmanager
+def _open_atomic(store: Store, name: str) -> Iterator[IO[str]]:
+    """A text file that appears whole or not at all (local: temp + rename; object store: one put on close)."""
+    if store.local:
+        store.ensure()
+        with atomic_path(Path(store.path(name))) as tmp, open(tmp, "w", newline="") as f:
+            yield f
+    else:
+        with store.fs.open(store.path(name), "w", newline="") as f:
+            yield f
+
+
+def export_csv(predictions: Store, out: Store, name: str = PREDICTIONS_CSV) -> str:
+    """Every prediction file, in name order, into one CSV (one shard in memory at a time)."""
+    with _open_atomic(out, name) as f:
+        header = True
+        for shard in predictions.shard_names():
+            flat(predictions.read_table(shard).to_pandas()).to_csv(f, index=False, header=header)
+            header = False
+        if header:  # no predictions at all: the header alone
+            pd.DataFrame(columns=["video_id", "path", "labels", "probs", "top1", "top1_prob"]).to_csv(f, index=False)
+    return out.path(name)
+
+
+def write_label_manifest(out: Store, run: dict, **about: object) -> dict:
+    """``_labels.json``: what the predictions are (``about``: model, key, options, features) and the last
+    ``KEEP_RUNS`` runs' counts."""
+    old = out.read_json(LABELS_MANIFEST) or {}
+    manifest = {**about, "updated_at": datetime.now(timezone.utc).isoformat(),
+                "runs": [*old.get("runs", [])[-(KEEP_RUNS - 1):], run]}
+    out.write_json(LABELS_MANIFEST, manifest)
+    return manifest

@@ -1,0 +1,164 @@
+"""Predict a group of feature shards on a (Dask) worker: one prediction file per feature shard, written atomically.
+
+The worker reads one shard's features at a time (at most ``BATCH_VIDEOS`` videos' worth before it predicts and
+writes them), so its memory depends on the batch, never on the archive. The model is loaded once per worker
+process and kept (``predictor``).
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from moclip.dataset import STATUS_OK, Store, feature_set
+from moclip.dataset.schema import conform
+from moclip.inference import Predictor
+from moclip.label.counts import SUMMARY_COLUMNS, LabelCounts
+from moclip.label.plan import ShardWork
+from moclip.label.predict import predict_features, schema
+
+BATCH_VIDEOS = 256  # videos predicted per forward pass (several small shards together)
+_PREDICTORS: dict[tuple[str, str, str], Predictor] = {}
+
+
+@dataclass(frozen=True)
+class LabelTarget:
+    """Everything a worker needs besides its shards (small: sent with every task)."""
+
+    model: str  # bundle folder (a path the workers can read)
+    device: str
+    key: str  # the run's label key (moclip.label.plan.label_key)
+    features: str  # the feature dataset's URL
+    predictions: str  # the predictions folder's URL
+    top_k: int = 5
+    extra_classes: tuple[str, ...] = ()
+    extra_text: list[list[float]] | None = None  # [E][D] zero-shot embeddings of extra_classes (from the flow)
+    storage_options: dict = field(default_factory=dict)
+
+
+@dataclass
+class GroupResult:
+    counts: LabelCounts
+    shards: int
+    written: int
+    removed: int
+    seconds: float
+    peak_rss_mb: float  # of the worker process so far
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (feature shard, reason): predicted next run
+
+
+def predictor(target: LabelTarget) -> Predictor:
+    """The target's model, loaded (weights hash-checked) once per process and kept."""
+    k = (target.model, target.device, target.key)
+    if k not in _PREDICTORS:
+        _PREDICTORS.clear()  # one model at a time
+        _PREDICTORS[k] = Predictor.load(target.model, target.device)
+    return _PREDICTORS[k]
+
+
+def _ok_rows(table: pa.Table) -> pa.Table:
+    return conform(table).filter(pc.equal(table.column("status"), STATUS_OK))
+
+
+def _unchanged(old: pd.DataFrame, rows: pa.Table) -> pd.Series:
+    """Which rows of ``old`` (predictions) were made from a feature row still in ``rows`` as it was then."""
+    now = pd.DataFrame({"video_id": rows.column("video_id").to_pylist(),
+                        "indexed_at": rows.column("indexed_at").to_pandas()})
+    key = pd.MultiIndex.from_frame(now)
+    return pd.Series(pd.MultiIndex.from_frame(old[["video_id", "indexed_at"]]).isin(key), index=old.index)
+
+
+def label_shards(work: list[ShardWork], target: LabelTarget) -> GroupResult:
+    """Predict the shards of ``work`` that are not current and write their files; read the current ones' summary
+    columns. Returns the group's counts."""
+    t0 = time.perf_counter()
+    features = Store(target.features, target.storage_options)
+    preds = Store(target.predictions, target.storage_options)
+    counts, written, removed = LabelCounts(), 0, 0
+    failed: list[tuple[str, str]] = []
+    text = None if target.extra_text is None else np.asarray(target.extra_text, np.float32)
+    pending: list[tuple[ShardWork, pd.DataFrame | None, pa.Table]] = []
+    sch = schema(bool(target.extra_classes))
+
+    def flush() -> None:
+        nonlocal written, removed
+        if not pending:
+            return
+        # one forward pass for the batch; each row remembers its shard (feature_set sorts rows by video id)
+        tables = [t.append_column("_shard", pa.array(np.full(t.num_rows, i, np.int32)))
+                  for i, (_, _, t) in enumerate(pending) if t.num_rows]
+        new = sch.empty_table().to_pandas()
+        try:
+            if tables:
+                fs = feature_set(pa.concat_tables(tables))
+                new = predict_features(predictor(target), fs, target.top_k, list(target.extra_classes), text)
+                new["_shard"] = fs.meta["_shard"].to_numpy()
+        except Exception as e:  # noqa: BLE001 - e.g. rows of other settings: these shards fail, the rest go on
+            failed.extend((w.feature_shard, _reason(e)) for w, _, _ in pending)
+            pending.clear()
+            return
+        by_shard = dict(iter(new.groupby("_shard"))) if tables else {}
+        for i, (w, kept, _) in enumerate(pending):
+            mine = by_shard.get(i, new.iloc[:0]).drop(columns="_shard", errors="ignore")
+            frame = pd.concat([kept, mine]) if kept is not None and len(kept) else mine
+            frame = frame.sort_values("video_id", kind="stable").reset_index(drop=True)
+            try:
+                preds.write_table(w.target, pa.Table.from_pandas(frame, schema=sch, preserve_index=False))
+            except OSError as e:  # e.g. a full disk (StorageError names the file): predicted again next run
+                failed.append((w.feature_shard, _reason(e)))
+                continue
+            written += 1
+            counts.add(LabelCounts.of(frame, predicted=len(mine)))
+            removed += _remove(preds, w.stale)
+        pending.clear()
+
+    for w in work:
+        try:
+            if w.current:
+                counts.add(LabelCounts.of(preds.read_table(w.target, SUMMARY_COLUMNS, missing_ok=True).to_pandas()))
+                removed += _remove(preds, w.stale)
+                continue
+            rows = _ok_rows(features.read_table(w.feature_shard))
+            kept = _reusable(preds, w.reuse, rows) if w.reuse else None
+        except Exception as e:  # noqa: BLE001 - an unreadable file: this shard fails, the rest go on
+            failed.append((w.feature_shard, _reason(e)))
+            continue
+        if kept is not None:
+            rows = rows.filter(pc.invert(pc.is_in(rows.column("video_id"),
+                                                  value_set=pa.array(kept["video_id"], pa.string()))))
+        pending.append((w, kept, rows))
+        if sum(t.num_rows for _, _, t in pending) >= BATCH_VIDEOS:
+            flush()
+    flush()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return GroupResult(counts=counts, shards=len(work), written=written, removed=removed,
+                       seconds=time.perf_counter() - t0, peak_rss_mb=rss, failed=failed)
+
+
+def _reusable(preds: Store, name: str, rows: pa.Table) -> pd.DataFrame | None:
+    """The rows of an older prediction file still valid for ``rows`` (None when it cannot be read: then every
+    row is predicted again)."""
+    try:
+        old = preds.read_table(name).to_pandas()
+    except Exception:  # noqa: BLE001 - a torn or foreign file only costs predicting its rows again
+        return None
+    return old[_unchanged(old, rows).to_numpy()]
+
+
+def _reason(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"[:500]
+
+
+def _remove(store: Store, names: list[str]) -> int:
+    n = 0
+    for name in names:
+        if store.exists(name):
+            store.remove(name)
+            n += 1
+    return n
