@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 BENCHES = [("Index stages", "bench_index.py", "index.md"), ("Index flow end to end", "bench_flow.py", "flow.md"),
            ("Training", "bench_train.py", "train.md"), ("Memory", "bench_memory.py", "memory.md"),
            ("Inference under drift (needs `make demo` first)", "bench_inference.py", "inference.md"),
-           ("Re-encoded vs native motion vectors", "bench_reencode.py", "reencode.md")]
+           ("Re-encoded vs native motion vectors", "bench_reencode.py", "reencode.md"),
+           ("Labelling at archive scale", "bench_label.py", "label.md")]
 
 
 def main() -> int:

@@ -22,7 +22,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.futures import as_completed
 
 from flows.index_flow import index_corpus
-from flows.runtime import dask_runner, local_workers, without_heartbeats
+from flows.runtime import dask_runner, local_workers, start_worker_forkserver, without_heartbeats
 from moclip.dataset import Store, read_manifest
 from moclip.dataset.lock import LABEL_LOCK, dataset_lock
 from moclip.inference import Predictor
@@ -44,12 +44,13 @@ def label_groups(groups_file: str, target: LabelTarget) -> dict:
     """One task per group of shards (a JSON file of groups: flow parameters must stay small); a group whose task
     fails (its worker died) has its shards reported failed: they are predicted on the next run."""
     groups = [[ShardWork(**w) for w in g] for g in json.loads(Path(groups_file).read_text())]
+    t0 = time.perf_counter()  # the cluster is up: from here on, prediction
     futures = {label_shards_task.submit(g, target): g for g in groups}
     n = sum(len(g) for g in groups)
     progress_id = create_progress_artifact(0.0, description=f"Labelling {n} feature shards in {len(groups)} tasks")
     counts, failed = LabelCounts(), []
     written = removed = 0
-    peak_rss_mb = 0.0
+    peak_rss_mb = worker_s = 0.0
     with Progress(n, "label", unit="shard") as bar:
         for fut in as_completed(list(futures)):
             group = futures.pop(fut)
@@ -62,10 +63,11 @@ def label_groups(groups_file: str, target: LabelTarget) -> dict:
                 failed += r.failed
                 written, removed = written + r.written, removed + r.removed
                 peak_rss_mb = max(peak_rss_mb, r.peak_rss_mb)
+                worker_s += r.seconds
             bar.update(len(group))
             update_progress_artifact(progress_id, 100.0 * bar.done / max(n, 1))
     return {"counts": counts, "failed": failed, "written": written, "removed": removed,
-            "worker_peak_rss_mb": peak_rss_mb}
+            "worker_peak_rss_mb": peak_rss_mb, "worker_s": worker_s, "predict_s": time.perf_counter() - t0}
 
 
 @flow(name="predict-archive")
@@ -73,6 +75,8 @@ def predict_archive(features: str, params: LabelParams) -> dict:
     """Predict every video of the indexed dataset ``features`` into ``params.out`` (see the module docstring)."""
     t0 = time.perf_counter()
     logger = get_run_logger()
+    if local_workers(params.run):
+        start_worker_forkserver()  # local workers' fork server imports torch while we plan (unless already up)
     predictor = Predictor.load(params.model, params.run.device)
     manifest = read_manifest(features, params.storage_options) or {}
     predictor.check_dataset(features, manifest)
@@ -91,7 +95,8 @@ def predict_archive(features: str, params: LabelParams) -> dict:
         target = LabelTarget(model=str(predictor.path), device=run.device, key=key, features=features,
                              predictions=predictions, top_k=params.top_k, extra_classes=tuple(extra),
                              extra_text=text, storage_options=params.storage_options)
-        result = {"counts": LabelCounts(), "failed": [], "written": 0, "removed": 0, "worker_peak_rss_mb": 0.0}
+        result = {"counts": LabelCounts(), "failed": [], "written": 0, "removed": 0, "worker_peak_rss_mb": 0.0,
+                  "worker_s": 0.0, "predict_s": 0.0}
         groups = group_work(the_plan.shards, local_workers(run) or 16)
         if groups:
             with tempfile.TemporaryDirectory(prefix="moclip-label-") as tmp, without_heartbeats():
@@ -116,7 +121,8 @@ def predict_archive(features: str, params: LabelParams) -> dict:
         "n_labelled": counts.videos, "predicted": counts.predicted, "kept": counts.kept,
         "removed_files": result["removed"] + len(the_plan.orphans), "shards": len(the_plan.shards),
         "failed_shards": len(result["failed"]), "wall_s": round(time.perf_counter() - t0, 3),
-        "worker_peak_rss_mb": round(result["worker_peak_rss_mb"], 1),
+        "worker_peak_rss_mb": round(result["worker_peak_rss_mb"], 1), "worker_s": round(result["worker_s"], 2),
+        "predict_s": round(result["predict_s"], 2),
     }
     write_label_manifest(out, {**summary, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                "top1_counts": counts.top1_counts()},

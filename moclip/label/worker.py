@@ -7,6 +7,7 @@ process and kept (``predictor``).
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import pyarrow.compute as pc
 
 from moclip.dataset import STATUS_OK, Store, feature_set
 from moclip.dataset.schema import conform
+from moclip.indexing.shard import match_thread_limit
 from moclip.inference import Predictor
 from moclip.label.counts import SUMMARY_COLUMNS, LabelCounts
 from moclip.label.plan import ShardWork
@@ -78,6 +80,9 @@ def label_shards(work: list[ShardWork], target: LabelTarget) -> GroupResult:
     """Predict the shards of ``work`` that are not current and write their files; read the current ones' summary
     columns. Returns the group's counts."""
     t0 = time.perf_counter()
+    match_thread_limit()  # one torch thread per single-threaded Dask worker (OMP_NUM_THREADS), as indexing does
+    if os.environ.get("OMP_NUM_THREADS") == "1" and pa.cpu_count() != 1:
+        pa.set_cpu_count(1)  # and one Arrow decoding thread: 2 workers x 2 threads on 2 cores fight
     features = Store(target.features, target.storage_options)
     preds = Store(target.predictions, target.storage_options)
     counts, written, removed = LabelCounts(), 0, 0
