@@ -48,25 +48,15 @@ print("RESULT " + json.dumps({"wall_s": wall, "videos": r["n_labelled"], "predic
 
 def seed_dataset(root: Path) -> tuple[str, str]:
     """16 real videos indexed with the default settings (random CLIP), and a small model trained on them."""
-    from helpers.datasets import motion_corpus
+    from helpers.datasets import index_in_process, motion_corpus
 
-    from moclip.config import ClipConfig, FeatureSettings, RunConfig, TrainConfig
-    from moclip.corpus import load_folder
-    from moclip.dataset import Store, plan_index, write_manifest
-    from moclip.indexing.shard import ShardTarget, index_shard
+    from moclip.config import ClipConfig, TrainConfig
     from moclip.train.pipeline import train
 
     ds, model = root / "seed", root / "model"
     if (model / "bundle.json").exists():  # made by an earlier run with --keep
         return str(ds), str(model)
-    corpus = motion_corpus(root / "corpus", per_class=4)
-    settings = FeatureSettings(clip=ClipConfig(weights="none", precision="fp32"))
-    h = settings.settings_hash("random-init")
-    store = Store(str(ds))
-    index_shard(plan_index(load_folder(corpus), store, h).to_index, "part-seed-00000.parquet",
-                ShardTarget(features=settings, run=RunConfig(), out=str(ds), settings_hash=h))
-    write_manifest(store, settings=settings, settings_hash=h, clip_weights_id="random-init", clip_random=True,
-                   run_summary={})
+    index_in_process(motion_corpus(root / "corpus", per_class=4), ds, frames=ClipConfig().frames)
     train(str(ds), model, TrainConfig(flip=False, mv_epochs=2, head_epochs=2, device="cpu"), log=lambda m: None)
     return str(ds), str(model)
 
