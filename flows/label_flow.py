@@ -92,6 +92,9 @@ def predict_archive(features: str, params: LabelParams) -> dict:
         n_todo = len(the_plan.to_predict)
         logger.info("%d feature shards: %d to predict, %d current; %d prediction files of removed shards",
                     len(the_plan.shards), n_todo, len(the_plan.shards) - n_todo, len(the_plan.orphans))
+        if the_plan.unknown:  # e.g. a user's own file: never removed
+            logger.info("%s: %d files that are not prediction files, left alone (e.g. %s)", predictions,
+                        len(the_plan.unknown), the_plan.unknown[0])
         target = LabelTarget(model=str(predictor.path), device=run.device, key=key, features=features,
                              predictions=predictions, top_k=params.top_k, extra_classes=tuple(extra),
                              extra_text=text, storage_options=params.storage_options)
