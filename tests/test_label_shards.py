@@ -16,6 +16,7 @@ from moclip.label.plan import parse_name, prediction_name
 from moclip.train.pipeline import train
 
 pytestmark = pytest.mark.slow
+K1, K2 = "0123456789", "abcdefabcd"  # label keys (10 hex digits, as label_key makes them)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def setup(tmp_path_factory):
     return ds, model
 
 
-def _target(ds, model, out: str, key: str = "k1", **kw) -> LabelTarget:
+def _target(ds, model, out: str, key: str = K1, **kw) -> LabelTarget:
     return LabelTarget(model=str(model), device="cpu", key=key, features=ds, predictions=out, **kw)
 
 
@@ -46,6 +47,7 @@ def test_names_round_trip():
     name = prediction_name("part-20261202T101010-ab12cd-00003.parquet", "0123456789", "abcdefabcd")
     assert parse_name(name) == ("part-20261202T101010-ab12cd-00003.parquet", "0123456789", "abcdefabcd")
     assert parse_name("part-x.parquet") is None and parse_name("notes.txt") is None
+    assert parse_name("part-my.own.file.parquet") is None  # a user's file is never taken for one (nor removed)
     a = label_key({"fusion.safetensors": "aa"}, 5, [])
     assert a != label_key({"fusion.safetensors": "bb"}, 5, []) != label_key({"fusion.safetensors": "aa"}, 3, [])
     assert a != label_key({"fusion.safetensors": "aa"}, 5, ["swimming"])
@@ -66,7 +68,7 @@ def test_groups_cover_every_shard_in_order_and_keep_workers_busy():
 def test_predict_plan_and_rerun(setup, tmp_path):
     ds, model = setup
     out = str(tmp_path / "preds")
-    plan = _plan(ds, out, "k1")
+    plan = _plan(ds, out, K1)
     assert len(plan.to_predict) == 4 and not plan.orphans
     r = label_shards(plan.shards, _target(ds, model, out))
     assert (r.written, r.counts.videos, r.counts.predicted, r.failed) == (4, 16, 16, [])
@@ -75,13 +77,13 @@ def test_predict_plan_and_rerun(setup, tmp_path):
     assert sorted(preds["video_id"]) == sorted(pd.read_parquet(ds)["video_id"])
     assert sum(r.counts.top1_counts().values()) == 16
 
-    again = _plan(ds, out, "k1")
+    again = _plan(ds, out, K1)
     assert not again.to_predict  # from the listings alone: nothing to do
     r2 = label_shards(again.shards, _target(ds, model, out))
     assert (r2.written, r2.counts.videos, r2.counts.kept) == (0, 16, 16)
     assert r2.counts.top1 == r.counts.top1  # the summary of current shards is read back from their files
 
-    assert len(_plan(ds, out, "k2").to_predict) == 4  # another model or other options: everything again
+    assert len(_plan(ds, out, K2).to_predict) == 4  # another model or other options: everything again
 
 
 def test_a_rewritten_shard_keeps_its_unchanged_rows_and_gone_shards_are_orphans(setup, tmp_path):
@@ -92,14 +94,14 @@ def test_a_rewritten_shard_keeps_its_unchanged_rows_and_gone_shards_are_orphans(
         Store(str(copy)).write_table(name, src.read_table(name))
     ds = str(copy)
     out = str(tmp_path / "preds")
-    label_shards(_plan(ds, out, "k1").shards, _target(ds, model, out))
+    label_shards(_plan(ds, out, K1).shards, _target(ds, model, out))
     before = pd.read_parquet(out).set_index("video_id")
 
     store = Store(ds)  # as the index's commit does: one video leaves shard 1, shard 2 goes entirely
     t = store.read_table("part-test-00001.parquet")
     store.write_table("part-test-00001.parquet", t.slice(1))
     store.remove("part-test-00002.parquet")
-    plan = _plan(ds, out, "k1")
+    plan = _plan(ds, out, K1)
     todo = plan.to_predict
     assert [w.feature_shard for w in todo] == ["part-test-00001.parquet"] and todo[0].reuse
     assert len(plan.orphans) == 1 and plan.orphans[0].startswith("part-test-00002.")
@@ -119,20 +121,20 @@ def test_an_unreadable_feature_shard_fails_alone(setup, tmp_path):
         Store(str(copy)).write_table(name, Store(ds).read_table(name))
     (copy / "part-test-00003.parquet").write_bytes(b"PAR1 torn")
     out = str(tmp_path / "preds")
-    r = label_shards(_plan(str(copy), out, "k1").shards, _target(str(copy), model, out))
+    r = label_shards(_plan(str(copy), out, K1).shards, _target(str(copy), model, out))
     assert [s for s, _ in r.failed] == ["part-test-00003.parquet"] and r.written == 3 and r.counts.videos == 12
     assert "ArrowInvalid" in r.failed[0][1] or "Parquet" in r.failed[0][1]
-    assert len(_plan(str(copy), out, "k1").to_predict) == 1  # tried again next run
+    assert len(_plan(str(copy), out, K1).to_predict) == 1  # tried again next run
 
 
 def test_predictions_on_an_fsspec_url(setup):
     ds, model = setup
     out = "memory://moclip-label-test/preds"
-    r = label_shards(_plan(ds, out, "k1").shards, _target(ds, model, out, extra_classes=("swimming",),
+    r = label_shards(_plan(ds, out, K1).shards, _target(ds, model, out, extra_classes=("swimming",),
                                                                  extra_text=[[1.0] * 512]))
     assert r.written == 4 and not r.failed
     store = Store(out)
     tables = [pq.read_table(store.fs.open(store.path(n), "rb")) for n in store.shard_names()]
     t = pa.concat_tables(tables)
     assert t.num_rows == 16 and "zero_shot_labels" in t.schema.names
-    assert not _plan(ds, out, "k1").to_predict
+    assert not _plan(ds, out, K1).to_predict

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 PREDICTIONS_DIR = "predictions"
 FORMAT = 1  # of prediction files: part of the label key, so a change re-predicts
+_NAME = re.compile(r"(.+)\.([0-9a-f]{10})\.([0-9a-f]{10})\.parquet")  # only what prediction_name writes
 IDENTITY_KEYS = ("ETag", "etag", "generation", "md5Hash", "crc32c", "size", "mtime", "ino", "LastModified",
                  "last_modified", "created")
 
@@ -48,10 +50,8 @@ def prediction_name(feature_shard: str, identity: str, key: str) -> str:
 
 def parse_name(name: str) -> tuple[str, str, str] | None:
     """(feature shard, identity, key) of a prediction file name; None for anything else."""
-    parts = name.removesuffix(".parquet").rsplit(".", 2)
-    if len(parts) != 3 or not name.endswith(".parquet") or not all(parts):
-        return None
-    return f"{parts[0]}.parquet", parts[1], parts[2]
+    m = _NAME.fullmatch(name)
+    return (f"{m[1]}.parquet", m[2], m[3]) if m else None
 
 
 @dataclass
