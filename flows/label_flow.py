@@ -26,7 +26,7 @@ from flows.runtime import dask_runner, local_workers, start_worker_forkserver, w
 from moclip.dataset import Store, read_manifest
 from moclip.dataset.lock import LABEL_LOCK, dataset_lock
 from moclip.inference import Predictor
-from moclip.label import PREDICTIONS_DIR, LabelCounts, LabelTarget, ShardWork, group_work, label_key
+from moclip.label import PREDICTIONS_DIR, GroupResult, LabelTarget, ShardWork, group_work, label_key
 from moclip.label.export import LEGACY_PREDICTIONS, PREDICTIONS_CSV, write_label_manifest
 from moclip.params import LabelParams
 from moclip.progress import Progress, console
@@ -40,34 +40,26 @@ def _say(message: str) -> None:
 
 
 @flow(name="label-shards")
-def label_groups(groups_file: str, target: LabelTarget) -> dict:
+def label_groups(groups_file: str, target: LabelTarget) -> tuple[GroupResult, float]:
     """One task per group of shards (a JSON file of groups: flow parameters must stay small); a group whose task
-    fails (its worker died) has its shards reported failed: they are predicted on the next run."""
+    fails (its worker died) has its shards reported failed: they are predicted on the next run. Returns the tasks'
+    results added up, and the seconds from the first submission to the last result."""
     groups = [[ShardWork(**w) for w in g] for g in json.loads(Path(groups_file).read_text())]
     t0 = time.perf_counter()  # the cluster is up: from here on, prediction
     futures = {label_shards_task.submit(g, target): g for g in groups}
     n = sum(len(g) for g in groups)
     progress_id = create_progress_artifact(0.0, description=f"Labelling {n} feature shards in {len(groups)} tasks")
-    counts, failed = LabelCounts(), []
-    written = removed = 0
-    peak_rss_mb = worker_s = 0.0
+    total = GroupResult()
     with Progress(n, "label", unit="shard") as bar:
         for fut in as_completed(list(futures)):
             group = futures.pop(fut)
             try:
-                r = fut.result()
+                total.add(fut.result())
             except Exception as e:  # noqa: BLE001 - reported; the shards have no current file, so the next run retries
-                failed += [(w.feature_shard, f"{type(e).__name__}: {e}"[:500]) for w in group]
-            else:
-                counts.add(r.counts)
-                failed += r.failed
-                written, removed = written + r.written, removed + r.removed
-                peak_rss_mb = max(peak_rss_mb, r.peak_rss_mb)
-                worker_s += r.seconds
+                total.failed += [(w.feature_shard, f"{type(e).__name__}: {e}"[:500]) for w in group]
             bar.update(len(group))
             update_progress_artifact(progress_id, 100.0 * bar.done / max(n, 1))
-    return {"counts": counts, "failed": failed, "written": written, "removed": removed,
-            "worker_peak_rss_mb": peak_rss_mb, "worker_s": worker_s, "predict_s": time.perf_counter() - t0}
+    return total, time.perf_counter() - t0
 
 
 @flow(name="predict-archive")
@@ -98,34 +90,33 @@ def predict_archive(features: str, params: LabelParams) -> dict:
         target = LabelTarget(model=str(predictor.path), device=run.device, key=key, features=features,
                              predictions=predictions, top_k=params.top_k, extra_classes=tuple(extra),
                              extra_text=text, storage_options=params.storage_options)
-        result = {"counts": LabelCounts(), "failed": [], "written": 0, "removed": 0, "worker_peak_rss_mb": 0.0,
-                  "worker_s": 0.0, "predict_s": 0.0}
+        result, predict_s = GroupResult(), 0.0
         groups = group_work(the_plan.shards, local_workers(run) or 16)
         if groups:
             with tempfile.TemporaryDirectory(prefix="moclip-label-") as tmp, without_heartbeats():
                 path = Path(tmp) / "groups.json"
                 path.write_text(json.dumps([[asdict(w) for w in g] for g in groups]))
-                result = label_groups.with_options(task_runner=dask_runner(run))(str(path), target)
+                result, predict_s = label_groups.with_options(task_runner=dask_runner(run))(str(path), target)
         pred_store = Store(predictions, params.storage_options)
         for name in the_plan.orphans:  # their feature shards are gone: every video of them re-indexed or deleted
             pred_store.remove(name)
-    counts: LabelCounts = result["counts"]
-    for shard, reason in result["failed"][:20]:
+    counts = result.counts
+    for shard, reason in result.failed[:20]:
         _say(f"{features}/{shard}: not labelled ({reason}); the next run tries again")
     if out.exists(LEGACY_PREDICTIONS):  # one file of every prediction, from a moclip before sharded predictions
         out.remove(LEGACY_PREDICTIONS)
         logger.info("%s: removed (predictions are now sharded, in %s/)", out.path(LEGACY_PREDICTIONS), PREDICTIONS_DIR)
-    changed = bool(result["written"] or result["removed"] or the_plan.orphans)
+    changed = bool(result.written or result.removed or the_plan.orphans)
     csv = out.path(PREDICTIONS_CSV)
     if params.csv and (changed or not out.exists(PREDICTIONS_CSV)):
         csv = export_csv_task(predictions, params.out, params.storage_options)
     random_clip = predictor.meta.clip.random_init
     summary = {
         "n_labelled": counts.videos, "predicted": counts.predicted, "kept": counts.kept,
-        "removed_files": result["removed"] + len(the_plan.orphans), "shards": len(the_plan.shards),
-        "failed_shards": len(result["failed"]), "wall_s": round(time.perf_counter() - t0, 3),
-        "worker_peak_rss_mb": round(result["worker_peak_rss_mb"], 1), "worker_s": round(result["worker_s"], 2),
-        "predict_s": round(result["predict_s"], 2),
+        "removed_files": result.removed + len(the_plan.orphans), "shards": len(the_plan.shards),
+        "failed_shards": len(result.failed), "wall_s": round(time.perf_counter() - t0, 3),
+        "worker_peak_rss_mb": round(result.peak_rss_mb, 1), "worker_s": round(result.seconds, 2),
+        "predict_s": round(predict_s, 2),
     }
     write_label_manifest(out, {**summary, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                "top1_counts": counts.top1_counts()},
@@ -134,7 +125,7 @@ def predict_archive(features: str, params: LabelParams) -> dict:
     create_markdown_artifact(distribution_markdown(counts, bool(extra), random_clip), key="label-summary",
                              description=f"{counts.videos} videos labelled -> {predictions}")
     return {**summary, "predictions": predictions, "csv": csv if params.csv else None,
-            "failed": result["failed"], "top1_counts": counts.top1_counts()}
+            "failed": result.failed, "top1_counts": counts.top1_counts()}
 
 
 @flow(name="label-archive")

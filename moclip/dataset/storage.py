@@ -8,17 +8,20 @@ files written before it are untouched.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import IO
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from moclip.files import atomic_write_bytes
+from moclip.files import atomic_path, atomic_write_bytes
 
 SHARD_PREFIX = "part-"
 MANIFEST_NAME = "_manifest.json"  # leading "_" : pyarrow.dataset and pandas skip it when reading the folder
@@ -84,6 +87,20 @@ class Store:
             atomic_write_bytes(final, data, prefix=TEMP_PREFIX, suffix=f"-{os.path.basename(final)}")
         except OSError as e:
             raise _write_error(final, e) from e
+
+    @contextlib.contextmanager
+    def open_text(self, name: str) -> Iterator[IO[str]]:
+        """A text file for the block to stream into, written whole or not at all like ``write_bytes`` (local: a
+        temp file renamed at the end; object store: one put when it closes)."""
+        final = self.path(name)
+        if not self.local:
+            with self.fs.open(final, "w", newline="") as f:
+                yield f
+            return
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        with atomic_path(final, prefix=TEMP_PREFIX, suffix=f"-{os.path.basename(final)}") as tmp, \
+                open(tmp, "w", newline="") as f:
+            yield f
 
     def write_table(self, name: str, table: pa.Table) -> int:
         buf = io.BytesIO()

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import IO
 
 import pandas as pd
 
 from moclip.dataset import Store
-from moclip.files import atomic_path
 
 PREDICTIONS_CSV = "predictions.csv"
 LABELS_MANIFEST = "_labels.json"
@@ -29,21 +24,9 @@ def flat(preds: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-@contextlib.contextmanager
-def _open_atomic(store: Store, name: str) -> Iterator[IO[str]]:
-    """A text file that appears whole or not at all (local: temp + rename; object store: one put on close)."""
-    if store.local:
-        store.ensure()
-        with atomic_path(Path(store.path(name))) as tmp, open(tmp, "w", newline="") as f:
-            yield f
-    else:
-        with store.fs.open(store.path(name), "w", newline="") as f:
-            yield f
-
-
 def export_csv(predictions: Store, out: Store, name: str = PREDICTIONS_CSV) -> str:
     """Every prediction file, in name order, into one CSV (one shard in memory at a time)."""
-    with _open_atomic(out, name) as f:
+    with out.open_text(name) as f:
         header = True
         for shard in predictions.shard_names():
             flat(predictions.read_table(shard).to_pandas()).to_csv(f, index=False, header=header)

@@ -46,13 +46,24 @@ class LabelTarget:
 
 @dataclass
 class GroupResult:
-    counts: LabelCounts
-    shards: int
-    written: int
-    removed: int
-    seconds: float
-    peak_rss_mb: float  # of the worker process so far
+    """What a task did; ``add`` sums the tasks of a run (``seconds``: worker time, ``peak_rss_mb``: the highest)."""
+
+    counts: LabelCounts = field(default_factory=LabelCounts)
+    shards: int = 0
+    written: int = 0
+    removed: int = 0
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0  # of the worker process so far
     failed: list[tuple[str, str]] = field(default_factory=list)  # (feature shard, reason): predicted next run
+
+    def add(self, other: GroupResult) -> None:
+        self.counts.add(other.counts)
+        self.shards += other.shards
+        self.written += other.written
+        self.removed += other.removed
+        self.seconds += other.seconds
+        self.peak_rss_mb = max(self.peak_rss_mb, other.peak_rss_mb)
+        self.failed += other.failed
 
 
 def predictor(target: LabelTarget) -> Predictor:
@@ -68,12 +79,12 @@ def _ok_rows(table: pa.Table) -> pa.Table:
     return conform(table).filter(pc.equal(table.column("status"), STATUS_OK))
 
 
-def _unchanged(old: pd.DataFrame, rows: pa.Table) -> pd.Series:
+def _unchanged(old: pd.DataFrame, rows: pa.Table) -> np.ndarray:
     """Which rows of ``old`` (predictions) were made from a feature row still in ``rows`` as it was then."""
     now = pd.DataFrame({"video_id": rows.column("video_id").to_pylist(),
                         "indexed_at": rows.column("indexed_at").to_pandas()})
     key = pd.MultiIndex.from_frame(now)
-    return pd.Series(pd.MultiIndex.from_frame(old[["video_id", "indexed_at"]]).isin(key), index=old.index)
+    return pd.MultiIndex.from_frame(old[["video_id", "indexed_at"]]).isin(key)
 
 
 def label_shards(work: list[ShardWork], target: LabelTarget) -> GroupResult:
@@ -153,7 +164,7 @@ def _reusable(preds: Store, name: str, rows: pa.Table) -> pd.DataFrame | None:
         old = preds.read_table(name).to_pandas()
     except Exception:  # noqa: BLE001 - a torn or foreign file only costs predicting its rows again
         return None
-    return old[_unchanged(old, rows).to_numpy()]
+    return old[_unchanged(old, rows)]
 
 
 def _reason(e: BaseException) -> str:
