@@ -72,9 +72,10 @@ def extract_features(shard_plan: str, target: ShardTarget) -> tuple[list[ShardRe
     return results, crashed
 
 
-def _waiting(message: str) -> None:
+def warn(message: str) -> None:
+    """A warning in the flow run's log and, for the CLI (which quiets Prefect's logs), on its stderr too."""
     get_run_logger().warning(message)
-    console(message)  # the CLI quiets Prefect's logs: say it on its stderr too
+    console(message)
 
 
 @flow(name="index-corpus")
@@ -86,7 +87,7 @@ def index_corpus(params: IndexParams) -> IndexSummary:
     settings_hash = settings.settings_hash(weights.weights_id)
 
     store = Store(params.out, params.storage_options)
-    with dataset_lock(store, run.lock_timeout_s, on_wait=_waiting):  # one writer at a time (moclip.dataset.lock)
+    with dataset_lock(store, run.lock_timeout_s, on_wait=warn):  # one writer at a time (moclip.dataset.lock)
         run_id = new_run_id()  # names this run's shards and its details file
         videos = list_corpus(params)
         the_plan = plan(videos, params, settings_hash)

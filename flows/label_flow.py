@@ -21,7 +21,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 
-from flows.index_flow import index_corpus
+from flows.index_flow import index_corpus, warn
 from flows.runtime import dask_runner, local_workers, start_worker_forkserver, without_heartbeats
 from moclip.dataset import Store, read_manifest
 from moclip.dataset.lock import LABEL_LOCK, dataset_lock
@@ -29,14 +29,9 @@ from moclip.inference import Predictor
 from moclip.label import PREDICTIONS_DIR, GroupResult, LabelTarget, ShardWork, group_work, label_key
 from moclip.label.export import LEGACY_PREDICTIONS, PREDICTIONS_CSV, write_label_manifest
 from moclip.params import LabelParams
-from moclip.progress import Progress, console
+from moclip.progress import Progress
 from moclip.report.label_summary import distribution_markdown
 from tasks.label_tasks import export_csv_task, label_shards_task, plan
-
-
-def _say(message: str) -> None:
-    get_run_logger().warning(message)
-    console(message)
 
 
 @flow(name="label-shards")
@@ -78,8 +73,8 @@ def predict_archive(features: str, params: LabelParams) -> dict:
     out = Store(params.out, params.storage_options)
     predictions = f"{params.out.rstrip('/')}/{PREDICTIONS_DIR}"
     run, timeout = params.run, params.run.lock_timeout_s
-    with dataset_lock(out, timeout, _say, name=LABEL_LOCK, what="label output folder"), \
-            dataset_lock(Store(features, params.storage_options), timeout, _say):  # no re-index while we read
+    with dataset_lock(out, timeout, warn, name=LABEL_LOCK, what="label output folder"), \
+            dataset_lock(Store(features, params.storage_options), timeout, warn):  # no re-index while we read
         the_plan = plan(features, predictions, key, params.storage_options)
         n_todo = len(the_plan.to_predict)
         logger.info("%d feature shards: %d to predict, %d current; %d prediction files of removed shards",
@@ -102,7 +97,7 @@ def predict_archive(features: str, params: LabelParams) -> dict:
             pred_store.remove(name)
     counts = result.counts
     for shard, reason in result.failed[:20]:
-        _say(f"{features}/{shard}: not labelled ({reason}); the next run tries again")
+        warn(f"{features}/{shard}: not labelled ({reason}); the next run tries again")
     if out.exists(LEGACY_PREDICTIONS):  # one file of every prediction, from a moclip before sharded predictions
         out.remove(LEGACY_PREDICTIONS)
         logger.info("%s: removed (predictions are now sharded, in %s/)", out.path(LEGACY_PREDICTIONS), PREDICTIONS_DIR)
