@@ -132,11 +132,46 @@ class ClipConfig(Settings):
         return self.model_copy(update={"precision": default_precision(device)})
 
 
+class WindowConfig(Settings):
+    """Time windows for long, untrimmed videos (``moclip.video.windows``): unset, a video is one window."""
+
+    seconds: float | None = Field(None, gt=0, le=24 * 3600, description="window length in seconds: every window of "
+                                                                         "a video gets its own MV tensor and CLIP "
+                                                                         "frames (default: one window = the video)")
+    stride: float | None = Field(None, gt=0, description="seconds between window starts (default: half the window; "
+                                                         "at most the window)")
+    frames: int = Field(2, ge=1, le=64, description="CLIP frames per window (frames are shared by overlapping "
+                                                    "windows: each decoded frame is embedded once)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WindowConfig:
+        if self.seconds is None:
+            if self.stride is not None:
+                raise ValueError("stride needs a window (--window SECONDS)")
+            return self
+        if self.stride is not None and self.stride > self.seconds * (1 + 1e-9):
+            raise ValueError(f"stride {self.stride:g} s is longer than the window {self.seconds:g} s: parts of "
+                             "every video would never be seen")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.seconds is not None
+
+    @property
+    def stride_s(self) -> float:
+        """The stride in seconds (half the window when not given)."""
+        if self.seconds is None:
+            raise ValueError("no window set")
+        return self.stride if self.stride is not None else self.seconds / 2
+
+
 class FeatureSettings(Settings):
     """Everything that changes stored features; its hash decides what an incremental rerun reuses."""
 
     mv: MVConfig = Field(default_factory=MVConfig)
     clip: ClipConfig = Field(default_factory=ClipConfig)
+    window: WindowConfig = Field(default_factory=WindowConfig, description="time windows (long, untrimmed videos)")
     schema_version: Literal[1] = Field(SCHEMA_VERSION, description="version of the feature layout (fixed)")
 
     def resolved(self, device: str) -> FeatureSettings:
@@ -157,8 +192,15 @@ class FeatureSettings(Settings):
         if payload["mv"]["source"] != "reencode":  # auto and native give a native codec's video the same bytes
             payload["mv"].pop("source")
         payload["clip"].pop("activation", None)  # the resolved activation is in the weights id
+        window = payload.pop("window")
+        if window["seconds"] is not None:  # unset: today's hashes (and bytes) exactly
+            payload["window"] = {**window, "stride": self.window.stride_s}
         blob = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def without_window(self) -> FeatureSettings:
+        """These settings for whole videos: what a model trained on trimmed clips was indexed with."""
+        return self.model_copy(update={"window": WindowConfig()})
 
 
 class RunConfig(Settings):

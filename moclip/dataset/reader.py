@@ -11,7 +11,8 @@ import pyarrow as pa
 from moclip.dataset.schema import SCHEMA, STATUS_OK, conform
 from moclip.dataset.storage import MANIFEST_NAME, Store
 
-FEATURE_COLUMNS = ("mv", "mv_shape", "mv_valid", "clip", "clip_shape", "frame_indices")  # n_clip_frames stays in meta
+FEATURE_COLUMNS = ("mv", "mv_shape", "mv_valid", "clip", "clip_shape", "frame_indices", "window_start_s",
+                   "window_end_s", "window_first_bin", "window_first_frame")  # n_clip_frames stays in meta
 
 
 @dataclass
@@ -56,6 +57,10 @@ def load_features(url: str, storage_options: dict | None = None) -> FeatureSet:
 
 def feature_set(table: pa.Table) -> FeatureSet:
     """The rows of ``table`` (every column of the schema; ok rows only), sorted by video id, as dense arrays."""
+    if "window_clock" in table.schema.names and table.column("window_clock").null_count < table.num_rows:
+        raise ValueError("this dataset was indexed with time windows (--window): its rows are whole long videos, "
+                         "not training clips; train on a dataset indexed without --window (label and "
+                         "moclip.dataset.windows.window_features read windows)")
     # sorted by video_id; the big feature columns are reordered once, as dense arrays (not as Arrow lists)
     order = pa.compute.sort_indices(table.column("video_id")).to_numpy()
     meta = table.drop_columns(list(FEATURE_COLUMNS)).take(order).to_pandas()

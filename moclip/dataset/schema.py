@@ -46,6 +46,17 @@ SCHEMA = pa.schema([
     # then repeat them); null in shards written before this column existed
     pa.field("n_clip_frames", pa.int32()),
     pa.field("clip_weights_id", pa.string()),
+    # time windows (index --window; moclip.video.windows): then mv holds the video's bins [B, 2, H, W] and clip its
+    # frame grid [F, D], and window w is bins first_bin[w] .. + n_bins and frames first_frame[w] .. + n_frames.
+    # Null without windows (one window = the video, mv is [T, 2, H, W] and clip [K, D] as before).
+    pa.field("window_start_s", pa.list_(pa.float64())),
+    pa.field("window_end_s", pa.list_(pa.float64())),
+    pa.field("window_first_bin", pa.list_(pa.int32())),
+    pa.field("window_first_frame", pa.list_(pa.int32())),
+    pa.field("window_n_bins", pa.int32()),
+    pa.field("window_n_frames", pa.int32()),
+    pa.field("window_bin_s", pa.float64()),
+    pa.field("window_clock", pa.string()),  # pts | frame_index (broken timestamps) | whole_video (shorter)
     pa.field("indexed_at", pa.timestamp("ms", tz="UTC")),
     pa.field("elapsed_s", pa.float64()),  # decode + embed time spent on this video
 ])

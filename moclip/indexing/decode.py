@@ -26,7 +26,7 @@ from multiprocessing.connection import Connection
 
 import av
 
-from moclip.config import MVConfig
+from moclip.config import MVConfig, WindowConfig
 from moclip.video import DecodeError, VideoFeatures, extract_video
 
 FAULT_ENV = "MOCLIP_FAULT_INJECT"
@@ -88,14 +88,20 @@ def _hang_after_first_frame(index: int) -> None:
 
 def decode_video(
     path: str, mv: MVConfig, n_rgb: int, rgb_size: Callable[[int, int], tuple[int, int]], timeout_s: float,
+    window: WindowConfig | None = None, embed: Callable[[list], object] | None = None,
 ) -> VideoFeatures:
-    """MVs and ``n_rgb`` RGB frames of one video; ``timeout_s`` is checked between frames."""
+    """MVs and ``n_rgb`` RGB frames of one video; ``timeout_s`` is checked between frames. With a ``window`` set:
+    the video's time windows (``moclip.video.windows``), frames embedded by ``embed`` while decoding if given."""
     on_frame = inject_fault(path)
+    if window is not None and window.enabled:
+        from moclip.video.windows import extract_windows
+
+        return extract_windows(path, mv, window, rgb_size, timeout_s, on_frame=on_frame, embed=embed)
     return extract_video(path, mv, n_rgb, rgb_size, timeout_s, on_frame=on_frame)
 
 
 def child_main(fd: int) -> None:
-    """Decode jobs ``(path, mv, n_rgb, timeout_s)`` from the parent until it closes the connection.
+    """Decode jobs ``(path, mv, n_rgb, timeout_s, window)`` from the parent until it closes the connection.
 
     Messages to the parent: ``("ready",)`` once, then per job any number of ``("size", w, h)`` (answered with
     ``(w, h)``) and finally ``("ok", VideoFeatures)`` or ``("failed", reason)``.
@@ -109,11 +115,11 @@ def child_main(fd: int) -> None:
     conn.send(("ready",))
     while True:
         try:
-            path, mv, n_rgb, timeout_s = conn.recv()
+            path, mv, n_rgb, timeout_s, window = conn.recv()
         except EOFError:
             return
         try:
-            conn.send(("ok", decode_video(path, mv, n_rgb, rgb_size, timeout_s)))
+            conn.send(("ok", decode_video(path, mv, n_rgb, rgb_size, timeout_s, window)))
         except Exception as exc:  # noqa: BLE001 - every error is the video's, reported as its reason
             conn.send(("failed", failure_reason(exc)))
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 
-from moclip.config import MVConfig
+from moclip.config import MVConfig, WindowConfig
 from moclip.indexing.shard import ShardResult, ShardTarget, embed_and_write, video_row, worker_encoder
 from moclip.video import DecodeError, VideoFeatures
 
@@ -39,12 +39,13 @@ class DecoderProcess:
         self.conn: Connection | None = None
         self.deaths = 0  # children that crashed or were killed as hung
 
-    def decode(self, path: str, mv: MVConfig, n_rgb: int, timeout_s: float, hard_timeout_s: float) -> VideoFeatures:
+    def decode(self, path: str, mv: MVConfig, n_rgb: int, timeout_s: float, hard_timeout_s: float,
+               window: WindowConfig | None = None) -> VideoFeatures:
         """Decode ``path`` in the child; raises ``DecoderCrash`` if it dies or has no answer in ``hard_timeout_s``."""
         if self.proc is None:
             self._start()
         try:
-            self.conn.send((path, mv, n_rgb, timeout_s))
+            self.conn.send((path, mv, n_rgb, timeout_s, window))
         except OSError:
             raise DecoderCrash(self._died()) from None
         status, payload = self._receive(hard_timeout_s)
@@ -113,7 +114,8 @@ def index_shard_isolated(
     child = DecoderProcess(encoder.target_size)
 
     def decode(path: str) -> VideoFeatures:
-        return child.decode(path, settings.mv, settings.clip.frames, run.decode_timeout_s, run.hard_timeout_s)
+        return child.decode(path, settings.mv, settings.clip.frames, run.decode_timeout_s, run.hard_timeout_s,
+                            settings.window)
 
     decoded = []
     try:

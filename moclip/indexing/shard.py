@@ -100,7 +100,14 @@ def video_row(
             mv=motion.values.ravel(), mv_shape=list(motion.values.shape), mv_valid=motion.valid.tolist(),
             frame_indices=feats.frame_indices, n_clip_frames=feats.n_real_frames, mv_source=feats.mv_source,
         )
+        if feats.windows is not None:
+            w = feats.windows
+            row.update(window_start_s=w.start_s, window_end_s=w.end_s, window_first_bin=w.first_bin,
+                       window_first_frame=w.first_frame, window_n_bins=w.n_bins, window_n_frames=w.n_frames,
+                       window_bin_s=w.bin_s, window_clock=w.clock)
         frames = feats.frames
+        if feats.embeddings is not None:  # embedded while decoding (long videos with windows)
+            row.update(clip=feats.embeddings.ravel(), clip_shape=list(feats.embeddings.shape))
     except Exception as exc:  # noqa: BLE001 - one bad video is a row, never a failed shard
         row.update(status=STATUS_FAILED, error=failure_reason(exc))
         info = getattr(exc, "info", None)  # what the probe knew before decoding failed
@@ -119,6 +126,7 @@ def embed_and_write(
     frames = [f for _, fs in decoded for f in fs]
     owners = np.asarray([i for i, (_, fs) in enumerate(decoded) for _ in fs])
     t_decode = sum(row["elapsed_s"] for row in rows)
+    pre_embedded = sum(row["clip_shape"][0] for row in rows if row.get("clip_shape"))  # while decoding (windows)
     t0 = time.perf_counter()
     if frames:
         emb = encoder.embed(frames, batch_size=run.clip_batch_size)
@@ -128,7 +136,7 @@ def embed_and_write(
                 row["clip"] = mine.ravel()
                 row["clip_shape"] = list(mine.shape)
                 row["elapsed_s"] += (time.perf_counter() - t0) * len(mine) / len(frames)
-        result.images_embedded = len(frames)
+    result.images_embedded = len(frames) + pre_embedded
     t_embed = time.perf_counter() - t0
     now = datetime.now(timezone.utc)
     for row in rows:
@@ -176,9 +184,13 @@ def index_shard(videos: list[dict], shard_name: str, target: ShardTarget) -> Sha
     encoder, load_s = worker_encoder(target)
     mv, frames, run = target.features.mv, target.features.clip.frames, target.run
 
+    def embed(rgb: list[np.ndarray]) -> np.ndarray:
+        return encoder.embed(rgb, batch_size=run.clip_batch_size)
+
     def decode(path: str) -> VideoFeatures:
         with hard_time_limit(run.hard_timeout_s):  # the decoder's swscale resizes straight to CLIP's input size
-            return decode_video(path, mv, frames, encoder.target_size, run.decode_timeout_s)
+            return decode_video(path, mv, frames, encoder.target_size, run.decode_timeout_s, target.features.window,
+                                embed)
 
     decoded = [video_row(video, target.settings_hash, encoder.weights_id, decode) for video in videos]
     result = embed_and_write(decoded, encoder, run, target.store(), ShardResult(shard=shard_name, started_at=started))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,6 +13,9 @@ from moclip.video import mvextractor_reader, pyav_reader
 from moclip.video.frames import DecodeError, VideoInfo, sample_indices
 from moclip.video.mv_tensor import MotionAccumulator, MotionTensor
 from moclip.video.reencode import SIZE as REENCODE_SIZE
+
+if TYPE_CHECKING:
+    from moclip.video.windows import WindowLayout
 
 BACKENDS = {"pyav": pyav_reader.iter_frames, "mvextractor": mvextractor_reader.iter_frames}
 
@@ -23,10 +27,12 @@ class VideoFeatures:
     frames: list[np.ndarray]  # K uint8 HxWx3 RGB frames (short side = CLIP input size)
     frame_indices: list[int]  # K display-order indices; repeated where the video had fewer decodable frames
     mv_source: str = "native"  # "native" or "reencoded" (moclip.video.reencode)
+    windows: WindowLayout | None = None  # time windows (moclip.video.windows): motion holds bins, frames a grid
+    embeddings: np.ndarray | None = None  # [K, D] when the frames were embedded while decoding (then no frames)
 
     @property
     def n_real_frames(self) -> int:
-        """Distinct decoded frames among the K (the rest repeat them)."""
+        """Distinct decoded frames among the K (the rest repeat them; with windows: all of the video's)."""
         return len(set(self.frame_indices))
 
 
@@ -53,14 +59,18 @@ def extract_video(
     frames never came, a second (MV-free) pass fetches frames at the right indices.
     """
     wanted: set[int] = set()  # filled from the container's frame count before the first frame is decoded
+
+    def rgb_wanted(index: int, time_s: float | None) -> bool:
+        return index in wanted
+
     source = mv.source
     if mv.backend == "mvextractor" and source != "native":  # mv-extractor reads native MVs; re-encoding is PyAV's
         source = "native" if source == "auto" and pyav_reader.probe(path).has_mvs else "reencode"
     if mv.backend == "pyav" or source == "reencode":
-        info, frames_it = pyav_reader.iter_frames(path, wanted.__contains__, rgb_size, export_mvs=True,
+        info, frames_it = pyav_reader.iter_frames(path, rgb_wanted, rgb_size, export_mvs=True,
                                                   max_frames=mv.max_frames, timeout_s=timeout_s, mv_source=source)
     else:
-        info, frames_it = BACKENDS[mv.backend](path, wanted.__contains__, rgb_size, export_mvs=True,
+        info, frames_it = BACKENDS[mv.backend](path, rgb_wanted, rgb_size, export_mvs=True,
                                                max_frames=mv.max_frames, timeout_s=timeout_s)
     try:
         wanted.update(sample_indices(info.n_frames_hint, n_rgb))
@@ -99,6 +109,6 @@ def _rgb_pass(
     timeout_s: float | None,
 ) -> dict[int, np.ndarray]:
     _, frames_it = pyav_reader.iter_frames(
-        path, indices.__contains__, rgb_size, export_mvs=False, max_frames=mv.max_frames, timeout_s=timeout_s,
+        path, lambda i, t: i in indices, rgb_size, export_mvs=False, max_frames=mv.max_frames, timeout_s=timeout_s,
     )
     return {f.index: f.rgb for f in frames_it if f.rgb is not None}

@@ -59,6 +59,7 @@ class DecodedFrame:
     pict_type: str  # "I", "P", "B", ...
     mvs: np.ndarray  # (N, 10) int32 in MV_COLUMNS order, or FFmpeg's record array (see mv_columns); may be empty
     rgb: np.ndarray | None = field(default=None)  # uint8 HxWx3 when requested
+    time_s: float | None = None  # presentation time (pts x time base) when the stream has one
 
 
 def sample_indices(n_frames: int, k: int) -> list[int]:

@@ -89,7 +89,7 @@ class MotionAccumulator:
         self.n_frames = 0
         self.n_mv_frames = 0
         self._last_anchor: int | None = None
-        self._pending_b: list[DecodedFrame] = []
+        self._pending_b: list[tuple[DecodedFrame, int]] = []
         self.chunk_frames = 64
         self._chunk: list[tuple[np.ndarray, float, float, int]] = []  # usable frames not pooled yet
         # pixel -> cell lookups (block centres of padded macroblocks may lie past the visible frame: clipped)
@@ -97,35 +97,38 @@ class MotionAccumulator:
         self._row_of = (np.arange(height) * self.H // height) * self.W
         self._sx, self._sy = 100.0 / width, 100.0 / height  # px/frame -> % of frame size per frame
 
-    def add(self, frame: DecodedFrame) -> None:
+    def add(self, frame: DecodedFrame, key: int | None = None) -> None:
+        """``key``: the frame's time bin (``moclip.video.windows``); default: its index, binned as said above."""
         i = frame.index
         if i >= self.n_frames:
             self.n_frames = i + 1
+        if key is None:
+            key = i
         if frame.pict_type == "B":
-            self._pending_b.append(frame)
+            self._pending_b.append((frame, key))
             return
         last = self._last_anchor
         if frame.pict_type != "I":  # P, and MPEG-4's S (GMC) frames
-            self._pool(frame, i - last if last is not None and i > last else 1, 1)
+            self._pool(frame, key, i - last if last is not None and i > last else 1, 1)
         if self._pending_b:
             self._flush_b(next_anchor=i)
         self._last_anchor = i
 
     def _flush_b(self, next_anchor: int | None) -> None:
         last, pending = self._last_anchor, self._pending_b
-        for k, b in enumerate(pending):
+        for k, (b, key) in enumerate(pending):
             d_past = b.index - last if last is not None else 1
             # At the end of a stream the next anchor is unknown: assume it directly follows the last B.
             d_future = (next_anchor - b.index) if next_anchor is not None else len(pending) - k
-            self._pool(b, max(d_past, 1), max(d_future, 1))
+            self._pool(b, key, max(d_past, 1), max(d_future, 1))
         pending.clear()
 
-    def _pool(self, frame: DecodedFrame, d_past: int, d_future: int) -> None:
+    def _pool(self, frame: DecodedFrame, key: int, d_past: int, d_future: int) -> None:
         mvs = frame.mvs
         if not frame_is_usable(frame.pict_type, mvs):
             return
         # forward-time velocity = motion * source / distance / scale (FFmpeg: src = dst + motion / scale)
-        self._chunk.append((mvs, -1.0 / d_past, 1.0 / d_future, frame.index))
+        self._chunk.append((mvs, -1.0 / d_past, 1.0 / d_future, key))
         if len(self._chunk) >= self.chunk_frames:
             self._flush_chunk()
 
@@ -173,6 +176,22 @@ class MotionAccumulator:
                 arr[:half] = merged
                 arr[half:] = 0
             self.bin_width *= 2
+
+    def finish_bins(self, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every bin's own tensor: values float32 [n_bins, 2, H, W] (area-weighted mean velocity per cell) and
+        usable MV frames int32 [n_bins] (for keyed bins, ``add(frame, key)``; ``bin_width`` must still be 1)."""
+        self._flush_b(next_anchor=None)
+        self._flush_chunk()
+        if self.bin_width != 1:
+            raise ValueError("bins were merged (more than max_bins): use finish()")
+        hw = self.H * self.W
+        sums = np.zeros((n_bins, 3, hw), np.float64)
+        counts = np.zeros(n_bins, np.int32)
+        m = min(n_bins, len(self.counts))
+        sums[:m], counts[:m] = self.sums[:m], self.counts[:m]
+        area = sums[:, 2][:, None, :]
+        values = np.divide(sums[:, :2], area, out=np.zeros((n_bins, 2, hw)), where=area > 0)
+        return values.reshape(n_bins, 2, self.H, self.W).astype(np.float32), counts
 
     def finish(self) -> MotionTensor:
         self._flush_b(next_anchor=None)

@@ -18,7 +18,7 @@ from moclip.video.frames import EMPTY_MVS, DecodedFrame, DecodeError, VideoInfo
 
 def iter_frames(
     path: str,
-    rgb_wanted: Callable[[int], bool] | None = None,
+    rgb_wanted: Callable[[int, float | None], bool] | None = None,
     rgb_size: Callable[[int, int], tuple[int, int]] | None = None,
     *,
     export_mvs: bool = True,
@@ -42,7 +42,7 @@ def iter_frames(
                     raise DecodeError(f"more than {max_frames} frames (max_frames cap)")
                 if timeout_s is not None and time.monotonic() - start > timeout_s:
                     raise DecodeError(f"decoding took longer than {timeout_s:g} s (decode time limit)")
-                want = rgb_wanted is not None and rgb_wanted(index)
+                want = rgb_wanted is not None and rgb_wanted(index, None)  # VideoCap gives no timestamps
                 if want != decoding:
                     cap.set_decode_frames(want)
                     decoding = want

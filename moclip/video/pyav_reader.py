@@ -107,7 +107,7 @@ def mv_array(frame: av.VideoFrame) -> np.ndarray:
 
 def iter_frames(
     path: str,
-    rgb_wanted: Callable[[int], bool] | None = None,
+    rgb_wanted: Callable[[int, float | None], bool] | None = None,
     rgb_size: Callable[[int, int], tuple[int, int]] | None = None,
     *,
     export_mvs: bool = True,
@@ -117,8 +117,9 @@ def iter_frames(
 ) -> tuple[VideoInfo, Iterator[DecodedFrame]]:
     """Open ``path``; return its info and an iterator over decoded frames in display order.
 
-    ``rgb_wanted(i)`` says whether frame ``i`` needs RGB (converted at ``rgb_size(w, h)`` with bicubic
-    scaling in swscale), so the other frames skip the colour conversion entirely.
+    ``rgb_wanted(i, time_s)`` says whether frame ``i`` (shown at ``time_s``, None without a timestamp) needs RGB
+    (converted at ``rgb_size(w, h)`` with bicubic scaling in swscale), so the other frames skip the colour
+    conversion entirely.
     ``mv_source``: "native" (the stream's own MVs), "reencode" (MVs of the frames re-encoded as MPEG-4 Part 2,
     ``moclip.video.reencode``) or "auto" (native where the codec exports them, else re-encoded); the one used is
     ``info.mv_source``. The info describes the file (its codec and size), whichever the MVs came from.
@@ -152,12 +153,13 @@ def iter_frames(
         index = 0
         reformatter = VideoReformatter()  # one swscale context for the whole video (4x faster than per frame)
         reencoder = Reencoder() if reencode else None
-        waiting: deque[tuple[int, np.ndarray | None]] = deque()  # frames whose re-encoded MVs are not out yet
+        # frames whose re-encoded MVs are not out yet: (index, rgb, time)
+        waiting: deque[tuple[int, np.ndarray | None, float | None]] = deque()
 
         def paired(ready: list[tuple[str, np.ndarray]]) -> Iterator[DecodedFrame]:
             for pict, mvs in ready:
-                i, rgb = waiting.popleft()
-                yield DecodedFrame(index=i, pict_type=pict, mvs=mvs, rgb=rgb)
+                i, rgb, t = waiting.popleft()
+                yield DecodedFrame(index=i, pict_type=pict, mvs=mvs, rgb=rgb, time_s=t)
 
         try:
             for frame in frames():
@@ -166,22 +168,24 @@ def iter_frames(
                 if timeout_s is not None and time.monotonic() - start > timeout_s:
                     raise DecodeError(f"decoding took longer than {timeout_s:g} s (decode time limit)")
                 rgb = None
-                if rgb_wanted is not None and rgb_wanted(index):
+                t = frame.time
+                if rgb_wanted is not None and rgb_wanted(index, t):
                     w, h = rgb_size(frame.width, frame.height) if rgb_size else (frame.width, frame.height)
                     rgb = reformatter.reformat(frame, width=w, height=h, format="rgb24",
                                                interpolation="BICUBIC").to_ndarray()
                 if reencoder is not None:
-                    waiting.append((index, rgb))
+                    waiting.append((index, rgb, t))
                     yield from paired(reencoder.push(frame))
                 else:
                     mvs = mv_array(frame) if export_mvs else EMPTY_MVS
-                    yield DecodedFrame(index=index, pict_type=pict_letter(frame.pict_type), mvs=mvs, rgb=rgb)
+                    yield DecodedFrame(index=index, pict_type=pict_letter(frame.pict_type), mvs=mvs, rgb=rgb,
+                                       time_s=t)
                 index += 1
             if reencoder is not None:
                 yield from paired(reencoder.finish())
                 while waiting:  # frames the encoder never gave back: no motion from them
-                    i, rgb = waiting.popleft()
-                    yield DecodedFrame(index=i, pict_type="?", mvs=EMPTY_MVS, rgb=rgb)
+                    i, rgb, t = waiting.popleft()
+                    yield DecodedFrame(index=i, pict_type="?", mvs=EMPTY_MVS, rgb=rgb, time_s=t)
         except av.error.FFmpegError as e:
             raise DecodeError(f"decoder error at frame {index}: {_ffmpeg_message(e)}") from e
         finally:

@@ -112,3 +112,34 @@ def audio_only(path: Path) -> Path:
         for p in s.encode():
             out.mux(p)
     return path
+
+
+def make_untrimmed(
+    path: str | Path, parts: list[tuple[float, float, int]], *, codec: str = "libx264", bframes: int = 0,
+    width: int = 160, height: int = 120, fps: int = 25, gop: int = 12, seed: int = 0, fmt: str | None = None,
+) -> Path:
+    """One continuous shot whose pan changes part by part: ``parts`` = [(dx, dy, frames), ...] (0, 0: still)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    offsets = [(0.0, 0.0)]
+    for dx, dy, n in parts:
+        for _ in range(n):
+            x, y = offsets[-1]
+            offsets.append((x + dx, y + dy))
+    offsets = offsets[1:]
+    xs, ys = [round(o[0]) for o in offsets], [round(o[1]) for o in offsets]
+    mx, my = max(map(abs, xs)) + 16, max(map(abs, ys)) + 16
+    big = textured_background(height + 2 * my, width + 2 * mx, seed)
+    with av.open(str(path), "w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.gop_size, stream.max_b_frames, stream.thread_count = gop, bframes, 1
+        stream.codec_context.time_base = Fraction(1, fps)
+        if codec == "libx264":
+            stream.options = {"bf": str(bframes), "preset": "veryfast", "threads": "1", "refs": "1",
+                              "b-pyramid": "none", "tune": "film" if bframes else "zerolatency"}
+        else:
+            stream.options = {"bf": str(bframes), "threads": "1"}
+            stream.bit_rate = 400_000
+        write_frames(out, stream, (big[my - y:my - y + height, mx - x:mx - x + width] for x, y in zip(xs, ys)))
+    return path
