@@ -28,6 +28,8 @@ SHORTCUTS: dict[str, str] = {
     "features.mv.segments": "segments", "features.mv.grid": "grid", "features.mv.backend": "mv-backend",
     "features.mv.source": "mv-source",
     "features.mv.max-frames": "max-frames",
+    "features.window.seconds": "window", "features.window.stride": "stride", "features.window.frames": "window-frames",
+    "windows.seconds": "window", "windows.stride": "stride", "windows.frames": "window-frames",
     "features.clip.model": "clip-model", "features.clip.weights": "clip-weights",
     "features.clip.activation": "clip-activation", "features.clip.frames": "frames",
     "features.clip.precision": "precision",

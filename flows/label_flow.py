@@ -2,7 +2,8 @@
 
     index-corpus (subflow) ──> predict-archive (subflow): plan-labels ──> label-shards on Dask (one task per group
                                                            of feature shards: a prediction file per feature shard)
-                                                      ──> export-csv ──> _labels.json + label-summary artifact
+                                                      ──> export-csv ──> (with --window: timelines)
+                                                      ──> _labels.json + label-summary artifact
 
 Predictions are incremental (``moclip.label.plan``): a rerun predicts only the videos that are new or changed since
 the last, drops deleted ones, and predicts everything again when the model or the label options changed. No
@@ -28,10 +29,11 @@ from moclip.dataset.lock import LABEL_LOCK, dataset_lock
 from moclip.inference import Predictor
 from moclip.label import PREDICTIONS_DIR, GroupResult, LabelTarget, ShardWork, group_work, label_key
 from moclip.label.export import LEGACY_PREDICTIONS, PREDICTIONS_CSV, write_label_manifest
+from moclip.label.timeline import SEGMENTS_DIR, WINDOWS_DIR
 from moclip.params import LabelParams
 from moclip.progress import Progress
 from moclip.report.label_summary import distribution_markdown
-from tasks.label_tasks import export_csv_task, label_shards_task, plan
+from tasks.label_tasks import export_csv_task, label_shards_task, plan, timelines_task
 
 
 @flow(name="label-shards")
@@ -68,10 +70,14 @@ def predict_archive(features: str, params: LabelParams) -> dict:
     manifest = read_manifest(features, params.storage_options) or {}
     predictor.check_dataset(features, manifest)
     extra = list(params.extra_classes)
-    key = label_key(predictor.meta.files, params.top_k, extra)
+    windowed = bool(params.windows.enabled)
+    timeline = {"min_score": params.min_score, "smooth": params.smooth} if windowed else None
+    key = label_key(predictor.meta.files, params.top_k, extra, timeline)
     text = predictor.zero_shot_text(extra, features, manifest).tolist() if extra else None
     out = Store(params.out, params.storage_options)
-    predictions = f"{params.out.rstrip('/')}/{PREDICTIONS_DIR}"
+    base = params.out.rstrip("/")
+    predictions = f"{base}/{PREDICTIONS_DIR}"
+    windows, segments = (f"{base}/{WINDOWS_DIR}", f"{base}/{SEGMENTS_DIR}") if windowed else (None, None)
     run, timeout = params.run, params.run.lock_timeout_s
     with dataset_lock(out, timeout, warn, name=LABEL_LOCK, what="label output folder"), \
             dataset_lock(Store(features, params.storage_options), timeout, warn):  # no re-index while we read
@@ -84,7 +90,8 @@ def predict_archive(features: str, params: LabelParams) -> dict:
                         len(the_plan.unknown), the_plan.unknown[0])
         target = LabelTarget(model=str(predictor.path), device=run.device, key=key, features=features,
                              predictions=predictions, top_k=params.top_k, extra_classes=tuple(extra),
-                             extra_text=text, storage_options=params.storage_options)
+                             extra_text=text, storage_options=params.storage_options, windows=windows,
+                             segments=segments, min_score=params.min_score, smooth=params.smooth)
         result, predict_s = GroupResult(), 0.0
         groups = group_work(the_plan.shards, local_workers(run) or 16)
         if groups:
@@ -93,7 +100,11 @@ def predict_archive(features: str, params: LabelParams) -> dict:
                 path.write_text(json.dumps([[asdict(w) for w in g] for g in groups]))
                 result, predict_s = label_groups.with_options(task_runner=dask_runner(run))(str(path), target)
         pred_store = Store(predictions, params.storage_options)
+        siblings = [Store(f"{base}/{d}", params.storage_options) for d in (WINDOWS_DIR, SEGMENTS_DIR)]
         for name in the_plan.orphans:  # their feature shards are gone: every video of them re-indexed or deleted
+            for other in siblings:  # windows and segments of a run with --window (or of an earlier one)
+                if other.exists(name):
+                    other.remove(name)
             pred_store.remove(name)
     counts = result.counts
     for shard, reason in result.failed[:20]:
@@ -106,6 +117,9 @@ def predict_archive(features: str, params: LabelParams) -> dict:
     if params.csv and (changed or not out.exists(PREDICTIONS_CSV)):
         csv = export_csv_task(predictions, params.out, params.storage_options)
     random_clip = predictor.meta.clip.random_init
+    page, timeline_md = None, ""
+    if windowed and counts.videos:
+        page, timeline_md = timelines_task(params.out, list(predictor.classes), params.storage_options)
     summary = {
         "n_labelled": counts.videos, "predicted": counts.predicted, "kept": counts.kept,
         "removed_files": result.removed + len(the_plan.orphans), "shards": len(the_plan.shards),
@@ -117,9 +131,11 @@ def predict_archive(features: str, params: LabelParams) -> dict:
                                "top1_counts": counts.top1_counts()},
                          model=str(predictor.path), model_id=predictor.model_id, label_key=key, features=features,
                          top_k=params.top_k, extra_classes=extra, clip_random_init=random_clip)
-    create_markdown_artifact(distribution_markdown(counts, bool(extra), random_clip), key="label-summary",
+    create_markdown_artifact(distribution_markdown(counts, bool(extra), random_clip) + timeline_md,
+                             key="label-summary",
                              description=f"{counts.videos} videos labelled -> {predictions}")
-    return {**summary, "predictions": predictions, "csv": csv if params.csv else None,
+    return {**summary, "predictions": predictions, "csv": csv if params.csv else None, "windows": windows,
+            "segments": segments, "timelines": page,
             "failed": result.failed, "top1_counts": counts.top1_counts()}
 
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from moclip.config import ClipConfig, CorpusSpec, FeatureSettings, RunConfig, Settings, TrainConfig
+from moclip.config import ClipConfig, CorpusSpec, FeatureSettings, RunConfig, Settings, TrainConfig, WindowConfig
 
 __all__ = ["ArchiveSpec", "DemoParams", "EvaluateParams", "IndexParams", "LabelParams", "TrainParams"]
 
@@ -75,6 +75,13 @@ class LabelParams(Settings):
                                                                        'e.g. "a,b,c"')
     csv: bool = Field(True, description="also export every prediction to OUT/predictions.csv (rewritten when "
                                          "predictions changed)")
+    windows: WindowConfig = Field(default_factory=WindowConfig, description="time windows: label every window of "
+                                                                           "long videos (OUT/windows.parquet, "
+                                                                           "segments.parquet, timelines.html)")
+    min_score: float = Field(0.5, ge=0, le=1, description="with windows: a stretch whose smoothed probability is "
+                                                          "below this gets no label in segments.parquet")
+    smooth: int = Field(3, ge=1, le=101, description="with windows: windows averaged (centred) before segments "
+                                                     "are cut")
     run: RunConfig = Field(default_factory=RunConfig, description="how indexing and prediction run")
     storage_options: dict = Field(default_factory=dict, description="fsspec options for `out` (JSON)")
 
@@ -89,6 +96,7 @@ class LabelParams(Settings):
 
     def index_params(self, features: FeatureSettings) -> IndexParams:
         """Index the archive with exactly the feature settings the model was trained on."""
+        features = features.model_copy(update={"window": self.windows})
         return IndexParams(corpus=self.corpus.model_dump(), features=features, run=self.run,
                            out=self.features_out or f"{self.out.rstrip('/')}/features",
                            storage_options=self.storage_options)

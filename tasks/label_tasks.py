@@ -7,7 +7,7 @@ from prefect.cache_policies import NO_CACHE
 
 from moclip.dataset import Store
 from moclip.label import GroupResult, LabelPlan, LabelTarget, ShardWork, label_shards, plan_labels
-from moclip.label.export import export_csv
+from moclip.label.export import export_csv, write_timeline_page
 
 
 @task(name="plan-labels", cache_policy=NO_CACHE)
@@ -25,3 +25,9 @@ def label_shards_task(work: list[ShardWork], target: LabelTarget) -> GroupResult
 @task(name="export-csv", cache_policy=NO_CACHE)
 def export_csv_task(predictions: str, out: str, storage_options: dict) -> str:
     return export_csv(Store(predictions, storage_options), Store(out, storage_options))
+
+
+@task(name="timelines", cache_policy=NO_CACHE)
+def timelines_task(out: str, classes: list[str], storage_options: dict) -> tuple[str, str]:
+    """OUT/timelines.html and its pictures; returns (its path, the label summary's text timelines)."""
+    return write_timeline_page(Store(out, storage_options), classes)

@@ -145,3 +145,61 @@ def test_bad_label_parameters_are_rejected():
         LabelParams(corpus={"root": "a"}, model="m", out="o", top_k=0)
     with pytest.raises(ValidationError):
         LabelParams(corpus={"root": "a"}, model="m", out="o", top_kk=3)
+
+
+def test_label_windows_of_long_videos_into_a_timeline(prefect_api, bundle, tmp_path):
+    """A model trained on short clips labels the windows of long untrimmed videos (right, still, left): windows,
+    segments with boundaries within a stride, a timeline page; an unchanged rerun predicts nothing, and changing
+    how segments are made predicts again."""
+    from helpers.videos import make_untrimmed
+
+    from flows.label_flow import label_archive
+    from moclip.params import LabelParams
+
+    archive = tmp_path / "archive"
+    make_untrimmed(archive / "long_a.mp4", [(3, 0, 50), (0, 0, 50), (-3, 0, 50)], width=320, height=240, seed=3)
+    make_untrimmed(archive / "long_b.mp4", [(0, 3, 75), (0, -3, 75)], width=320, height=240, seed=4, bframes=2)
+    make_video(archive / "short.mp4", dx=-3, dy=0, n_frames=15, seed=5)  # shorter than a window: one window
+    out = tmp_path / "labels"
+    params = LabelParams(corpus={"root": str(archive)}, model=str(bundle), out=str(out), top_k=2,
+                         windows={"seconds": 1.0, "stride": 0.5}, smooth=1, min_score=0.0,
+                         run={"workers": 2, "shard_size": 2})
+    result = label_archive(params)
+    assert (result["n_labelled"], result["predicted"], result["n_failed"]) == (3, 3, 0)
+
+    windows = pd.read_parquet(out / "windows.parquet")
+    a = windows[windows["video_id"] == "long_a.mp4"].sort_values("window_index")
+    assert len(a) == 11 and a["start_s"].tolist()[:3] == [0.0, 0.5, 1.0] and a["end_s"].max() == pytest.approx(6.0)
+    assert a["top1"].iloc[0] == "right" and a["top1"].iloc[-1] == "left"
+    assert (windows.groupby("video_id").size().to_dict()) == {"long_a.mp4": 11, "long_b.mp4": 11, "short.mp4": 1}
+
+    segments = pd.read_parquet(out / "segments.parquet")
+    for vid in ("long_a.mp4", "long_b.mp4"):
+        mine = segments[segments["video_id"] == vid].sort_values("segment_index")
+        assert mine["start_s"].iloc[0] == 0 and mine["end_s"].iloc[-1] == pytest.approx(6.0)
+        assert (mine["start_s"].iloc[1:].to_numpy() == mine["end_s"].iloc[:-1].to_numpy()).all()  # they tile
+    # the still stretch of long_a gets some trained label (a closed set, min_score 0): only its actions are checked
+    a = segments[segments["video_id"] == "long_a.mp4"]
+    assert a[(a["start_s"] <= 0.1) & (a["end_s"] >= 1.9)]["label"].tolist() == ["right"]
+    assert a[(a["start_s"] <= 4.1) & (a["end_s"] >= 5.9)]["label"].tolist() == ["left"]
+    # long_b: down for 3 s, then up: two segments, the boundary within one stride (0.5 s) of the truth
+    b = segments[segments["video_id"] == "long_b.mp4"]
+    assert b["label"].tolist() == ["down", "up"] and abs(b["end_s"].iloc[0] - 3.0) <= 0.5, b
+    per_video = pd.read_parquet(out / "predictions").set_index("video_id")
+    assert per_video.loc["short.mp4", "top1"] == "left" and len(per_video) == 3
+    page = (out / "timelines.html").read_text()
+    assert "long_a.mp4" in page and len(list((out / "timelines").glob("*.png"))) == 3
+
+    # unchanged: nothing predicted again, files untouched
+    files = {p: p.stat().st_mtime_ns for d in ("predictions", "windows.parquet", "segments.parquet")
+             for p in (out / d).glob("*.parquet")}
+    again = label_archive(params)
+    assert (again["predicted"], again["kept"]) == (0, 3)
+    assert {p: p.stat().st_mtime_ns for p in files} == files
+    # another segment threshold: segments (and the rest) are made again, nothing is left from the first run
+    third = label_archive(params.model_copy(update={"min_score": 0.99}))
+    assert third["predicted"] == 3
+    segments = pd.read_parquet(out / "segments.parquet")
+    assert segments["label"].isna().any()  # stretches below 0.99 have no confident label
+    for d in ("predictions", "windows.parquet", "segments.parquet"):
+        assert len(list((out / d).glob("*.parquet"))) == len(list((out / "features").glob("part-*.parquet")))

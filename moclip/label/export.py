@@ -44,3 +44,32 @@ def write_label_manifest(out: Store, run: dict, **about: object) -> dict:
                 "runs": [*old.get("runs", [])[-(KEEP_RUNS - 1):], run]}
     out.write_json(LABELS_MANIFEST, manifest)
     return manifest
+
+
+def write_timeline_page(out: Store, classes: list[str], n: int = 20) -> tuple[str, str]:
+    """OUT/timelines.html and its pictures (``moclip.report.timeline``) for the most interesting of the labelled
+    videos, from OUT/segments.parquet (and the picked videos' windows); returns (the page's path, a Markdown
+    section of text timelines for the label summary)."""
+    import tempfile
+    from pathlib import Path
+
+    import pandas as pd
+
+    from moclip.label.timeline import SEGMENTS_DIR, WINDOWS_DIR
+    from moclip.report.timeline import pick_videos, timeline_markdown, write_timelines
+
+    opts = {"storage_options": out.storage_options} if not out.local else {}
+    segments = pd.read_parquet(out.path(SEGMENTS_DIR), **opts)
+    picked = pick_videos(segments, n)
+    windows = pd.read_parquet(out.path(WINDOWS_DIR), columns=["video_id", "start_s", "end_s", "top1_prob"],
+                              filters=[("video_id", "in", picked)] if picked else None, **opts)
+    if out.local:
+        page = write_timelines(segments, windows, classes, out.path(""), n)
+    else:  # drawn locally, then each file put as one object
+        with tempfile.TemporaryDirectory(prefix="moclip-timelines-") as tmp:
+            write_timelines(segments, windows, classes, tmp, n)
+            for f in sorted(Path(tmp).rglob("*")):
+                if f.is_file():
+                    out.write_bytes(f.relative_to(tmp).as_posix(), f.read_bytes())
+        page = out.path("timelines.html")
+    return str(page), timeline_markdown(segments)

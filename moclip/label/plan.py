@@ -37,10 +37,13 @@ def file_identity(info: dict) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def label_key(model_files: dict[str, str], top_k: int, extra_classes: list[str]) -> str:
+def label_key(model_files: dict[str, str], top_k: int, extra_classes: list[str], timeline: dict | None = None) -> str:
     """10 hex digits naming what a prediction depends on besides the features: every weights file's hash (the
-    bundle's ``files``), top-k and the extra class names, and the prediction file format."""
+    bundle's ``files``), top-k and the extra class names, the prediction file format, and with time windows how
+    segments are made (``timeline``)."""
     blob = {"files": model_files, "top_k": top_k, "extra": list(extra_classes), "format": FORMAT}
+    if timeline is not None:
+        blob["timeline"] = timeline
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:10]
 
 

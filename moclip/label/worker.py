@@ -19,11 +19,13 @@ import pyarrow.compute as pc
 
 from moclip.dataset import STATUS_OK, Store, feature_set
 from moclip.dataset.schema import conform
+from moclip.dataset.windows import is_windowed, window_features
 from moclip.indexing.shard import match_thread_limit
 from moclip.inference import Predictor
 from moclip.label.counts import SUMMARY_COLUMNS, LabelCounts
 from moclip.label.plan import ShardWork
 from moclip.label.predict import predict_features, schema
+from moclip.label.timeline import SEGMENT_SCHEMA, WINDOW_SCHEMA, predict_windows
 
 BATCH_VIDEOS = 256  # videos predicted per forward pass (several small shards together)
 _PREDICTORS: dict[tuple[str, str, str], Predictor] = {}
@@ -42,6 +44,12 @@ class LabelTarget:
     extra_classes: tuple[str, ...] = ()
     extra_text: list[list[float]] | None = None  # [E][D] zero-shot embeddings of extra_classes (from the flow)
     storage_options: dict = field(default_factory=dict)
+    # features with time windows (moclip.label.timeline): folders for the windows' and segments' files, and how
+    # segments are made; None without windows
+    windows: str | None = None
+    segments: str | None = None
+    min_score: float = 0.5
+    smooth: int = 3
 
 
 @dataclass
@@ -96,6 +104,7 @@ def label_shards(work: list[ShardWork], target: LabelTarget) -> GroupResult:
         pa.set_cpu_count(1)  # and one Arrow decoding thread: 2 workers x 2 threads on 2 cores fight
     features = Store(target.features, target.storage_options)
     preds = Store(target.predictions, target.storage_options)
+    timeline = [Store(u, target.storage_options) for u in (target.windows, target.segments) if u is not None]
     counts, written, removed = LabelCounts(), 0, 0
     failed: list[tuple[str, str]] = []
     text = None if target.extra_text is None else np.asarray(target.extra_text, np.float32)
@@ -110,11 +119,23 @@ def label_shards(work: list[ShardWork], target: LabelTarget) -> GroupResult:
         tables = [t.append_column("_shard", pa.array(np.full(t.num_rows, i, np.int32)))
                   for i, (_, _, t) in enumerate(pending) if t.num_rows]
         new = sch.empty_table().to_pandas()
+        per_window: tuple[pd.DataFrame, pd.DataFrame] | None = None  # (windows, segments) of windowed features
         try:
             if tables:
-                fs = feature_set(pa.concat_tables(tables))
-                new = predict_features(predictor(target), fs, target.top_k, list(target.extra_classes), text)
-                new["_shard"] = fs.meta["_shard"].to_numpy()
+                table = pa.concat_tables(tables)
+                if is_windowed(table):
+                    if not timeline:
+                        raise ValueError("these features have time windows: label them with --window")
+                    fs = window_features(table)
+                    new, *per_window = predict_windows(predictor(target), fs, target.top_k, target.min_score,
+                                                       target.smooth, list(target.extra_classes), text)
+                    shard_of = dict(zip(fs.meta["video_id"], fs.meta["_shard"]))
+                    for df in (new, *per_window):
+                        df["_shard"] = df["video_id"].map(shard_of)
+                else:
+                    fs = feature_set(table)
+                    new = predict_features(predictor(target), fs, target.top_k, list(target.extra_classes), text)
+                    new["_shard"] = fs.meta["_shard"].to_numpy()
         except Exception as e:  # noqa: BLE001 - e.g. rows of other settings: these shards fail, the rest go on
             failed.extend((w.feature_shard, _reason(e)) for w, _, _ in pending)
             pending.clear()
@@ -125,23 +146,31 @@ def label_shards(work: list[ShardWork], target: LabelTarget) -> GroupResult:
             frame = pd.concat([kept, mine]) if kept is not None and len(kept) else mine
             frame = frame.sort_values("video_id", kind="stable").reset_index(drop=True)
             try:
+                if timeline:  # first: the prediction file, written last, is what makes the shard current
+                    for store, df, sc, by in zip(timeline, per_window or (None, None), (WINDOW_SCHEMA, SEGMENT_SCHEMA),
+                                                 ("window_index", "segment_index")):
+                        part = sc.empty_table().to_pandas() if df is None else df[df["_shard"] == i]
+                        part = part.sort_values(["video_id", by], kind="stable").drop(columns="_shard",
+                                                                                      errors="ignore")
+                        store.write_table(w.target, pa.Table.from_pandas(part, schema=sc, preserve_index=False))
                 preds.write_table(w.target, pa.Table.from_pandas(frame, schema=sch, preserve_index=False))
             except OSError as e:  # e.g. a full disk (StorageError names the file): predicted again next run
                 failed.append((w.feature_shard, _reason(e)))
                 continue
             written += 1
             counts.add(LabelCounts.of(frame, predicted=len(mine)))
-            removed += _remove(preds, w.stale)
+            removed += _remove(preds, w.stale, timeline)
         pending.clear()
 
     for w in work:
         try:
             if w.current:
                 counts.add(LabelCounts.of(preds.read_table(w.target, SUMMARY_COLUMNS, missing_ok=True).to_pandas()))
-                removed += _remove(preds, w.stale)
+                removed += _remove(preds, w.stale, timeline)
                 continue
             rows = _ok_rows(features.read_table(w.feature_shard))
-            kept = _reusable(preds, w.reuse, rows) if w.reuse else None
+            # windowed shards are predicted whole (their windows and segments files go with the prediction file)
+            kept = _reusable(preds, w.reuse, rows) if w.reuse and not timeline else None
         except Exception as e:  # noqa: BLE001 - an unreadable file: this shard fails, the rest go on
             failed.append((w.feature_shard, _reason(e)))
             continue
@@ -171,9 +200,13 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"[:500]
 
 
-def _remove(store: Store, names: list[str]) -> int:
+def _remove(store: Store, names: list[str], siblings: list[Store] = ()) -> int:
+    """Remove prediction files ``names`` (and their windows/segments files in ``siblings``); how many were there."""
     n = 0
     for name in names:
+        for other in siblings:
+            if other.exists(name):
+                other.remove(name)
         if store.exists(name):
             store.remove(name)
             n += 1
