@@ -9,7 +9,7 @@ from helpers.videos import encode_vfr, make_untrimmed, make_video
 from pydantic import ValidationError
 
 from moclip.config import ClipConfig, FeatureSettings, MVConfig, RunConfig, WindowConfig
-from moclip.dataset import Store, feature_set, read_table
+from moclip.dataset import feature_set, read_table
 from moclip.dataset.windows import window_features
 from moclip.indexing.shard import ShardTarget, index_shard
 from moclip.video import extract_video
