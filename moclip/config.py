@@ -14,7 +14,7 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 SCHEMA_VERSION = 1
 ACTIVATIONS = ("auto", "gelu", "quickgelu")  # ClipConfig.activation: see moclip.clip.pretrained
@@ -174,6 +174,15 @@ class FeatureSettings(Settings):
     window: WindowConfig = Field(default_factory=WindowConfig, description="time windows (long, untrimmed videos)")
     schema_version: Literal[1] = Field(SCHEMA_VERSION, description="version of the feature layout (fixed)")
 
+    @model_serializer(mode="wrap")
+    def _no_unset_window(self, handler: Any) -> dict:
+        """Without windows, the dump (manifests, bundles) is what it was before windows existed: a moclip from
+        before reads it, and its bytes are today's."""
+        data = handler(self)
+        if isinstance(data, dict) and not self.window.enabled:
+            data.pop("window", None)
+        return data
+
     def resolved(self, device: str) -> FeatureSettings:
         """These settings as a dataset records them: CLIP precision resolved for ``device``."""
         return self.model_copy(update={"clip": self.clip.resolved(device)})
@@ -192,9 +201,8 @@ class FeatureSettings(Settings):
         if payload["mv"]["source"] != "reencode":  # auto and native give a native codec's video the same bytes
             payload["mv"].pop("source")
         payload["clip"].pop("activation", None)  # the resolved activation is in the weights id
-        window = payload.pop("window")
-        if window["seconds"] is not None:  # unset: today's hashes (and bytes) exactly
-            payload["window"] = {**window, "stride": self.window.stride_s}
+        if self.window.enabled:  # unset, it is not in the dump: today's hashes exactly
+            payload["window"] = {**payload["window"], "stride": self.window.stride_s}
         blob = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -118,6 +118,8 @@ def test_deploy_all_creates_the_three_deployments_with_templated_parameters(stac
     ({"top_k": -1}, "Validation failed for field 'params.top_k'. Failure reason: -1 is less than the minimum of 1"),
     ({"top_k": "five"}, "Validation failed for field 'params.top_k'. Failure reason: 'five' is not of type 'integer'"),
     ({"top_kk": 2}, "'top_kk' was unexpected"),
+    ({"windows": {"seconds": 4, "stride": 0}},
+     "Validation failed for field 'params.windows.stride'. Failure reason: 0 is less than or equal to the minimum of 0"),
 ])
 def test_the_server_rejects_bad_parameters_with_its_message(stack, bad, message):
     _deployed(stack)
@@ -164,6 +166,13 @@ def test_label_archive_deployment(stack):
     preds = pd.read_parquet(stack.tmp / "out" / "predictions")
     assert sorted(preds["video_id"]) == ["new0.mp4", "new1.mp4"]
     assert all(len(v) == 2 for v in preds["labels"]) and "zero_shot_labels" in preds
+    # the same deployment with time windows (0.64 s clips, 0.4 s windows every 0.2 s: 3 windows each)
+    windowed = {**good, "out": str(stack.tmp / "out-windows"), "windows": {"seconds": 0.4, "stride": 0.2}}
+    r = stack.run("label-archive", windowed)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    windows = pd.read_parquet(stack.tmp / "out-windows" / "windows.parquet")
+    assert windows.groupby("video_id").size().to_dict() == {"new0.mp4": 3, "new1.mp4": 3}
+    assert (stack.tmp / "out-windows" / "timelines.html").exists()
 
 
 def test_a_schedule_fires_and_its_run_completes(stack):
