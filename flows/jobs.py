@@ -84,6 +84,8 @@ def run_label(params: LabelParams) -> dict:
     for shard, reason in out["failed"][:20]:
         print(f"  not labelled: shard {shard}: {reason}", file=sys.stderr)
     print(f"predictions: {out['predictions']}/" + (f" and {out['csv']}" if out["csv"] else ""))
+    if out.get("windows"):
+        print(f"windows: {out['windows']}/, segments: {out['segments']}/, timelines: {out['timelines']}")
     return out
 
 

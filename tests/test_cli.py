@@ -47,6 +47,10 @@ def test_bad_parameters_are_rejected_before_any_work(tmp_path, moclip):
     assert r.returncode == 2 and "--run.shard-size: Input should be greater than or equal to 1 (got '0')" in r.stderr
     r = moclip("index", str(tmp_path), "--out", str(tmp_path / "o"), "--grid", "15by20", timeout=60)
     assert r.returncode == 2 and "grid must look like 15x20" in r.stderr
+    r = moclip("index", str(tmp_path), "--out", str(tmp_path / "o"), "--window", "2", "--stride", "3", timeout=60)
+    assert r.returncode == 2 and "stride 3 s is longer than the window 2 s" in r.stderr, r.stderr
+    r = moclip("label", str(tmp_path), "--model", "m", "--out", str(tmp_path / "o"), "--stride", "0", timeout=60)
+    assert r.returncode == 2 and "--windows.stride: Input should be greater than 0 (got '0')" in r.stderr, r.stderr
 
 
 def test_missing_corpus_is_a_clear_error(tmp_path, moclip):

@@ -119,7 +119,8 @@ def test_deploy_all_creates_the_three_deployments_with_templated_parameters(stac
     ({"top_k": "five"}, "Validation failed for field 'params.top_k'. Failure reason: 'five' is not of type 'integer'"),
     ({"top_kk": 2}, "'top_kk' was unexpected"),
     ({"windows": {"seconds": 4, "stride": 0}},
-     "Validation failed for field 'params.windows.stride'. Failure reason: 0 is less than or equal to the minimum of 0"),
+     "Validation failed for field 'params.windows.stride'. Failure reason: 0 is less than or equal to the minimum "
+     "of 0"),
 ])
 def test_the_server_rejects_bad_parameters_with_its_message(stack, bad, message):
     _deployed(stack)

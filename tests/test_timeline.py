@@ -220,3 +220,35 @@ def test_timeline_markdown() -> None:
     assert re.search(r"… \+\d+ more segments", text)
     assert timeline_markdown(seg, n=1).count("\n- ") == 1
     assert "No segments" in timeline_markdown(SHORT.iloc[:0])
+
+
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_the_label_runs_timeline_page_from_its_parquet_folders(tmp_path, where):
+    """``write_timeline_page`` reads OUT/segments.parquet and the picked videos' windows, writes the page and its
+    pictures into OUT (a local folder or an object store), and gives the label summary text timelines with the
+    first pictures inline."""
+    import base64
+    import uuid
+
+    import pyarrow as pa
+
+    from moclip.dataset import Store
+    from moclip.label.export import write_timeline_page
+    from moclip.label.timeline import SEGMENTS_DIR, WINDOWS_DIR
+
+    url = str(tmp_path / "out") if where == "local" else f"memory://timelines-{uuid.uuid4().hex}"
+    out = Store(url)
+    seg = pd.concat([segments_of("a", [(0, 12, "MoveLeft", 0.9), (12, 20, None, 0.3), (20, 41, "ZoomIn", 0.8)]),
+                     segments_of("b", [(0, 8, "ZoomOut", 0.7)])])
+    for name, table in ((SEGMENTS_DIR, seg), (WINDOWS_DIR, windows_of(seg))):
+        for i, (_, part) in enumerate(table.groupby("video_id")):
+            out.write_table(f"{name}/part-{i}.parquet", pa.Table.from_pandas(part, preserve_index=False))
+    page, md = write_timeline_page(out, CLASSES)
+    assert out.exists(PAGE_FILE) and page.endswith(PAGE_FILE)
+    html = out.fs.cat_file(out.path(PAGE_FILE)).decode()
+    pictures = re.findall(rf'src="({TIMELINE_DIR}/[^"]+\.png)"', html)
+    assert len(pictures) == 2 and all(out.exists(unquote(p)) for p in pictures)
+    assert "MoveLeft" in md and "ZoomIn" in md
+    inline = re.findall(r"\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", md)
+    assert len(inline) == 2
+    assert Image.open(io.BytesIO(base64.b64decode(inline[0]))).size == (1000, 180)

@@ -47,7 +47,7 @@ class Store:
     """A dataset folder behind fsspec."""
 
     def __init__(self, url: str, storage_options: dict | None = None):
-        self.url, self.storage_options = url, dict(storage_options or {})
+        self.url = url
         self.fs, self.root = fsspec.core.url_to_fs(url, **(storage_options or {}))
         self.local = "file" in _protocols(self.fs)
 

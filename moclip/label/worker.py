@@ -28,6 +28,7 @@ from moclip.label.predict import predict_features, schema
 from moclip.label.timeline import SEGMENT_SCHEMA, WINDOW_SCHEMA, predict_windows
 
 BATCH_VIDEOS = 256  # videos predicted per forward pass (several small shards together)
+BATCH_WINDOWS = 8192  # or windows of long videos (~190 MB of model inputs at the default sizes)
 _PREDICTORS: dict[tuple[str, str, str], Predictor] = {}
 
 
@@ -178,12 +179,18 @@ def label_shards(work: list[ShardWork], target: LabelTarget) -> GroupResult:
             rows = rows.filter(pc.invert(pc.is_in(rows.column("video_id"),
                                                   value_set=pa.array(kept["video_id"], pa.string()))))
         pending.append((w, kept, rows))
-        if sum(t.num_rows for _, _, t in pending) >= BATCH_VIDEOS:
+        if sum(t.num_rows for _, _, t in pending) >= BATCH_VIDEOS or _windows(pending) >= BATCH_WINDOWS:
             flush()
     flush()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return GroupResult(counts=counts, shards=len(work), written=written, removed=removed,
                        seconds=time.perf_counter() - t0, peak_rss_mb=rss, failed=failed)
+
+
+def _windows(pending: list[tuple[ShardWork, pd.DataFrame | None, pa.Table]]) -> int:
+    """Time windows in the pending rows (0 without windows)."""
+    return sum(pc.sum(pc.list_value_length(t.column("window_start_s"))).as_py() or 0 for _, _, t in pending
+               if t.num_rows)
 
 
 def _reusable(preds: Store, name: str, rows: pa.Table) -> pd.DataFrame | None:
