@@ -59,13 +59,16 @@ def accuracy(root: Path) -> tuple[list[str], dict]:
     from moclip.label.timeline import video_segments
     from moclip.train import calibrate
 
-    demo_s = _run(MOCLIP, "demo", "--out", str(root / "demo"))
+    demo_s = 0.0
+    if not (root / "demo" / "model" / "bundle.json").exists():  # --keep: trained by an earlier run
+        demo_s = _run(MOCLIP, "demo", "--out", str(root / "demo"))
     generate_untrimmed_corpus(root / "untrimmed")
+    labels = root / f"labels-{WINDOW:g}-{STRIDE:g}"
     label_s = _run(MOCLIP, "label", str(root / "untrimmed"), "--model", str(root / "demo" / "model"), "--out",
-                   str(root / "labels"), "--window", str(WINDOW), "--stride", str(STRIDE))
+                   str(labels), "--window", str(WINDOW), "--stride", str(STRIDE))
     truth = read_ground_truth(root / "untrimmed")
     predictor = Predictor.load(root / "demo" / "model", "cpu")
-    fs = window_features(read_table(str(root / "labels" / "features")))
+    fs = window_features(read_table(str(labels / "features")))
     x = Inputs.of(fs, predictor.device)
     scores = predictor.method_scores(x, np.arange(len(fs.meta)))
     motion = {c.name for c in DEMO_CLASSES if c.stream == "motion"}
@@ -223,9 +226,16 @@ def main() -> int:
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "timeline.md"))
     ap.add_argument("--skip-cost", action="store_true")
     ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--keep", help="work in this folder and keep it (default: a temporary one)")
+    ap.add_argument("--window", type=float, default=4.0)
+    ap.add_argument("--stride", type=float, default=2.0)
     args = ap.parse_args()
+    globals().update(WINDOW=args.window, STRIDE=args.stride)
     lines = ["## Timelines of long videos (bench/bench_timeline.py)", "", f"Machine: {cpu_description()}.", ""]
     with tempfile.TemporaryDirectory(prefix="moclip-bench-timeline-") as tmp:
+        if args.keep:
+            Path(args.keep).mkdir(parents=True, exist_ok=True)
+            tmp = args.keep
         results = {}
         if not args.skip_accuracy:
             more, results["accuracy"] = accuracy(Path(tmp))
