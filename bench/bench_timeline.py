@@ -37,7 +37,8 @@ sys.path.insert(0, str(REPO))
 from bench.common import cpu_description, write_table  # noqa: E402
 
 MOCLIP = str(REPO / ".venv" / "bin" / "moclip")
-WINDOW, STRIDE, MIN_SCORE, SMOOTH = 4.0, 2.0, 0.5, 3
+WINDOW, STRIDE = 2.0, 1.0  # the demo actions are made of 2-4 s clips: windows no longer than a trained clip
+COST_WINDOW = (4.0, 2.0)  # the cost of an hour: the example windows (2 CLIP frames each: 1,800 an hour)
 METHODS = {"mv_only": "MV-only", "clip_linear_probe": "CLIP-only (probe)", "fusion": "fusion"}
 
 
@@ -50,13 +51,14 @@ def _run(*args: str) -> float:
 
 
 def accuracy(root: Path) -> tuple[list[str], dict]:
+    from moclip.config import TimelineConfig
     from moclip.dataset import read_table
     from moclip.dataset.windows import window_features
     from moclip.demo.synth import DEMO_CLASSES
     from moclip.demo.untrimmed import generate_untrimmed_corpus, read_ground_truth
     from moclip.inference import Inputs, Predictor
     from moclip.label import scoring
-    from moclip.label.timeline import video_segments
+    from moclip.label.timeline import bin_segments
     from moclip.train import calibrate
 
     demo_s = 0.0
@@ -73,15 +75,16 @@ def accuracy(root: Path) -> tuple[list[str], dict]:
     scores = predictor.method_scores(x, np.arange(len(fs.meta)))
     motion = {c.name for c in DEMO_CLASSES if c.stream == "motion"}
     meta = fs.meta.reset_index(drop=True)
-    rows, n_windows = [], len(meta)
+    rows, n_windows, cfg = [], len(meta), TimelineConfig()
     for method, name in METHODS.items():
         probs = calibrate.softmax(scores[method], predictor.temperature[method])
         right = counted = still_right = still_n = hits = n_pred = n_true = 0
         errors: list[float] = []
         for vid, idx in meta.groupby("video_id").indices.items():
             idx = idx[np.argsort(meta["start_s"].to_numpy()[idx])]
-            segs = video_segments(meta["start_s"].to_numpy()[idx], meta["end_s"].to_numpy()[idx], probs[idx],
-                                  list(predictor.classes), MIN_SCORE, SMOOTH)
+            segs = bin_segments(meta["start_s"].to_numpy()[idx], meta["end_s"].to_numpy()[idx], probs[idx],
+                                fs.mv[idx], fs.mv_valid[idx], float(meta["window_bin_s"].iloc[idx[0]]),
+                                list(predictor.classes), cfg)
             pred = [(s["start_s"], s["end_s"], s["label"]) for s in segs]
             true = [(s.start_s, s.end_s, s.label) for s in truth[vid]]
             a, n = scoring.frame_counts(true, pred, 25, motion)
@@ -104,8 +107,8 @@ def accuracy(root: Path) -> tuple[list[str], dict]:
         f"### Untrimmed demo corpus: {info['videos']} videos x 60 s, {n_windows} windows of {WINDOW:g} s every "
         f"{STRIDE:g} s, {info['boundaries']} true boundaries",
         "",
-        f"Model: `moclip demo` on the trimmed demo corpus ({clip_note}); segments: smoothing {SMOOTH}, min-score "
-        f"{MIN_SCORE:g}.",
+        f"Model: `moclip demo` on the trimmed demo corpus ({clip_note}); segments as `moclip label` makes them by "
+        f"default (smoothing {cfg.smooth}, min-score {cfg.min_score:g}, min-motion {cfg.min_motion:g}).",
         "",
         "| method | frame acc. (motion actions) | still frames unlabelled | segment F1@0.5 (hits / pred / true) "
         "| boundary error mean / median | boundaries within one stride |",
@@ -192,8 +195,8 @@ def cost(root: Path, minutes: float, hours: float) -> tuple[list[str], dict]:
         s = c.streams.video[0]
         duration = float(s.duration * s.time_base) if s.duration else c.duration / 1e6
     res = {}
-    for name, window in (("whole video", {}), (f"windows {WINDOW:g} s / {STRIDE:g} s", {"seconds": WINDOW,
-                                                                                     "stride": STRIDE})):
+    for name, window in (("whole video", {}), (f"windows {COST_WINDOW[0]:g} s / {COST_WINDOW[1]:g} s",
+                                                {"seconds": COST_WINDOW[0], "stride": COST_WINDOW[1]})):
         r = subprocess.run([sys.executable, "-c", INDEX, str(video), str(root / f"ds-{len(res)}"),
                             json.dumps(window)], capture_output=True, text=True, cwd=REPO)
         line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -227,8 +230,8 @@ def main() -> int:
     ap.add_argument("--skip-cost", action="store_true")
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--keep", help="work in this folder and keep it (default: a temporary one)")
-    ap.add_argument("--window", type=float, default=4.0)
-    ap.add_argument("--stride", type=float, default=2.0)
+    ap.add_argument("--window", type=float, default=WINDOW)
+    ap.add_argument("--stride", type=float, default=STRIDE)
     args = ap.parse_args()
     globals().update(WINDOW=args.window, STRIDE=args.stride)
     lines = ["## Timelines of long videos (bench/bench_timeline.py)", "", f"Machine: {cpu_description()}.", ""]

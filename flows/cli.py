@@ -30,6 +30,7 @@ SHORTCUTS: dict[str, str] = {
     "features.mv.max-frames": "max-frames",
     "features.window.seconds": "window", "features.window.stride": "stride", "features.window.frames": "window-frames",
     "windows.seconds": "window", "windows.stride": "stride", "windows.frames": "window-frames",
+    "timeline.min-score": "min-score", "timeline.smooth": "smooth", "timeline.min-motion": "min-motion",
     "features.clip.model": "clip-model", "features.clip.weights": "clip-weights",
     "features.clip.activation": "clip-activation", "features.clip.frames": "frames",
     "features.clip.precision": "precision",

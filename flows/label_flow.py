@@ -71,8 +71,7 @@ def predict_archive(features: str, params: LabelParams) -> dict:
     predictor.check_dataset(features, manifest)
     extra = list(params.extra_classes)
     windowed = bool(params.windows.enabled)
-    timeline = {"min_score": params.min_score, "smooth": params.smooth} if windowed else None
-    key = label_key(predictor.meta.files, params.top_k, extra, timeline)
+    key = label_key(predictor.meta.files, params.top_k, extra, params.timeline.model_dump() if windowed else None)
     text = predictor.zero_shot_text(extra, features, manifest).tolist() if extra else None
     out = Store(params.out, params.storage_options)
     base = params.out.rstrip("/")
@@ -91,7 +90,7 @@ def predict_archive(features: str, params: LabelParams) -> dict:
         target = LabelTarget(model=str(predictor.path), device=run.device, key=key, features=features,
                              predictions=predictions, top_k=params.top_k, extra_classes=tuple(extra),
                              extra_text=text, storage_options=params.storage_options, windows=windows,
-                             segments=segments, min_score=params.min_score, smooth=params.smooth)
+                             segments=segments, timeline=params.timeline if windowed else None)
         result, predict_s = GroupResult(), 0.0
         groups = group_work(the_plan.shards, local_workers(run) or 16)
         if groups:

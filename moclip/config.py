@@ -166,6 +166,19 @@ class WindowConfig(Settings):
         return self.stride if self.stride is not None else self.seconds / 2
 
 
+class TimelineConfig(Settings):
+    """How the labelled windows of a video become action segments (``moclip.label.timeline``). The defaults were
+    chosen on a validation corpus (the untrimmed demo corpus of seed 1; the benchmark reports seed 0)."""
+
+    min_score: float = Field(0.3, ge=0, le=1, description="a stretch whose (smoothed) probability is below this "
+                                                          "gets no label in segments.parquet (no confident label)")
+    smooth: int = Field(5, ge=1, le=101, description="probabilities averaged over this many windows' worth of time "
+                                                     "(a centred moving average) before segments are cut (1: none)")
+    min_motion: float = Field(0.02, ge=0, description="a stretch whose motion is below this (99th-percentile cell "
+                                                      "speed, % of the frame per frame, over ~0.5 s) shows no "
+                                                      "action: no label (0: off)")
+
+
 class FeatureSettings(Settings):
     """Everything that changes stored features; its hash decides what an incremental rerun reuses."""
 

@@ -11,7 +11,16 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from moclip.config import ClipConfig, CorpusSpec, FeatureSettings, RunConfig, Settings, TrainConfig, WindowConfig
+from moclip.config import (
+    ClipConfig,
+    CorpusSpec,
+    FeatureSettings,
+    RunConfig,
+    Settings,
+    TimelineConfig,
+    TrainConfig,
+    WindowConfig,
+)
 
 __all__ = ["ArchiveSpec", "DemoParams", "EvaluateParams", "IndexParams", "LabelParams", "TrainParams"]
 
@@ -78,10 +87,8 @@ class LabelParams(Settings):
     windows: WindowConfig = Field(default_factory=WindowConfig, description="time windows: label every window of "
                                                                            "long videos (OUT/windows.parquet, "
                                                                            "segments.parquet, timelines.html)")
-    min_score: float = Field(0.5, ge=0, le=1, description="with windows: a stretch whose smoothed probability is "
-                                                          "below this gets no label in segments.parquet")
-    smooth: int = Field(3, ge=1, le=101, description="with windows: windows averaged (centred) before segments "
-                                                     "are cut")
+    timeline: TimelineConfig = Field(default_factory=TimelineConfig, description="with windows: how segments are "
+                                                                                "made")
     run: RunConfig = Field(default_factory=RunConfig, description="how indexing and prediction run")
     storage_options: dict = Field(default_factory=dict, description="fsspec options for `out` (JSON)")
 

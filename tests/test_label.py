@@ -162,7 +162,8 @@ def test_label_windows_of_long_videos_into_a_timeline(prefect_api, bundle, tmp_p
     make_video(archive / "short.mp4", dx=-3, dy=0, n_frames=15, seed=5)  # shorter than a window: one window
     out = tmp_path / "labels"
     params = LabelParams(corpus={"root": str(archive)}, model=str(bundle), out=str(out), top_k=2,
-                         windows={"seconds": 1.0, "stride": 0.5}, smooth=1, min_score=0.0,
+                         windows={"seconds": 1.0, "stride": 0.5},
+                         timeline={"min_score": 0.0, "min_motion": 0.0},
                          run={"workers": 2, "shard_size": 2})
     result = label_archive(params)
     assert (result["n_labelled"], result["predicted"], result["n_failed"]) == (3, 3, 0)
@@ -197,7 +198,7 @@ def test_label_windows_of_long_videos_into_a_timeline(prefect_api, bundle, tmp_p
     assert (again["predicted"], again["kept"]) == (0, 3)
     assert {p: p.stat().st_mtime_ns for p in files} == files
     # another segment threshold: segments (and the rest) are made again, nothing is left from the first run
-    third = label_archive(params.model_copy(update={"min_score": 0.99}))
+    third = label_archive(params.model_copy(update={"timeline": {"min_score": 0.99, "min_motion": 0.0}}))
     assert third["predicted"] == 3
     segments = pd.read_parquet(out / "segments.parquet")
     assert segments["label"].isna().any()  # stretches below 0.99 have no confident label

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from moclip.config import TimelineConfig
 from moclip.label.scoring import boundary_errors, f1, frame_counts, iou, segment_hits
-from moclip.label.timeline import owned_spans, smooth, video_segments
+from moclip.label.timeline import bin_segments, window_motion
 
 TRUTH = [(0.0, 4.0, "a"), (4.0, 6.0, None), (6.0, 10.0, "b")]
 
@@ -34,18 +35,56 @@ def test_boundary_error_is_the_nearest_predicted_boundary():
     assert boundary_errors(TRUTH, [(0.0, 10.0, "a")]) == [6.0, 4.0]
 
 
-def test_smoothing_and_merging_windows_into_segments():
-    starts = np.arange(0, 9, 1.0)
-    ends = starts + 2  # 2 s windows every 1 s over 10 s
-    a, b = owned_spans(starts, ends)
-    assert a[0] == 0 and b[-1] == 10 and (a[1:] == b[:-1]).all() and a[1] == 1.5
-    p = np.array([[0.9, 0.1]] * 4 + [[0.2, 0.8]] + [[0.9, 0.1]] + [[0.1, 0.9]] * 3)
-    sm = smooth(p, 3)
-    assert sm[0] == pytest.approx([0.9, 0.1]) and sm[4] == pytest.approx([(0.9 + 0.2 + 0.9) / 3, (0.1 + 0.8 + 0.1) / 3])
-    segs = video_segments(starts, ends, p, ["x", "y"], min_score=0.5, smooth_k=1)
-    assert [s["label"] for s in segs] == ["x", "y", "x", "y"]
-    segs = video_segments(starts, ends, p, ["x", "y"], min_score=0.5, smooth_k=3)  # the one-window blip is gone
-    assert [(s["label"], s["n_windows"]) for s in segs] == [("x", 5), ("y", 4)]  # window 5 leans to its right
-    assert segs[0]["start_s"] == 0 and segs[0]["end_s"] == segs[1]["start_s"] == 5.5 and segs[1]["end_s"] == 10
-    unsure = video_segments(starts, ends, np.full((9, 2), 0.5), ["x", "y"], min_score=0.6, smooth_k=1)
-    assert [(s["label"], s["start_s"], s["end_s"]) for s in unsure] == [(None, 0.0, 10.0)]
+SHARP = TimelineConfig(min_score=0.5, smooth=1)  # no smoothing: the tests see each rule alone
+
+
+def _windows(moving_bins: list[int], n_bins: int = 6, per_window: int = 2, cells: int = 2):
+    """Windows of ``per_window`` 1-s bins, one starting at every bin; one cell moves at 1 %/frame in
+    ``moving_bins``."""
+    starts = np.arange(n_bins - per_window + 1, dtype=float)
+    mv = np.zeros((len(starts), per_window, 2, cells, cells), np.float32)
+    for w, s in enumerate(starts.astype(int)):
+        for t in range(per_window):
+            if s + t in moving_bins:
+                mv[w, t, 0, 0, 0] = 1.0
+    return starts, starts + per_window, mv, np.ones((len(starts), per_window), np.int32)
+
+
+def test_bins_take_the_mean_of_their_windows_and_segments_tile_the_video():
+    starts, ends, mv, valid = _windows(list(range(6)))
+    p = np.array([[0.9, 0.1], [0.9, 0.1], [0.1, 0.9], [0.1, 0.9], [0.1, 0.9]])  # windows 0-4 (bins w, w+1)
+    segs = bin_segments(starts, ends, p, mv, valid, 1.0, ["x", "y"], SHARP)
+    # bin 2 is held by windows 1 (x) and 2 (y): 0.5 / 0.5, the first class wins the tie
+    assert [(s["start_s"], s["end_s"], s["label"]) for s in segs] == [(0, 3, "x"), (3, 6, "y")]
+    assert segs[0]["score"] == pytest.approx((0.9 + 0.9 + 0.5) / 3)
+    picky = SHARP.model_copy(update={"min_score": 0.6})
+    unsure = bin_segments(starts, ends, np.full((5, 2), 0.5), mv, valid, 1.0, ["x", "y"], picky)
+    assert [(s["start_s"], s["end_s"], s["label"]) for s in unsure] == [(0, 6, None)]
+    # one window of y among x: overlapping windows already average it away; two need smoothing
+    one = np.array([[0.9, 0.1]] * 2 + [[0.2, 0.8]] + [[0.9, 0.1]] * 2)
+    assert [s["label"] for s in bin_segments(starts, ends, one, mv, valid, 1.0, ["x", "y"], SHARP)] == ["x"]
+    two = np.array([[0.9, 0.1]] * 2 + [[0.2, 0.8]] * 2 + [[0.9, 0.1]])
+    assert [s["label"] for s in bin_segments(starts, ends, two, mv, valid, 1.0, ["x", "y"], SHARP)] \
+        == ["x", "y", "x"]
+    smoothed = bin_segments(starts, ends, two, mv, valid, 1.0, ["x", "y"], TimelineConfig(min_score=0.5, smooth=5))
+    assert [s["label"] for s in smoothed] == ["x"]
+
+
+def test_bins_without_motion_get_no_label_however_sure_the_model_is():
+    starts, ends, mv, valid = _windows([0, 1, 4, 5])
+    p = np.array([[0.95, 0.05]] * 5)  # sure of x everywhere
+    assert window_motion(mv)[0] == pytest.approx(np.percentile([1, 0, 0, 0], 99))
+    segs = bin_segments(starts, ends, p, mv, valid, 1.0, ["x", "y"], TimelineConfig(min_motion=0.05, smooth=1))
+    assert [(s["start_s"], s["end_s"], s["label"]) for s in segs] == [(0, 2, "x"), (2, 4, None), (4, 6, "x")]
+    off = bin_segments(starts, ends, p, mv, valid, 1.0, ["x", "y"], TimelineConfig(min_motion=0, smooth=1))
+    assert [(s["start_s"], s["end_s"], s["label"]) for s in off] == [(0, 6, "x")]
+    valid[:, :] = 0  # no usable MV frames anywhere: nothing is known to be still
+    unknown = bin_segments(starts, ends, p, mv, valid, 1.0, ["x", "y"], TimelineConfig(min_motion=0.05, smooth=1))
+    assert [s["label"] for s in unknown] == ["x"]
+
+
+def test_the_last_segment_ends_at_the_video_end():
+    starts, ends, mv, valid = _windows(list(range(6)))
+    ends = np.minimum(ends, 5.6)  # the last window was cut by the video's end
+    segs = bin_segments(starts, ends, np.array([[0.9, 0.1]] * 5), mv, valid, 1.0, ["x", "y"], SHARP)
+    assert segs[-1]["end_s"] == 5.6 and segs[0]["start_s"] == 0

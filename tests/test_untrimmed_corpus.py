@@ -22,11 +22,11 @@ from moclip.demo.untrimmed import (
     STAMP_NAME,
     Segment,
     _frames,
-    _source_clip,  # noqa: I001 - private: the plan's source clips
     frame_labels,
     generate_untrimmed_corpus,
     plan_untrimmed_corpus,
     read_ground_truth,
+    source_clips,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,9 +75,12 @@ def test_plan() -> None:
         labels = [p.label for p in s.parts]
         assert None in labels and len({x for x in labels if x}) >= 3
         assert all(not (a is None and b is None) and (a is None or a != b) for a, b in zip(labels, labels[1:]))
-        assert all((50 <= p.n_frames <= 100) if p.label else (50 <= p.n_frames <= 200) for p in s.parts)
-        # every action plays its clip once: the clip is at least as long (no loop, no jump back)
-        assert all(_source_clip(s.seed, p).n_frames >= p.n_frames for p in s.parts if p.label)
+        assert all((100 <= p.n_frames <= 250) if p.label else (50 <= p.n_frames <= 200) for p in s.parts)
+        # an action plays distinct clips once each (never a loop: no jump back), the last one cut at its end
+        for p in (p for p in s.parts if p.label):
+            clips = source_clips(s.seed, p)
+            assert len({c.index for c in clips}) == len(clips) and {c.label for c in clips} == {p.label}
+            assert sum(c.n_frames for c in clips[:-1]) < p.n_frames <= sum(c.n_frames for c in clips)
         segs = s.segments
         assert segs[0].start_s == 0.0 and segs[-1].end_s == s.n_frames / 25
         assert all(a.end_s == b.start_s for a, b in zip(segs, segs[1:]))

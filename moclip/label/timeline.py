@@ -1,14 +1,19 @@
 """Labels over time for videos indexed with time windows: per-window predictions, and action segments.
 
-A model trained on whole (trimmed) clips labels every window of a long video. Windows overlap, so each one
-*owns* the stretch around its centre (from halfway to the previous window's centre to halfway to the next one's;
-the first starts at 0, the last ends at the video's end): owned stretches tile the video. Segments are made by
+A model trained on whole (trimmed) clips labels every window of a long video. Segments are cut at the resolution
+of the video's MV bins (window / T seconds: 0.5 s for 4 s windows), which overlapping windows share:
 
-1. smoothing each class's probability over ``smooth`` neighbouring windows (a centred moving average),
-2. labelling each window with its best smoothed class, or with none (``label`` null: "no confident label") when
-   that probability is below ``min_score``,
-3. merging neighbouring windows with the same label; a segment's ``score`` is the mean of its windows' smoothed
-   probability of its label (of the best class, for a stretch without a label).
+1. each bin's class probabilities are the mean of the windows holding it, then (``smooth`` > 1) a centred
+   moving average over that many windows' worth of bins;
+2. each bin gets its best class, or none (``label`` null: "no confident label") when that probability is below
+   ``min_score``, or when nothing moves there: its motion (the 99th-percentile cell speed, in % of the frame
+   size per frame, averaged over ~0.5 s of bins with usable motion vectors) is below ``min_motion``. A model
+   trained on action clips only knows actions: it calls a still stretch *some* action, often confidently;
+   stillness is what motion vectors measure directly;
+3. neighbouring bins with the same label merge into a segment; its ``score`` is the mean of its bins' probability
+   of its label (of the best class, for a stretch without a label); segments tile [0, the video's end].
+
+``windows.parquet`` keeps every window's own top-k and its ``motion`` (mean over its segments).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 
 from moclip import zeroshot
+from moclip.config import TimelineConfig
 from moclip.dataset import FeatureSet
 from moclip.inference import Inputs, Predictor
 from moclip.label.predict import extra_class_columns
@@ -30,7 +36,7 @@ _TEXT, _NUMS, _TS = pa.list_(pa.string()), pa.list_(pa.float64()), pa.timestamp(
 WINDOW_SCHEMA = pa.schema([
     ("video_id", pa.string()), ("path", pa.string()), ("window_index", pa.int32()), ("start_s", pa.float64()),
     ("end_s", pa.float64()), ("labels", _TEXT), ("probs", _NUMS), ("top1", pa.string()), ("top1_prob", pa.float64()),
-    ("mv_missing", pa.bool_()), ("model", pa.string()), ("labeled_at", _TS),
+    ("mv_missing", pa.bool_()), ("motion", pa.float64()), ("model", pa.string()), ("labeled_at", _TS),
 ])
 SEGMENT_SCHEMA = pa.schema([
     ("video_id", pa.string()), ("path", pa.string()), ("segment_index", pa.int32()), ("start_s", pa.float64()),
@@ -49,34 +55,16 @@ def smooth(probs: np.ndarray, k: int) -> np.ndarray:
     return (c[hi] - c[lo]) / (hi - lo)[:, None]
 
 
-def owned_spans(start_s: np.ndarray, end_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The stretch of time each window owns (see the module docstring): they tile [start of first, end of last]."""
-    centre = (start_s + end_s) / 2
-    cut = (centre[:-1] + centre[1:]) / 2
-    return np.concatenate([[start_s[0]], cut]), np.concatenate([cut, [end_s[-1]]])
+def window_motion(mv: np.ndarray) -> np.ndarray:
+    """[N, T, 2, H, W] MV tensors -> [N]: the mean over segments of the 99th-percentile cell speed (% of the frame
+    size per frame)."""
+    if len(mv) == 0:
+        return np.zeros(0)
+    speed = np.sqrt((mv.astype(np.float64) ** 2).sum(axis=2)).reshape(mv.shape[0], mv.shape[1], -1)
+    return np.percentile(speed, 99, axis=2).mean(axis=1)
 
 
-def video_segments(start_s: np.ndarray, end_s: np.ndarray, probs: np.ndarray, classes: list[str],
-                   min_score: float, smooth_k: int) -> list[dict]:
-    """One video's segments (time order), from its windows' probabilities [n, C] (rows in time order)."""
-    sp = smooth(probs, smooth_k)
-    best = sp.argmax(axis=1)
-    score = sp[np.arange(len(sp)), best]
-    label = [classes[b] if s >= min_score else None for b, s in zip(best, score)]
-    a, b = owned_spans(np.asarray(start_s, float), np.asarray(end_s, float))
-    out: list[dict] = []
-    i = 0
-    while i < len(label):
-        j = i
-        while j + 1 < len(label) and label[j + 1] == label[i]:
-            j += 1
-        out.append({"segment_index": len(out), "start_s": float(a[i]), "end_s": float(b[j]), "label": label[i],
-                    "score": float(score[i:j + 1].mean()), "n_windows": j - i + 1})
-        i = j + 1
-    return out
-
-
-def predict_windows(predictor: Predictor, fs: FeatureSet, top_k: int, min_score: float, smooth_k: int,
+def predict_windows(predictor: Predictor, fs: FeatureSet, top_k: int, cfg: TimelineConfig,
                     extra_classes: list[str] | None = None, extra_text: np.ndarray | None = None,
                     ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(per-video predictions in ``moclip.label.predict.schema``'s columns, windows, segments) for the windows of
@@ -98,12 +86,14 @@ def predict_windows(predictor: Predictor, fs: FeatureSet, top_k: int, min_score:
                             "end_s": meta["end_s"]})
     windows = pd.concat([windows, _top(probs, classes, k)], axis=1)
     windows["mv_missing"] = missing
+    motion = window_motion(fs.mv)
+    windows["motion"] = motion
     videos, segments = [], []
     for vid, idx in meta.groupby("video_id", sort=True).indices.items():
         idx = idx[np.argsort(meta["start_s"].to_numpy()[idx], kind="stable")]
         first = meta.iloc[idx[0]]
-        for seg in video_segments(meta["start_s"].to_numpy()[idx], meta["end_s"].to_numpy()[idx], probs[idx],
-                                  classes, min_score, smooth_k):
+        for seg in bin_segments(meta["start_s"].to_numpy()[idx], meta["end_s"].to_numpy()[idx], probs[idx],
+                                fs.mv[idx], fs.mv_valid[idx], float(first["window_bin_s"]), classes, cfg):
             segments.append({"video_id": vid, "path": first["path"], **seg})
         videos.append({"video_id": vid, "path": first["path"], "_probs": probs[idx].mean(axis=0),
                        "mv_missing": bool(missing[idx].all()), "_emb": zeroshot.video_embedding(fs.clip[idx]).mean(0),
@@ -130,3 +120,50 @@ def _top(probs: np.ndarray, classes: list[str], k: int) -> pd.DataFrame:
     names = np.asarray(classes, dtype=object)[order]
     return pd.DataFrame({"labels": list(names.tolist()), "probs": list(top.tolist()), "top1": names[:, 0],
                          "top1_prob": top[:, 0]})
+
+
+def bin_segments(start_s: np.ndarray, end_s: np.ndarray, probs: np.ndarray, mv: np.ndarray, valid: np.ndarray,
+                 bin_s: float, classes: list[str], cfg: TimelineConfig) -> list[dict]:
+    """One video's segments at the resolution of its MV bins (``bin_s`` seconds each), from its windows (time
+    order): ``probs`` [n, C], their MV tensors ``mv`` [n, T, 2, H, W] and ``valid`` [n, T]."""
+    n, T = mv.shape[:2]
+    first = np.rint(np.asarray(start_s) / bin_s).astype(np.int64)
+    n_bins = int(first.max()) + T
+    total, count = np.zeros((n_bins, probs.shape[1])), np.zeros(n_bins)
+    speed = np.full(n_bins, np.nan)
+    per_bin = np.percentile(np.sqrt((mv.astype(np.float64) ** 2).sum(axis=2)).reshape(n, T, -1), 99, axis=2)
+    for w in range(n):
+        total[first[w]:first[w] + T] += probs[w]
+        count[first[w]:first[w] + T] += 1
+        ok = valid[w] > 0  # a bin without usable MV frames says nothing about motion
+        speed[first[w]:first[w] + T][ok] = per_bin[w][ok]
+    bp = total / np.maximum(count, 1)[:, None]  # each bin: the mean of the windows holding it
+    stride = int(np.median(np.diff(first))) if n > 1 else T
+    bp = smooth(bp, (cfg.smooth - 1) * max(stride, 1) + 1)
+    best = bp.argmax(axis=1)
+    score = bp[np.arange(n_bins), best]
+    still = _nanmean_run(speed, max(1, round(0.5 / bin_s))) < cfg.min_motion  # over ~0.5 s; unknown: not still
+    label = [classes[b] if s >= cfg.min_score and not q else None for b, s, q in zip(best, score, still)]
+    end = float(np.max(end_s))
+    out: list[dict] = []
+    i = 0
+    while i < n_bins and i * bin_s < end:
+        j = i
+        while j + 1 < n_bins and (j + 1) * bin_s < end and label[j + 1] == label[i]:
+            j += 1
+        out.append({"segment_index": len(out), "start_s": i * bin_s, "end_s": min((j + 1) * bin_s, end),
+                    "label": label[i], "score": float(score[i:j + 1].mean()), "n_windows": int(count[i:j + 1].max())})
+        i = j + 1
+    out[-1]["end_s"] = end
+    return out
+
+
+def _nanmean_run(x: np.ndarray, k: int) -> np.ndarray:
+    """Centred mean over ``k`` values, ignoring NaN (NaN where all are); +inf where a value is unknown alone."""
+    ok = ~np.isnan(x)
+    c = np.cumsum(np.concatenate([[0.0], np.where(ok, x, 0.0)]))
+    m = np.cumsum(np.concatenate([[0], ok.astype(np.int64)]))
+    lo = np.maximum(np.arange(len(x)) - k // 2, 0)
+    hi = np.minimum(np.arange(len(x)) + (k - 1) // 2 + 1, len(x))
+    num, den = c[hi] - c[lo], m[hi] - m[lo]
+    return np.where(den > 0, num / np.maximum(den, 1), np.inf)

@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from moclip.config import TimelineConfig
 from moclip.dataset import STATUS_OK, Store, feature_set
 from moclip.dataset.schema import conform
 from moclip.dataset.windows import is_windowed, window_features
@@ -49,8 +50,7 @@ class LabelTarget:
     # segments are made; None without windows
     windows: str | None = None
     segments: str | None = None
-    min_score: float = 0.5
-    smooth: int = 3
+    timeline: TimelineConfig | None = None
 
 
 @dataclass
@@ -128,8 +128,9 @@ def label_shards(work: list[ShardWork], target: LabelTarget) -> GroupResult:
                     if not timeline:
                         raise ValueError("these features have time windows: label them with --window")
                     fs = window_features(table)
-                    new, *per_window = predict_windows(predictor(target), fs, target.top_k, target.min_score,
-                                                       target.smooth, list(target.extra_classes), text)
+                    new, *per_window = predict_windows(predictor(target), fs, target.top_k,
+                                                       target.timeline or TimelineConfig(),
+                                                       list(target.extra_classes), text)
                     shard_of = dict(zip(fs.meta["video_id"], fs.meta["_shard"]))
                     for df in (new, *per_window):
                         df["_shard"] = df["video_id"].map(shard_of)
