@@ -152,9 +152,12 @@ def bin_segments(start_s: np.ndarray, end_s: np.ndarray, probs: np.ndarray, mv: 
         while j + 1 < n_bins and (j + 1) * bin_s < end and label[j + 1] == label[i]:
             j += 1
         out.append({"segment_index": len(out), "start_s": i * bin_s, "end_s": min((j + 1) * bin_s, end),
-                    "label": label[i], "score": float(score[i:j + 1].mean()), "n_windows": int(count[i:j + 1].max())})
+                    "label": label[i], "score": float(score[i:j + 1].mean())})
         i = j + 1
     out[-1]["end_s"] = end
+    starts, ends = np.asarray(start_s), np.asarray(end_s)
+    for seg in out:  # the windows that overlap it
+        seg["n_windows"] = int(((starts < seg["end_s"]) & (ends > seg["start_s"])).sum())
     return out
 
 
