@@ -118,7 +118,8 @@ def accuracy(root: Path) -> tuple[list[str], dict]:
         lines.append(f"| {r['method']} | {100 * r['frame_acc']:.1f} % | {100 * r['still_acc']:.1f} % | "
                      f"{r['f1']:.2f} ({r['hits']} / {r['n_pred']} / {r['n_true']}) | {r['boundary_mean']:.2f} s / "
                      f"{r['boundary_median']:.2f} s | {100 * r['within_stride']:.0f} % |")
-    lines += ["", f"`moclip demo`: {demo_s:.0f} s; `moclip label --window {WINDOW:g} --stride {STRIDE:g}` "
+    demo = f"{demo_s:.0f} s" if demo_s else "reused from --keep"
+    lines += ["", f"`moclip demo`: {demo}; `moclip label --window {WINDOW:g} --stride {STRIDE:g}` "
                   f"(index + label, {60 * info['hours']:.0f} min of video): {label_s:.0f} s.", ""]
     return lines, {"rows": rows, **info}
 

@@ -15,7 +15,8 @@ BENCHES = [("Index stages", "bench_index.py", "index.md"), ("Index flow end to e
            ("Training", "bench_train.py", "train.md"), ("Memory", "bench_memory.py", "memory.md"),
            ("Inference under drift (needs `make demo` first)", "bench_inference.py", "inference.md"),
            ("Re-encoded vs native motion vectors", "bench_reencode.py", "reencode.md"),
-           ("Labelling at archive scale", "bench_label.py", "label.md")]
+           ("Labelling at archive scale", "bench_label.py", "label.md"),
+           ("Timelines of long videos", "bench_timeline.py", "timeline.md")]
 
 
 def main() -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -10,7 +10,7 @@ import numpy as np
 
 from moclip.config import MVConfig
 from moclip.video import mvextractor_reader, pyav_reader
-from moclip.video.frames import DecodeError, VideoInfo, sample_indices
+from moclip.video.frames import DecodedFrame, DecodeError, VideoInfo, sample_indices
 from moclip.video.mv_tensor import MotionAccumulator, MotionTensor
 from moclip.video.reencode import SIZE as REENCODE_SIZE
 
@@ -43,6 +43,32 @@ def pad_indices(indices: list[int], k: int) -> list[int]:
     return [indices[i * len(indices) // k] for i in range(k)]
 
 
+def open_frames(
+    path: str, mv: MVConfig, rgb_wanted: Callable[[int, float | None], bool],
+    rgb_size: Callable[[int, int], tuple[int, int]] | None, timeout_s: float | None,
+) -> tuple[VideoInfo, Iterator[DecodedFrame]]:
+    """The file's info and its decoded frames, from the backend and MV source ``mv`` asks for."""
+    source = mv.source
+    if mv.backend == "mvextractor" and source != "native":  # mv-extractor reads native MVs; re-encoding is PyAV's
+        source = "native" if source == "auto" and pyav_reader.probe(path).has_mvs else "reencode"
+    if mv.backend == "pyav" or source == "reencode":
+        return pyav_reader.iter_frames(path, rgb_wanted, rgb_size, export_mvs=True, max_frames=mv.max_frames,
+                                       timeout_s=timeout_s, mv_source=source)
+    return BACKENDS[mv.backend](path, rgb_wanted, rgb_size, export_mvs=True, max_frames=mv.max_frames,
+                                timeout_s=timeout_s)
+
+
+def motion_accumulator(info: VideoInfo, mv: MVConfig, **kwargs) -> MotionAccumulator:
+    """The accumulator for a video's MVs (at the re-encode size when they are re-encoded); refuses a codec whose
+    native MVs FFmpeg cannot export."""
+    if info.mv_source == "native" and not info.has_mvs:
+        raise DecodeError(f"codec {info.codec!r} has no motion vectors FFmpeg can export "
+                          f"(supported: H.264, MPEG-4 Part 2, MPEG-1/2, H.263; --mv-source auto or reencode "
+                          "re-encodes the others)")
+    width, height = (info.width, info.height) if info.mv_source == "native" else REENCODE_SIZE
+    return MotionAccumulator(mv.segments, mv.grid, width, height, **kwargs)
+
+
 def extract_video(
     path: str,
     mv: MVConfig,
@@ -63,23 +89,10 @@ def extract_video(
     def rgb_wanted(index: int, time_s: float | None) -> bool:
         return index in wanted
 
-    source = mv.source
-    if mv.backend == "mvextractor" and source != "native":  # mv-extractor reads native MVs; re-encoding is PyAV's
-        source = "native" if source == "auto" and pyav_reader.probe(path).has_mvs else "reencode"
-    if mv.backend == "pyav" or source == "reencode":
-        info, frames_it = pyav_reader.iter_frames(path, rgb_wanted, rgb_size, export_mvs=True,
-                                                  max_frames=mv.max_frames, timeout_s=timeout_s, mv_source=source)
-    else:
-        info, frames_it = BACKENDS[mv.backend](path, rgb_wanted, rgb_size, export_mvs=True,
-                                               max_frames=mv.max_frames, timeout_s=timeout_s)
+    info, frames_it = open_frames(path, mv, rgb_wanted, rgb_size, timeout_s)
     try:
         wanted.update(sample_indices(info.n_frames_hint, n_rgb))
-        if info.mv_source == "native" and not info.has_mvs:
-            raise DecodeError(f"codec {info.codec!r} has no motion vectors FFmpeg can export "
-                              f"(supported: H.264, MPEG-4 Part 2, MPEG-1/2, H.263; --mv-source auto or reencode "
-                              "re-encodes the others)")
-        width, height = (info.width, info.height) if info.mv_source == "native" else REENCODE_SIZE
-        acc = MotionAccumulator(mv.segments, mv.grid, width, height, expected_frames=info.n_frames_hint)
+        acc = motion_accumulator(info, mv, expected_frames=info.n_frames_hint)
         rgb: dict[int, np.ndarray] = {}
         for frame in frames_it:
             acc.add(frame)

@@ -27,9 +27,9 @@ import numpy as np
 
 from moclip.config import MVConfig, WindowConfig
 from moclip.video import pyav_reader
-from moclip.video.extract import VideoFeatures, extract_video
+from moclip.video.extract import VideoFeatures, extract_video, motion_accumulator, open_frames
 from moclip.video.frames import DecodeError, VideoInfo
-from moclip.video.mv_tensor import MotionAccumulator, MotionTensor
+from moclip.video.mv_tensor import MotionTensor
 
 MAX_GAP_S = 60.0  # a jump between two consecutive frames' timestamps longer than this is a broken clock
 _EPS = 1e-6
@@ -144,27 +144,10 @@ def _decode(
             taken = True
         return taken
 
-    source = mv.source
-    if mv.backend == "mvextractor" and source == "auto":
-        source = "native" if probed.has_mvs else "reencode"
-    backend = pyav_reader.iter_frames if mv.backend == "pyav" or source == "reencode" else None
-    if backend is None:
-        from moclip.video.extract import BACKENDS
-
-        info, frames_it = BACKENDS[mv.backend](path, rgb_wanted, rgb_size, export_mvs=True,
-                                               max_frames=mv.max_frames, timeout_s=timeout_s)
-    else:
-        info, frames_it = backend(path, rgb_wanted, rgb_size, export_mvs=True, max_frames=mv.max_frames,
-                                  timeout_s=timeout_s, mv_source=source)
+    info, frames_it = open_frames(path, mv, rgb_wanted, rgb_size, timeout_s)
     try:
-        if info.mv_source == "native" and not info.has_mvs:
-            raise DecodeError(f"codec {info.codec!r} has no motion vectors FFmpeg can export "
-                              "(--mv-source auto or reencode re-encodes the others)")
-        from moclip.video.reencode import SIZE as REENCODE_SIZE
-
-        width, height = (info.width, info.height) if info.mv_source == "native" else REENCODE_SIZE
         expected = int(info.duration_s / bin_s) + 1 if info.duration_s > 0 else 0
-        acc = MotionAccumulator(T, mv.grid, width, height, max_bins=1 << 62, expected_frames=expected)
+        acc = motion_accumulator(info, mv, max_bins=1 << 62, expected_frames=expected)  # bins never merge
         rgb: dict[int, np.ndarray] = {}  # frames not embedded yet
         order: list[int] = []  # every frame taken, in order (its embedding's row)
         embedded: list[np.ndarray] = []
