@@ -33,6 +33,7 @@ from moclip.label.timeline import SEGMENTS_DIR, WINDOWS_DIR
 from moclip.params import LabelParams
 from moclip.progress import Progress
 from moclip.report.label_summary import distribution_markdown
+from moclip.report.timeline import PAGE_FILE
 from tasks.label_tasks import export_csv_task, label_shards_task, plan, timelines_task
 
 
@@ -76,7 +77,7 @@ def predict_archive(features: str, params: LabelParams) -> dict:
     out = Store(params.out, params.storage_options)
     base = params.out.rstrip("/")
     predictions = f"{base}/{PREDICTIONS_DIR}"
-    windows, segments = (f"{base}/{WINDOWS_DIR}", f"{base}/{SEGMENTS_DIR}") if windowed else (None, None)
+    windows, segments = f"{base}/{WINDOWS_DIR}", f"{base}/{SEGMENTS_DIR}"
     run, timeout = params.run, params.run.lock_timeout_s
     with dataset_lock(out, timeout, warn, name=LABEL_LOCK, what="label output folder"), \
             dataset_lock(Store(features, params.storage_options), timeout, warn):  # no re-index while we read
@@ -119,6 +120,9 @@ def predict_archive(features: str, params: LabelParams) -> dict:
     page, timeline_md = None, ""
     if windowed and counts.videos:
         page, timeline_md = timelines_task(params.out, list(predictor.classes), params.storage_options)
+    elif not windowed and out.exists(PAGE_FILE):  # from an earlier run with --window: its segments are gone
+        out.remove(PAGE_FILE)
+        logger.info("%s: removed (this run has no time windows)", out.path(PAGE_FILE))
     summary = {
         "n_labelled": counts.videos, "predicted": counts.predicted, "kept": counts.kept,
         "removed_files": result.removed + len(the_plan.orphans), "shards": len(the_plan.shards),
@@ -133,8 +137,8 @@ def predict_archive(features: str, params: LabelParams) -> dict:
     create_markdown_artifact(distribution_markdown(counts, bool(extra), random_clip) + timeline_md,
                              key="label-summary",
                              description=f"{counts.videos} videos labelled -> {predictions}")
-    return {**summary, "predictions": predictions, "csv": csv if params.csv else None, "windows": windows,
-            "segments": segments, "timelines": page,
+    return {**summary, "predictions": predictions, "csv": csv if params.csv else None,
+            "windows": windows if windowed else None, "segments": segments if windowed else None, "timelines": page,
             "failed": result.failed, "top1_counts": counts.top1_counts()}
 
 

@@ -10,7 +10,7 @@ import pytest
 from helpers.datasets import MOTIONS, index_in_process, motion_corpus
 from helpers.videos import make_video
 
-from moclip.config import TimelineConfig, TrainConfig
+from moclip.config import TimelineConfig, TrainConfig, WindowConfig
 from moclip.train.pipeline import train
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -203,3 +203,8 @@ def test_label_windows_of_long_videos_into_a_timeline(prefect_api, bundle, tmp_p
     assert segments["label"].isna().any()  # stretches below 0.99 have no confident label
     for d in ("predictions", "windows.parquet", "segments.parquet"):
         assert len(list((out / d).glob("*.parquet"))) == len(list((out / "features").glob("part-*.parquet")))
+    # the same output without windows: whole videos again, and nothing of the windowed runs is left to mislead
+    whole = label_archive(params.model_copy(update={"windows": WindowConfig()}))
+    assert whole["predicted"] == 3 and whole["windows"] is None
+    assert not list((out / "windows.parquet").glob("*.parquet")) and not list((out / "segments.parquet").glob("*"))
+    assert not (out / "timelines.html").exists() and len(pd.read_parquet(out / "predictions")) == 3
