@@ -46,8 +46,8 @@ class LabelTarget:
     extra_classes: tuple[str, ...] = ()
     extra_text: list[list[float]] | None = None  # [E][D] zero-shot embeddings of extra_classes (from the flow)
     storage_options: dict = field(default_factory=dict)
-    # features with time windows (moclip.label.timeline): folders for the windows' and segments' files, and how
-    # segments are made; None without windows
+    # the folders of the windows' and segments' files (written with time windows; stale ones always removed),
+    # and how segments are made: None without windows
     windows: str | None = None
     segments: str | None = None
     timeline: TimelineConfig | None = None
@@ -105,7 +105,8 @@ def label_shards(work: list[ShardWork], target: LabelTarget) -> GroupResult:
         pa.set_cpu_count(1)  # and one Arrow decoding thread: 2 workers x 2 threads on 2 cores fight
     features = Store(target.features, target.storage_options)
     preds = Store(target.predictions, target.storage_options)
-    timeline = [Store(u, target.storage_options) for u in (target.windows, target.segments) if u is not None]
+    siblings = [Store(u, target.storage_options) for u in (target.windows, target.segments) if u is not None]
+    timeline = siblings if target.timeline is not None else []
     counts, written, removed = LabelCounts(), 0, 0
     failed: list[tuple[str, str]] = []
     text = None if target.extra_text is None else np.asarray(target.extra_text, np.float32)
@@ -129,7 +130,7 @@ def label_shards(work: list[ShardWork], target: LabelTarget) -> GroupResult:
                         raise ValueError("these features have time windows: label them with --window")
                     fs = window_features(table)
                     new, *per_window = predict_windows(predictor(target), fs, target.top_k,
-                                                       target.timeline or TimelineConfig(),
+                                                       target.timeline,
                                                        list(target.extra_classes), text)
                     shard_of = dict(zip(fs.meta["video_id"], fs.meta["_shard"]))
                     for df in (new, *per_window):
@@ -161,14 +162,14 @@ def label_shards(work: list[ShardWork], target: LabelTarget) -> GroupResult:
                 continue
             written += 1
             counts.add(LabelCounts.of(frame, predicted=len(mine)))
-            removed += _remove(preds, w.stale, timeline)
+            removed += _remove(preds, w.stale, siblings)
         pending.clear()
 
     for w in work:
         try:
             if w.current:
                 counts.add(LabelCounts.of(preds.read_table(w.target, SUMMARY_COLUMNS, missing_ok=True).to_pandas()))
-                removed += _remove(preds, w.stale, timeline)
+                removed += _remove(preds, w.stale, siblings)
                 continue
             rows = _ok_rows(features.read_table(w.feature_shard))
             # windowed shards are predicted whole (their windows and segments files go with the prediction file)
