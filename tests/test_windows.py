@@ -152,3 +152,22 @@ def test_a_windowed_shard_reads_back_as_one_input_per_window(tmp_path):
     row = table.filter(pa.compute.equal(table.column("video_id"), "long.mp4")).to_pylist()[0]
     bins = np.asarray(row["mv"], np.float32).reshape(row["mv_shape"])
     np.testing.assert_array_equal(fs.mv[3], bins[6:10])  # window 3 starts at 1.5 s: bins 6-9 of 0.25 s
+
+
+def test_the_isolated_retry_indexes_windows_too(tmp_path):
+    """A shard retried with each video decoded in a child process (after its worker died) gets the same windows."""
+    from moclip.indexing.isolated import index_shard_isolated
+
+    path = make_untrimmed(tmp_path / "c" / "long.mp4", RIGHT_STILL_LEFT)
+    settings = FeatureSettings(mv=MVConfig(segments=4), clip=ClipConfig(weights="none", frames=8, precision="fp32"),
+                               window=WindowConfig(seconds=1.0, stride=0.5, frames=2))
+    rows = [{"video_id": "long.mp4", "path": str(path)}]
+    direct, isolated = tmp_path / "direct", tmp_path / "isolated"
+    for out, run in ((direct, index_shard), (isolated, index_shard_isolated)):
+        result = run(rows, "part-00000.parquet", ShardTarget(features=settings, run=RunConfig(), out=str(out),
+                                                             settings_hash="h"))
+        assert result.n_ok == 1 and result.images_embedded == 12
+    a, b = (window_features(read_table(str(d))) for d in (direct, isolated))
+    np.testing.assert_array_equal(a.mv, b.mv)
+    np.testing.assert_allclose(a.clip, b.clip, rtol=1e-5, atol=1e-6)
+    assert a.meta["start_s"].tolist() == b.meta["start_s"].tolist()

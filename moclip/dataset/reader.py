@@ -59,7 +59,7 @@ def feature_set(table: pa.Table) -> FeatureSet:
     """The rows of ``table`` (every column of the schema; ok rows only), sorted by video id, as dense arrays."""
     if "window_clock" in table.schema.names and table.column("window_clock").null_count < table.num_rows:
         raise ValueError("this dataset was indexed with time windows (--window): its rows are whole long videos, "
-                         "not training clips; train on a dataset indexed without --window (label and "
+                         "not clips; train and evaluate on a dataset indexed without --window (label and "
                          "moclip.dataset.windows.window_features read windows)")
     # sorted by video_id; the big feature columns are reordered once, as dense arrays (not as Arrow lists)
     order = pa.compute.sort_indices(table.column("video_id")).to_numpy()

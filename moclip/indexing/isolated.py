@@ -114,8 +114,11 @@ def index_shard_isolated(
     child = DecoderProcess(encoder.target_size)
 
     def decode(path: str) -> VideoFeatures:
-        return child.decode(path, settings.mv, settings.clip.frames, run.decode_timeout_s, run.hard_timeout_s,
-                            settings.window)
+        feats = child.decode(path, settings.mv, settings.clip.frames, run.decode_timeout_s, run.hard_timeout_s,
+                             settings.window)
+        if feats.windows is not None and feats.frames:  # a long video's frame grid: embedded now, not held
+            feats.embeddings, feats.frames = encoder.embed(feats.frames, batch_size=run.clip_batch_size), []
+        return feats
 
     decoded = []
     try:

@@ -185,13 +185,13 @@ class MotionAccumulator:
         if self.bin_width != 1:
             raise ValueError("bins were merged (more than max_bins): use finish()")
         hw = self.H * self.W
-        sums = np.zeros((n_bins, 3, hw), np.float64)
-        counts = np.zeros(n_bins, np.int32)
         m = min(n_bins, len(self.counts))
-        sums[:m], counts[:m] = self.sums[:m], self.counts[:m]
-        area = sums[:, 2][:, None, :]
-        values = np.divide(sums[:, :2], area, out=np.zeros((n_bins, 2, hw)), where=area > 0)
-        return values.reshape(n_bins, 2, self.H, self.W).astype(np.float32), counts
+        counts = np.zeros(n_bins, np.int32)
+        counts[:m] = self.counts[:m]
+        values = np.zeros((n_bins, 2, hw), np.float32)  # written in place from views: no float64 copy
+        area = self.sums[:m, 2][:, None, :]
+        np.divide(self.sums[:m, :2], area, out=values[:m], where=area > 0, casting="same_kind")
+        return values.reshape(n_bins, 2, self.H, self.W), counts
 
     def finish(self) -> MotionTensor:
         self._flush_b(next_anchor=None)

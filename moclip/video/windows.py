@@ -14,7 +14,9 @@ every window is full. Documented behaviour for odd input:
   without windows);
 * a window shorter than one frame is the video's error;
 * timestamps that are missing, go backwards or jump by more than ``MAX_GAP_S``: the video is decoded again on
-  its frame index (index / fps) and its row says ``window_clock = "frame_index"`` instead of ``"pts"``.
+  its frame index (index / fps) and its row says ``window_clock = "frame_index"`` instead of ``"pts"``; the
+  mv-extractor backend gives no timestamps: its windows are always by frame index;
+* bins of fewer than one frame (a window of fewer than T frames) stay empty (``mv_valid`` 0).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from moclip.video.extract import VideoFeatures, extract_video, motion_accumulato
 from moclip.video.frames import DecodeError, VideoInfo
 from moclip.video.mv_tensor import MotionTensor
 
-MAX_GAP_S = 60.0  # a jump between two consecutive frames' timestamps longer than this is a broken clock
+MAX_GAP_S = 60.0  # a jump between two consecutive frames' timestamps longer than this is a broken clock (so is
+# one backwards; equal timestamps are not: both frames go to the same bin)
 _EPS = 1e-6
 CLOCK_PTS, CLOCK_INDEX, WHOLE_VIDEO = "pts", "frame_index", "whole_video"
 EMBED_BATCH = 64  # frames embedded at once while decoding
@@ -79,7 +82,7 @@ class _Clock:
         rel = self.peek(index, time_s)
         if rel is None:
             raise _BrokenClock(f"frame {index} has no timestamp")
-        if self.mode == CLOCK_PTS and self.last is not None and not (0 < rel - self.last <= MAX_GAP_S):
+        if self.mode == CLOCK_PTS and self.last is not None and not (0 <= rel - self.last <= MAX_GAP_S):
             raise _BrokenClock(f"timestamps jump from {self.last:.3f} s to {rel:.3f} s at frame {index}")
         self.last = rel
         return rel
@@ -111,7 +114,10 @@ def extract_windows(
     if info.fps > 0 and window.seconds < 1.0 / info.fps - _EPS:
         raise DecodeError(f"window {window.seconds:g} s is shorter than one frame (1/{info.fps:g} s)")
     if 0 < info.duration_s < window.seconds - _EPS:
-        return _one_window(path, mv, window, rgb_size, timeout_s, on_frame, embed)
+        feats = _one_window(path, mv, window, rgb_size, timeout_s, on_frame, embed)
+        if feats.windows.end_s[-1] < window.seconds - _EPS:
+            return feats
+        # the container said shorter than one window, the frames say otherwise: windows after all
     try:
         return _decode(path, mv, window, rgb_size, timeout_s, on_frame, embed,
                        CLOCK_PTS if mv.backend == "pyav" else CLOCK_INDEX, info)
@@ -186,7 +192,7 @@ def _decode(
     duration = last + frame_s
     n_bins = max(1, math.ceil(duration / bin_s - _EPS))
     if n_bins < T:  # shorter than the window (the container said otherwise): one window over the whole video
-        return _one_window(path, mv, window, rgb_size, timeout_s, on_frame, embed)
+        return _one_window(path, mv, window, rgb_size, timeout_s, on_frame, embed, duration)
     values, valid = acc.finish_bins(n_bins)
     stride_bins = max(1, round(window.stride_s / bin_s))
     firsts = window_starts(n_bins, T, stride_bins)
@@ -198,7 +204,7 @@ def _decode(
         bin_s=bin_s, n_bins=T, n_frames=K, clock=clock_mode,
         start_s=[b * bin_s for b in firsts], end_s=[min((b + T) * bin_s, duration) for b in firsts],
         first_bin=firsts,
-        first_frame=[max(0, min(round(b * bin_s / grid_s), len(grid) - K)) for b in firsts],
+        first_frame=[max(0, min(int(b * bin_s / grid_s + 0.5), len(grid) - K)) for b in firsts],  # nearest
     )
     motion = MotionTensor(values=values, valid=valid, n_frames=acc.n_frames, n_mv_frames=acc.n_mv_frames)
     feats = VideoFeatures(info=info, motion=motion, frames=[], frame_indices=grid, mv_source=info.mv_source,
@@ -213,13 +219,20 @@ def _decode(
 def _one_window(
     path: str, mv: MVConfig, window: WindowConfig, rgb_size: Callable[[int, int], tuple[int, int]] | None,
     timeout_s: float | None, on_frame: Callable[[int], None] | None, embed: Embed | None,
+    duration: float | None = None,
 ) -> VideoFeatures:
-    """A video shorter than the window: its whole-video tensor (T segments over it) and K frames, as one window."""
+    """A video shorter than the window: its whole-video tensor (T segments over it) and K frames, as one window.
+    ``duration``: as measured from the timestamps (default: frames / fps, else the container's)."""
     feats = extract_video(path, mv, window.frames, rgb_size, timeout_s, on_frame)
     if embed is not None:
         feats.embeddings, feats.frames = embed(feats.frames), []
     info, n = feats.info, feats.motion.n_frames
-    duration = n / info.fps if info.fps > 0 else (info.duration_s or 0.0)
+    if duration is None:
+        duration = n / info.fps if info.fps > 0 else (info.duration_s or 0.0)
+    if duration <= 0:
+        err = DecodeError("no frame rate and no duration: cannot place time windows")
+        err.info = info
+        raise err
     feats.windows = WindowLayout(bin_s=duration / mv.segments, n_bins=mv.segments, n_frames=window.frames,
                                  start_s=[0.0], end_s=[duration], first_bin=[0], first_frame=[0], clock=WHOLE_VIDEO)
     return feats
