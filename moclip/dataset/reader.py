@@ -55,9 +55,14 @@ def load_features(url: str, storage_options: dict | None = None) -> FeatureSet:
     return feature_set(_read_shards(url, None, storage_options, only_ok=True))
 
 
+def is_windowed(table: pa.Table) -> bool:
+    """Whether any row of ``table`` was indexed with time windows (``moclip.dataset.windows``)."""
+    return "window_clock" in table.schema.names and table.column("window_clock").null_count < table.num_rows
+
+
 def feature_set(table: pa.Table) -> FeatureSet:
     """The rows of ``table`` (every column of the schema; ok rows only), sorted by video id, as dense arrays."""
-    if "window_clock" in table.schema.names and table.column("window_clock").null_count < table.num_rows:
+    if is_windowed(table):
         raise ValueError("this dataset was indexed with time windows (--window): its rows are whole long videos, "
                          "not clips; train and evaluate on a dataset indexed without --window (label and "
                          "moclip.dataset.windows.window_features read windows)")

@@ -12,15 +12,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from moclip.dataset.reader import FeatureSet
+from moclip.dataset.reader import FEATURE_COLUMNS, FeatureSet, is_windowed
 
-WINDOW_META = ["window_index", "start_s", "end_s", "window_clock"]
-
-
-def is_windowed(table: pa.Table) -> bool:
-    """Whether any row of ``table`` was indexed with time windows."""
-    return "window_clock" in table.schema.names and table.column("window_clock").null_count < table.num_rows
-
+__all__ = ["is_windowed", "window_features"]
 
 def _values(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """A list column's flat values and per-row offsets into them (no Python floats)."""
@@ -34,7 +28,7 @@ def window_features(table: pa.Table) -> FeatureSet:
 
     ``meta`` repeats the video's columns and adds ``window_index``, ``start_s``, ``end_s`` (and ``window_clock``).
     """
-    missing = pc.sum(pc.is_null(table.column("window_clock"))).as_py() if table.num_rows else 0
+    missing = table.column("window_clock").null_count
     if missing:
         raise ValueError(f"{missing} rows have no time windows: a dataset indexed partly with --window and partly "
                          "without (index it again with one setting)")
@@ -69,9 +63,7 @@ def window_features(table: pa.Table) -> FeatureSet:
         mv[pos:pos + n], valid[pos:pos + n], clip[pos:pos + n] = bins[b_idx], vals[b_idx], emb[f_idx]
         pos += n
     video = np.repeat(np.arange(table.num_rows), n_windows)
-    drop = [c for c in table.schema.names if c in ("mv", "mv_shape", "mv_valid", "clip", "clip_shape", "frame_indices",
-                                                    "window_start_s", "window_end_s", "window_first_bin",
-                                                    "window_first_frame")]
+    drop = [c for c in FEATURE_COLUMNS if c in table.schema.names]
     meta = table.drop_columns(drop).take(pa.array(video)).to_pandas()
     meta["window_index"] = np.concatenate([np.arange(n) for n in n_windows]).astype(np.int32)
     meta["start_s"] = np.concatenate([r["window_start_s"] for r in small])

@@ -100,10 +100,9 @@ class Predictor:
     def check_dataset(self, url: str, manifest: dict) -> None:
         """Refuse a dataset indexed with other feature settings (or other CLIP weights) than the model's."""
         have, want = manifest.get("settings_hash"), self.meta.features.settings_hash
-        settings = manifest.get("settings") or {}
-        if (settings.get("window") or {}).get("seconds") is not None:  # windows of whole-clip features
-            have = FeatureSettings.model_validate(settings).without_window().settings_hash(
-                manifest.get("clip_weights_id"))
+        settings = FeatureSettings.model_validate(manifest.get("settings") or {})
+        if settings.window.enabled:  # windows of whole-clip features: compared as the whole-clip settings
+            have = settings.without_window().settings_hash(manifest.get("clip_weights_id"))
         if have != want:
             raise ValueError(f"{url}: indexed with feature settings {have}, but the model was trained on {want} "
                              f"(CLIP weights {manifest.get('clip_weights_id')} vs "
