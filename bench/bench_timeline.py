@@ -62,7 +62,7 @@ def accuracy(root: Path) -> tuple[list[str], dict]:
     from moclip.demo.untrimmed import generate_untrimmed_corpus, read_ground_truth
     from moclip.inference import Inputs, Predictor
     from moclip.label import scoring
-    from moclip.label.timeline import bin_segments
+    from moclip.label.timeline import bin_segments, segment_speed
     from moclip.train import calibrate
 
     trimmed, model = root / f"trimmed-{CLIPS_PER_CLASS}", root / f"model-{CLIPS_PER_CLASS}"
@@ -86,7 +86,7 @@ def accuracy(root: Path) -> tuple[list[str], dict]:
     scores = predictor.method_scores(x, np.arange(len(fs.meta)))
     motion = {c.name for c in DEMO_CLASSES if c.stream == "motion"}
     meta = fs.meta.reset_index(drop=True)
-    rows, n_windows, cfg = [], len(meta), TimelineConfig()
+    rows, n_windows, cfg, speed = [], len(meta), TimelineConfig(), segment_speed(fs.mv)
     for method, name in METHODS.items():
         probs = calibrate.softmax(scores[method], predictor.temperature[method])
         right = counted = still_right = still_n = hits = n_pred = n_true = 0
@@ -94,7 +94,7 @@ def accuracy(root: Path) -> tuple[list[str], dict]:
         for vid, idx in meta.groupby("video_id").indices.items():
             idx = idx[np.argsort(meta["start_s"].to_numpy()[idx])]
             segs = bin_segments(meta["start_s"].to_numpy()[idx], meta["end_s"].to_numpy()[idx], probs[idx],
-                                fs.mv[idx], fs.mv_valid[idx], float(meta["window_bin_s"].iloc[idx[0]]),
+                                speed[idx], fs.mv_valid[idx], float(meta["window_bin_s"].iloc[idx[0]]),
                                 list(predictor.classes), cfg)
             pred = [(s["start_s"], s["end_s"], s["label"]) for s in segs]
             true = [(s.start_s, s.end_s, s.label) for s in truth[vid]]

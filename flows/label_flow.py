@@ -30,6 +30,7 @@ from moclip.inference import Predictor
 from moclip.label import PREDICTIONS_DIR, GroupResult, LabelTarget, ShardWork, group_work, label_key
 from moclip.label.export import LEGACY_PREDICTIONS, PREDICTIONS_CSV, write_label_manifest
 from moclip.label.timeline import SEGMENTS_DIR, WINDOWS_DIR
+from moclip.label.worker import remove_predictions
 from moclip.params import LabelParams
 from moclip.progress import Progress
 from moclip.report.label_summary import distribution_markdown
@@ -99,13 +100,10 @@ def predict_archive(features: str, params: LabelParams) -> dict:
                 path = Path(tmp) / "groups.json"
                 path.write_text(json.dumps([[asdict(w) for w in g] for g in groups]))
                 result, predict_s = label_groups.with_options(task_runner=dask_runner(run))(str(path), target)
-        pred_store = Store(predictions, params.storage_options)
-        siblings = [Store(f"{base}/{d}", params.storage_options) for d in (WINDOWS_DIR, SEGMENTS_DIR)]
-        for name in the_plan.orphans:  # their feature shards are gone: every video of them re-indexed or deleted
-            for other in siblings:  # windows and segments of a run with --window (or of an earlier one)
-                if other.exists(name):
-                    other.remove(name)
-            pred_store.remove(name)
+        # the orphans' feature shards are gone (every video re-indexed or deleted); with them go their windows and
+        # segments files (of a run with --window, or of an earlier one)
+        remove_predictions(Store(predictions, params.storage_options), the_plan.orphans,
+                           [Store(u, params.storage_options) for u in (windows, segments)])
     counts = result.counts
     for shard, reason in result.failed[:20]:
         warn(f"{features}/{shard}: not labelled ({reason}); the next run tries again")

@@ -5,7 +5,9 @@
     worker.py    predict a group of shards on a Dask worker; one prediction file per feature shard, atomic
     predict.py   the predictions of a set of features (and ``predict``: a small dataset at once, in memory)
     counts.py    the run's label distribution, added up shard by shard
-    export.py    the CSV export and ``_labels.json``
+    export.py    the CSV export, ``_labels.json`` and the timelines page
+    timeline.py  with time windows: per-window predictions -> segments (windows.parquet, segments.parquet)
+    scoring.py   a timeline against a ground truth: frame accuracy, segment F1, boundary error
 """
 
 from moclip.label.counts import LabelCounts

@@ -54,18 +54,9 @@ def predict_features(predictor: Predictor, fs: FeatureSet, top_k: int = 5, extra
     classes = predictor.classes
     x = Inputs.of(fs, predictor.device)
     probs = predictor.fusion_probs(x)
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :min(top_k, len(classes))]
-    top = np.take_along_axis(probs, order, axis=1)
-    names = np.asarray(classes, dtype=object)[order]
-    out = pd.DataFrame({
-        "video_id": fs.meta["video_id"].to_numpy(),
-        "path": fs.meta["path"].to_numpy(),
-        "labels": list(names.tolist()),
-        "probs": list(top.astype(np.float64).tolist()),
-        "top1": names[:, 0],
-        "top1_prob": top[:, 0].astype(np.float64),
-        "mv_missing": x.mv_missing.cpu().numpy(),
-    })
+    out = pd.DataFrame({"video_id": fs.meta["video_id"].to_numpy(), "path": fs.meta["path"].to_numpy()})
+    out = pd.concat([out, top_columns(probs, classes, top_k)], axis=1)
+    out["mv_missing"] = x.mv_missing.cpu().numpy()
     if extra:
         if extra_text is None:
             raise ValueError("extra_classes given without their text embeddings (extra_text)")
@@ -75,6 +66,15 @@ def predict_features(predictor: Predictor, fs: FeatureSet, top_k: int = 5, extra
     out["labeled_at"] = pd.Timestamp(datetime.now(timezone.utc)).floor("ms")
     out["indexed_at"] = fs.meta["indexed_at"].to_numpy() if "indexed_at" in fs.meta else pd.NaT
     return out
+
+
+def top_columns(probs: np.ndarray, classes: list[str], top_k: int) -> pd.DataFrame:
+    """``labels``, ``probs`` (the top-k, best first), ``top1`` and ``top1_prob`` of each row of ``probs`` [N, C]."""
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :min(top_k, len(classes))]
+    top = np.take_along_axis(probs, order, axis=1).astype(np.float64)
+    names = np.asarray(classes, dtype=object)[order]
+    return pd.DataFrame({"labels": list(names.tolist()), "probs": list(top.tolist()), "top1": names[:, 0],
+                         "top1_prob": top[:, 0]})
 
 
 def predict(dataset: str, model: str | Path | Predictor, top_k: int = 5, extra_classes: list[str] | None = None,

@@ -28,7 +28,7 @@ from moclip import zeroshot
 from moclip.config import TimelineConfig
 from moclip.dataset import FeatureSet
 from moclip.inference import Inputs, Predictor
-from moclip.label.predict import extra_class_columns
+from moclip.label.predict import extra_class_columns, top_columns
 
 WINDOWS_DIR = "windows.parquet"  # folders of one Parquet file per feature shard (read as one table)
 SEGMENTS_DIR = "segments.parquet"
@@ -55,13 +55,13 @@ def smooth(probs: np.ndarray, k: int) -> np.ndarray:
     return (c[hi] - c[lo]) / (hi - lo)[:, None]
 
 
-def window_motion(mv: np.ndarray) -> np.ndarray:
-    """[N, T, 2, H, W] MV tensors -> [N]: the mean over segments of the 99th-percentile cell speed (% of the frame
-    size per frame)."""
+def segment_speed(mv: np.ndarray) -> np.ndarray:
+    """[N, T, 2, H, W] MV tensors -> [N, T]: each segment's 99th-percentile cell speed (% of the frame size per
+    frame). A window's ``motion`` is its mean; segments cut stillness from it, bin by bin."""
     if len(mv) == 0:
-        return np.zeros(0)
+        return np.zeros(mv.shape[:2])
     speed = np.sqrt((mv.astype(np.float64) ** 2).sum(axis=2)).reshape(mv.shape[0], mv.shape[1], -1)
-    return np.percentile(speed, 99, axis=2).mean(axis=1)
+    return np.percentile(speed, 99, axis=2)
 
 
 def predict_windows(predictor: Predictor, fs: FeatureSet, top_k: int, cfg: TimelineConfig,
@@ -79,27 +79,26 @@ def predict_windows(predictor: Predictor, fs: FeatureSet, top_k: int, cfg: Timel
     x = Inputs.of(fs, predictor.device)
     probs = predictor.fusion_probs(x)
     missing = x.mv_missing.cpu().numpy()
-    k = min(top_k, len(classes))
     meta = fs.meta.reset_index(drop=True)
     windows = pd.DataFrame({"video_id": meta["video_id"], "path": meta["path"],
                             "window_index": meta["window_index"].astype(np.int32), "start_s": meta["start_s"],
                             "end_s": meta["end_s"]})
-    windows = pd.concat([windows, _top(probs, classes, k)], axis=1)
+    windows = pd.concat([windows, top_columns(probs, classes, top_k)], axis=1)
     windows["mv_missing"] = missing
-    motion = window_motion(fs.mv)
-    windows["motion"] = motion
+    speed = segment_speed(fs.mv)
+    windows["motion"] = speed.mean(axis=1)
     videos, segments = [], []
     for vid, idx in meta.groupby("video_id", sort=True).indices.items():
         idx = idx[np.argsort(meta["start_s"].to_numpy()[idx], kind="stable")]
         first = meta.iloc[idx[0]]
         for seg in bin_segments(meta["start_s"].to_numpy()[idx], meta["end_s"].to_numpy()[idx], probs[idx],
-                                fs.mv[idx], fs.mv_valid[idx], float(first["window_bin_s"]), classes, cfg):
+                                speed[idx], fs.mv_valid[idx], float(first["window_bin_s"]), classes, cfg):
             segments.append({"video_id": vid, "path": first["path"], **seg})
         videos.append({"video_id": vid, "path": first["path"], "_probs": probs[idx].mean(axis=0),
                        "mv_missing": bool(missing[idx].all()), "_emb": zeroshot.video_embedding(fs.clip[idx]).mean(0),
                        "indexed_at": first.get("indexed_at")})
     per_video = pd.DataFrame(videos)
-    top = _top(np.stack(per_video.pop("_probs")), classes, k)
+    top = top_columns(np.stack(per_video.pop("_probs")), classes, top_k)
     emb = np.stack(per_video.pop("_emb"))
     per_video = pd.concat([per_video[["video_id", "path"]], top, per_video[["mv_missing"]]], axis=1)
     if extra_classes:
@@ -114,35 +113,26 @@ def predict_windows(predictor: Predictor, fs: FeatureSet, top_k: int, cfg: Timel
     return per_video, windows, seg
 
 
-def _top(probs: np.ndarray, classes: list[str], k: int) -> pd.DataFrame:
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    top = np.take_along_axis(probs, order, axis=1).astype(np.float64)
-    names = np.asarray(classes, dtype=object)[order]
-    return pd.DataFrame({"labels": list(names.tolist()), "probs": list(top.tolist()), "top1": names[:, 0],
-                         "top1_prob": top[:, 0]})
-
-
-def bin_segments(start_s: np.ndarray, end_s: np.ndarray, probs: np.ndarray, mv: np.ndarray, valid: np.ndarray,
+def bin_segments(start_s: np.ndarray, end_s: np.ndarray, probs: np.ndarray, speed: np.ndarray, valid: np.ndarray,
                  bin_s: float, classes: list[str], cfg: TimelineConfig) -> list[dict]:
     """One video's segments at the resolution of its MV bins (``bin_s`` seconds each), from its windows (time
-    order): ``probs`` [n, C], their MV tensors ``mv`` [n, T, 2, H, W] and ``valid`` [n, T]."""
-    n, T = mv.shape[:2]
+    order): ``probs`` [n, C], their segments' speeds ``speed`` [n, T] (``segment_speed``) and ``valid`` [n, T]."""
+    n, T = speed.shape
     first = np.rint(np.asarray(start_s) / bin_s).astype(np.int64)
     n_bins = int(first.max()) + T
     total, count = np.zeros((n_bins, probs.shape[1])), np.zeros(n_bins)
-    speed = np.full(n_bins, np.nan)
-    per_bin = np.percentile(np.sqrt((mv.astype(np.float64) ** 2).sum(axis=2)).reshape(n, T, -1), 99, axis=2)
+    bin_speed = np.full(n_bins, np.nan)
     for w in range(n):
         total[first[w]:first[w] + T] += probs[w]
         count[first[w]:first[w] + T] += 1
         ok = valid[w] > 0  # a bin without usable MV frames says nothing about motion
-        speed[first[w]:first[w] + T][ok] = per_bin[w][ok]
+        bin_speed[first[w]:first[w] + T][ok] = speed[w][ok]
     bp = total / np.maximum(count, 1)[:, None]  # each bin: the mean of the windows holding it
     stride = int(np.median(np.diff(first))) if n > 1 else T
     bp = smooth(bp, (cfg.smooth - 1) * max(stride, 1) + 1)
     best = bp.argmax(axis=1)
     score = bp[np.arange(n_bins), best]
-    still = _nanmean_run(speed, max(1, round(0.5 / bin_s))) < cfg.min_motion  # over ~0.5 s; unknown: not still
+    still = _nanmean_run(bin_speed, max(1, round(0.5 / bin_s))) < cfg.min_motion  # over ~0.5 s; unknown: not still
     label = [classes[b] if s >= cfg.min_score and not q else None for b, s, q in zip(best, score, still)]
     end = float(np.max(end_s))
     out: list[dict] = []
@@ -162,11 +152,8 @@ def bin_segments(start_s: np.ndarray, end_s: np.ndarray, probs: np.ndarray, mv: 
 
 
 def _nanmean_run(x: np.ndarray, k: int) -> np.ndarray:
-    """Centred mean over ``k`` values, ignoring NaN (NaN where all are); +inf where a value is unknown alone."""
+    """Centred mean over ``k`` values (``smooth``'s window), ignoring NaN; +inf where all of them are NaN."""
     ok = ~np.isnan(x)
-    c = np.cumsum(np.concatenate([[0.0], np.where(ok, x, 0.0)]))
-    m = np.cumsum(np.concatenate([[0], ok.astype(np.int64)]))
-    lo = np.maximum(np.arange(len(x)) - k // 2, 0)
-    hi = np.minimum(np.arange(len(x)) + (k - 1) // 2 + 1, len(x))
-    num, den = c[hi] - c[lo], m[hi] - m[lo]
-    return np.where(den > 0, num / np.maximum(den, 1), np.inf)
+    num = smooth(np.where(ok, x, 0.0)[:, None], k)[:, 0]
+    den = smooth(ok[:, None].astype(np.float64), k)[:, 0]
+    return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.inf)

@@ -162,14 +162,14 @@ def label_shards(work: list[ShardWork], target: LabelTarget) -> GroupResult:
                 continue
             written += 1
             counts.add(LabelCounts.of(frame, predicted=len(mine)))
-            removed += _remove(preds, w.stale, siblings)
+            removed += remove_predictions(preds, w.stale, siblings)
         pending.clear()
 
     for w in work:
         try:
             if w.current:
                 counts.add(LabelCounts.of(preds.read_table(w.target, SUMMARY_COLUMNS, missing_ok=True).to_pandas()))
-                removed += _remove(preds, w.stale, siblings)
+                removed += remove_predictions(preds, w.stale, siblings)
                 continue
             rows = _ok_rows(features.read_table(w.feature_shard))
             # windowed shards are predicted whole (their windows and segments files go with the prediction file)
@@ -209,7 +209,7 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"[:500]
 
 
-def _remove(store: Store, names: list[str], siblings: list[Store] = ()) -> int:
+def remove_predictions(store: Store, names: list[str], siblings: list[Store] = ()) -> int:
     """Remove prediction files ``names`` (and their windows/segments files in ``siblings``); how many were there."""
     n = 0
     for name in names:
