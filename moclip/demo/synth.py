@@ -464,10 +464,10 @@ def plan_demo_corpus(*, seed: int = 0, clips_per_class: int = 20) -> list[ClipSp
     return specs
 
 
-def read_stamp(out_dir: str | Path) -> dict[str, Any] | None:
-    """The corpus stamp (``_demo_corpus.json``) in ``out_dir``, or None if absent or unreadable."""
+def read_stamp(out_dir: str | Path, name: str = STAMP_NAME) -> dict[str, Any] | None:
+    """The corpus stamp ``name`` (default ``_demo_corpus.json``) in ``out_dir``, or None if absent or unreadable."""
     try:
-        stamp = json.loads((Path(out_dir) / STAMP_NAME).read_text())
+        stamp = json.loads((Path(out_dir) / name).read_text())
     except (OSError, ValueError):
         return None
     return stamp if isinstance(stamp, dict) else None

@@ -229,14 +229,6 @@ def _record(spec: UntrimmedSpec, path: Path) -> dict[str, Any]:
     }
 
 
-def _read_stamp(out: Path) -> dict[str, Any] | None:
-    try:
-        stamp = json.loads((out / STAMP_NAME).read_text())
-    except (OSError, ValueError):
-        return None
-    return stamp if isinstance(stamp, dict) else None
-
-
 def _intact(out: Path, stamp: dict[str, Any], specs: Sequence[UntrimmedSpec]) -> bool:
     """Every planned video is present with the size and SHA-256 the stamp records, and so is the CSV."""
     recs = stamp.get("videos")
@@ -264,7 +256,7 @@ def generate_untrimmed_corpus(
     specs = plan_untrimmed_corpus(seed=seed, videos=videos, duration_s=duration_s)
     paths = [out / s.name for s in specs]
     header = _header(seed, videos, duration_s)
-    stamp = _read_stamp(out)
+    stamp = synth.read_stamp(out, STAMP_NAME)
     if stamp is not None and not overwrite:
         if {k: stamp.get(k) for k in header} != header:
             raise FileExistsError(f"{out} holds another untrimmed corpus (seed={stamp.get('seed')}, "
@@ -296,7 +288,7 @@ def generate_untrimmed_corpus(
 def read_ground_truth(out_dir: str | Path) -> dict[str, list[Segment]]:
     """The segments of every video, from ``out_dir/_untrimmed.json``, keyed by file name (``"untrimmed_000.mp4"``:
     also the ``video_id`` the ``unlabeled`` corpus layout gives it when ``out_dir`` is the corpus root)."""
-    stamp = _read_stamp(Path(out_dir))
+    stamp = synth.read_stamp(out_dir, STAMP_NAME)
     if stamp is None or stamp.get("kind") != _KIND:
         raise FileNotFoundError(f"{out_dir} has no readable {STAMP_NAME}")
     return {
