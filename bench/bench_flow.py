@@ -89,7 +89,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="moclip-bench-flow-"))
     demo = tmp / "demo"
     generate_demo_corpus(demo)
-    default_size = RunConfig().shard_size
+    default_size = RunConfig().for_device("cpu").shard_size
     lines = [f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores; demo corpus (200 clips, K=8 CLIP "
              "frames, random-init ViT-B-32 at the default precision), real Prefect server on loopback, Dask "
              "LocalCluster of single-threaded worker processes forked from the warm fork server, which has the CLIP "

@@ -11,22 +11,27 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 
 from flows.runtime import (
+    check_resources,
     dask_runner,
     local_workers,
+    needs,
     preload_clip_in_workers,
     start_worker_forkserver,
     without_heartbeats,
 )
 from moclip.clip import load_clip, resolve_weights
+from moclip.config import ClipConfig
 from moclip.dataset import Store, write_manifest
 from moclip.dataset.lock import dataset_lock
 from moclip.indexing.shard import ShardResult, ShardTarget
 from moclip.params import IndexParams
+from moclip.precision import device_type
 from moclip.progress import Progress, console
 from moclip.report.index_summary import IndexSummary, one_line, summarize, to_markdown
 from moclip.sharding import Shard, load_shards, make_shards, new_run_id, save_shards
@@ -40,7 +45,8 @@ def extract_features(shard_plan: str, target: ShardTarget) -> tuple[list[ShardRe
     its own process; only if that fails too is it reported as crashed, never fatal."""
     logger = get_run_logger()
     shards = load_shards(shard_plan)
-    futures = {index_shard_task.submit(s.videos, s.name, target): s for s in shards}
+    with needs(target.run.resources):  # e.g. GPU=1: only GPU workers take them
+        futures = {index_shard_task.submit(s.videos, s.name, target): s for s in shards}
     n_videos = sum(len(s.videos) for s in shards)
     progress_id = create_progress_artifact(0.0, description=f"Indexing {n_videos} videos in {len(shards)} shards")
     results: list[ShardResult] = []
@@ -59,7 +65,8 @@ def extract_features(shard_plan: str, target: ShardTarget) -> tuple[list[ShardRe
             except Exception as exc:  # noqa: BLE001 - any failure of a shard gets one isolated retry
                 error = f"{type(exc).__name__}: {exc}"[:500]
                 logger.warning("shard %s failed (%s); retrying its videos one by one in isolation", shard.name, error)
-                retries[index_shard_isolated_task.submit(shard.videos, shard.name, target, error)] = shard
+                with needs(target.run.resources):
+                    retries[index_shard_isolated_task.submit(shard.videos, shard.name, target, error)] = shard
         for fut in as_completed(list(retries)):
             shard = retries[fut]
             try:
@@ -78,11 +85,22 @@ def warn(message: str) -> None:
     console(message)
 
 
+def check_clip_weights(clip: ClipConfig, device: str) -> None:
+    """Load the CLIP weights the workers will load (cached for this process), so a missing or broken checkpoint
+    fails the run before any shard starts. On a machine without the GPU the workers have (the flow of a Dask
+    cluster with GPU workers), they are loaded on the CPU at fp32: the same file, checked the same way."""
+    if device_type(device) == "cuda" and not torch.cuda.is_available():
+        load_clip(clip.model_copy(update={"precision": "fp32"}), device="cpu")
+    else:
+        load_clip(clip, device=device)
+
+
 @flow(name="index-corpus")
 def index_corpus(params: IndexParams) -> IndexSummary:
     """Index a video corpus into a Parquet feature dataset (MV tensors + CLIP embeddings)."""
     t0 = time.perf_counter()
-    settings, run = params.settings(), params.run
+    settings = params.settings()
+    run = params.run.for_device(device_type(params.run.device))  # shard size, CLIP batch, resources for the device
     weights = resolve_weights(settings.clip.model, settings.clip.weights, settings.clip.activation)
     settings_hash = settings.settings_hash(weights.weights_id)
 
@@ -97,7 +115,9 @@ def index_corpus(params: IndexParams) -> IndexSummary:
             if local_workers(run):  # local workers' fork server (unless the CLI started it): boots while we check
                 preload_clip_in_workers(settings.clip, run.device)
                 start_worker_forkserver()
-            load_clip(settings.clip, device=run.device)  # fail fast on missing weights, before Dask
+            check_clip_weights(settings.clip, run.device)  # fail fast on missing weights, before Dask
+            if run.dask_address:
+                check_resources(run.dask_address, run.resources)
             shards = make_shards(the_plan.to_index, run.shard_size, run_id, local_workers(run))
             with tempfile.TemporaryDirectory(prefix="moclip-plan-") as tmp, without_heartbeats():
                 save_shards(shards, Path(tmp) / "shards.json")

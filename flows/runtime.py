@@ -23,24 +23,86 @@ from flows import preload as clip_preload
 from moclip.config import ClipConfig, RunConfig
 
 
+def local_gpus() -> list[str]:
+    """The GPUs local workers share out, one each: ``CUDA_VISIBLE_DEVICES``'s entries when it is set, else all."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def uses_cuda(run: RunConfig) -> bool:
+    """Whether the run's workers use CUDA (``device`` cuda, or auto on a machine with a GPU)."""
+    from moclip.precision import device_type  # torch: imported when needed, not before the server launches
+
+    return device_type(run.device) == "cuda"
+
+
 def local_workers(run: RunConfig) -> int | None:
-    """How many worker processes the local cluster gets (one per core by default); None on an existing cluster."""
-    return None if run.dask_address else run.workers or os.cpu_count() or 1
+    """How many worker processes the local cluster gets (one per core by default, one per GPU with CUDA); None on
+    an existing cluster."""
+    if run.dask_address:
+        return None
+    if uses_cuda(run):
+        return run.workers or len(local_gpus()) or 1
+    return run.workers or os.cpu_count() or 1
 
 
 def dask_runner(run: RunConfig) -> DaskTaskRunner:
-    """An existing scheduler when an address is given; else a LocalCluster of single-threaded processes."""
+    """An existing scheduler when an address is given; else a LocalCluster of single-threaded processes, one per
+    core, or with CUDA one per GPU (``GpuCluster``)."""
     if run.dask_address:
         return DaskTaskRunner(address=run.dask_address)
-    return DaskTaskRunner(
-        cluster_class=local_cluster,
-        cluster_kwargs={
-            "n_workers": local_workers(run),
-            "threads_per_worker": 1,
-            "processes": True,
-            "dashboard_address": None,
-        },
-    )
+    kwargs: dict[str, Any] = {"n_workers": local_workers(run), "threads_per_worker": 1, "processes": True,
+                              "dashboard_address": None}
+    if uses_cuda(run):
+        kwargs["gpus"] = local_gpus()
+    return DaskTaskRunner(cluster_class=local_cluster, cluster_kwargs=kwargs)
+
+
+def needs(resources: dict[str, float]) -> contextlib.AbstractContextManager:
+    """Tasks submitted in this block run only on Dask workers that declare ``resources`` (e.g. GPU=1)."""
+    return dask.annotate(resources=dict(resources)) if resources else contextlib.nullcontext()
+
+
+def check_resources(address: str, resources: dict[str, float], timeout_s: float = 30.0) -> None:
+    """Refuse a run whose shards would wait forever: no worker of the cluster at ``address`` declares
+    ``resources``. (A worker that joins later still gets them; one must be there when the run starts.)"""
+    if not resources:
+        return
+    from distributed import Client
+
+    with Client(address, timeout=timeout_s) as client:
+        workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    if not any(all(w.get("resources", {}).get(k, 0) >= v for k, v in resources.items()) for w in workers):
+        wanted = " ".join(f"{k}={v:g}" for k, v in resources.items())
+        raise ValueError(
+            f"no worker of the Dask cluster at {address} declares the resources {wanted} that index shards need "
+            f"({len(workers)} workers); start GPU workers with `dask worker {address} --nthreads 1 --resources "
+            f"\"{wanted}\"`, or run with --device cpu")
+
+
+class GpuCluster(LocalCluster):
+    """A ``LocalCluster`` of one worker process per GPU, as dask-cuda's ``LocalCUDACluster`` makes it: each worker
+    sees only its own GPU (``CUDA_VISIBLE_DEVICES``, set before it starts CUDA) and declares the Dask resource
+    ``GPU=1``; more workers than GPUs share them in turn."""
+
+    def __init__(self, gpus: list[str], n_workers: int, **kwargs: Any) -> None:
+        if not gpus:
+            raise ValueError("a GPU cluster needs at least one GPU; none is visible (CUDA_VISIBLE_DEVICES, drivers)")
+        self.gpus = list(gpus)
+        super().__init__(n_workers=0, resources={"GPU": 1}, **kwargs)
+        self.scale(n_workers)
+        self.wait_for_workers(n_workers)
+
+    def new_worker_spec(self) -> dict:
+        spec = super().new_worker_spec()
+        name, worker = next(iter(spec.items()))
+        gpu = self.gpus[len(self.worker_spec) % len(self.gpus)]
+        options = {**worker["options"], "env": {**worker["options"].get("env", {}), "CUDA_VISIBLE_DEVICES": gpu}}
+        return {name: {**worker, "options": options}}
 
 
 # Imported once by the process Dask worker processes are forked from (see start_worker_forkserver).
@@ -96,13 +158,13 @@ def _env_for_workers(env: Any) -> dict[str, str] | None:
     return {k: v for k, v in env.items() if k not in own and not k.startswith("__DASK")}
 
 
-def local_cluster(**kwargs: Any) -> LocalCluster:
+def local_cluster(gpus: list[str] | None = None, **kwargs: Any) -> LocalCluster:
     """A ``LocalCluster`` where a task that kills its worker fails at once (allowed-failures 0) instead of being
     tried on 3 more workers, and a worker holds one task at a time (worker-saturation 1.0), so a crashing decoder
     takes down its own shard only; the flow then retries that shard in isolation. Workers are forked from the
     warm fork server when its environment is still this process's, spawned otherwise. Without a dashboard, the
     workers' statistical profiler is off and the system monitor samples every 2 s (in paired demo runs, 2 workers
-    did 1-3 % less work)."""
+    did 1-3 % less work). With ``gpus``: a ``GpuCluster``, one worker per GPU."""
     start_worker_forkserver()
     method = "forkserver" if _env_for_workers(_forkserver_env) == _env_for_workers(os.environ) else "spawn"
     with dask.config.set({"distributed.scheduler.allowed-failures": 0,
@@ -111,7 +173,7 @@ def local_cluster(**kwargs: Any) -> LocalCluster:
                           # no dashboard here, so nobody reads the worker's stack sampler (10 ms) or system monitor
                           "distributed.worker.profile.enabled": False,
                           "distributed.admin.system-monitor.interval": "2s"}):
-        return LocalCluster(**kwargs)
+        return GpuCluster(gpus, **kwargs) if gpus is not None else LocalCluster(**kwargs)
 
 
 @contextlib.contextmanager

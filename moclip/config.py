@@ -227,12 +227,22 @@ class FeatureSettings(Settings):
 class RunConfig(Settings):
     """How an index job runs (never changes features)."""
 
-    shard_size: int = Field(16, ge=1, le=10_000, description="videos per Dask task")
+    shard_size: int | None = Field(None, ge=1, le=10_000, description="videos per Dask task (default 16; 128 "
+                                                                       "with CUDA, for big CLIP batches)")
     workers: int | None = Field(None, ge=1, le=1024, description="local Dask worker processes (default: one per "
-                                                                  "core)")
+                                                                  "core; with CUDA, one per GPU)")
     dask_address: str | None = Field(None, description="use an existing Dask scheduler, e.g. tcp://host:8786")
-    clip_batch_size: int = Field(64, ge=1, le=4096, description="CLIP images per forward pass")
+    clip_batch_size: int | None = Field(None, ge=1, le=4096, description="CLIP images per forward pass (default "
+                                                                         "64; 512 with CUDA)")
     device: Device = Field("auto", description="auto: cuda if available, else cpu")
+    decode_workers: int | None = Field(
+        None, ge=0, le=1024, description="decoder processes feeding each worker's CLIP model (default: 0 on CPU, "
+                                         "each worker decodes its own videos; with CUDA, the machine's cores less "
+                                         "one, shared among its GPUs)")
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="Dask resources an index shard needs, e.g. GPU=1: shards run only on "
+                                          "workers started with `--resources GPU=1` (default with CUDA on a Dask "
+                                          "cluster: GPU=1)")
     decode_timeout_s: float = Field(1800.0, gt=0, description="seconds allowed per video, checked between frames "
                                                               "(lower it for archives of short clips)")
     decode_hard_timeout_s: float | None = Field(
@@ -240,6 +250,17 @@ class RunConfig(Settings):
                                 "decode timeout + 60)")
     lock_timeout_s: float = Field(6 * 3600.0, ge=0, description="seconds an index run waits while another run "
                                                                 "writes the same (local) dataset")
+
+    def for_device(self, device_type: str) -> RunConfig:
+        """These settings with the defaults of a ``device_type`` ("cpu" or "cuda") worker filled in: shard size and
+        CLIP batch (bigger on GPUs: one batch spans many videos), and, with CUDA on a Dask cluster, GPU=1 resources.
+        ``decode_workers`` stays None where the worker machine decides (``moclip.indexing.pool.decoders_for``)."""
+        cuda = device_type == "cuda"
+        update: dict[str, Any] = {"shard_size": self.shard_size or (128 if cuda else 16),
+                                  "clip_batch_size": self.clip_batch_size or (512 if cuda else 64)}
+        if cuda and not self.resources and self.dask_address:
+            update["resources"] = {"GPU": 1.0}
+        return self.model_copy(update=update)
 
     @property
     def hard_timeout_s(self) -> float:

@@ -42,16 +42,39 @@ class DecoderProcess:
     def decode(self, path: str, mv: MVConfig, n_rgb: int, timeout_s: float, hard_timeout_s: float,
                window: WindowConfig | None = None) -> VideoFeatures:
         """Decode ``path`` in the child; raises ``DecoderCrash`` if it dies or has no answer in ``hard_timeout_s``."""
-        if self.proc is None:
-            self._start()
-        try:
-            self.conn.send((path, mv, n_rgb, timeout_s, window))
-        except OSError:
-            raise DecoderCrash(self._died()) from None
+        self.send_job((path, mv, n_rgb, timeout_s, window))
         status, payload = self._receive(hard_timeout_s)
         if status == "failed":
             raise DecodeError(payload)
         return payload
+
+    def send_job(self, job: tuple) -> None:
+        """Hand the child (started first if it is not running) one video: ``(path, mv, n_rgb, timeout_s, window)``."""
+        if self.proc is None:
+            self.launch()
+            self.wait_ready()
+        try:
+            self.conn.send(job)
+        except OSError:
+            raise DecoderCrash(self._died()) from None
+
+    def next_answer(self) -> tuple:
+        """The child's next message, read now: ``("size", ...)`` once answered, else ``("ok", VideoFeatures)`` or
+        ``("failed", reason)``; ``DecoderCrash`` if the child died."""
+        try:
+            msg = self.conn.recv()
+            if msg[0] == "size":
+                self.conn.send(self.rgb_size(*msg[1:]))
+            return msg if msg[0] != "size" else ("size", None)
+        except (EOFError, OSError):
+            raise DecoderCrash(self._died()) from None
+
+    def kill_hung(self, limit_s: float) -> DecoderCrash:
+        """Kill a child that has had no answer for ``limit_s``; the error that is its video's reason."""
+        self.proc.kill()
+        self.close()
+        self.deaths += 1
+        return DecoderCrash(f"decoder hung: no result within {limit_s:g} s (hard limit)")
 
     def close(self) -> int | None:
         """Stop the child (killed if still running); its exit status, negative for a signal."""
@@ -66,12 +89,15 @@ class DecoderProcess:
         code, self.proc, self.conn = self.proc.returncode, None, None
         return code
 
-    def _start(self) -> None:
+    def launch(self) -> None:
+        """Start the child process (not waiting for it: ``wait_ready``), so many children can boot at once."""
         ours, theirs = socket.socketpair()
         with theirs:
             self.proc = subprocess.Popen([sys.executable, "-m", "moclip.indexing.decode", str(theirs.fileno())],
                                          pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
         self.conn = Connection(ours.detach())
+
+    def wait_ready(self) -> None:
         try:
             self._receive(self.start_timeout_s)
         except DecoderCrash as exc:
@@ -80,20 +106,13 @@ class DecoderProcess:
     def _receive(self, limit_s: float) -> tuple:
         """The child's next answer, serving its frame-size questions meanwhile."""
         deadline = time.monotonic() + limit_s
-        try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self.conn.poll(remaining):
-                    self.proc.kill()
-                    self.close()
-                    self.deaths += 1
-                    raise DecoderCrash(f"decoder hung: no result within {limit_s:g} s (hard limit)")
-                msg = self.conn.recv()
-                if msg[0] != "size":
-                    return msg
-                self.conn.send(self.rgb_size(*msg[1:]))
-        except (EOFError, OSError):
-            raise DecoderCrash(self._died()) from None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self.conn.poll(remaining):
+                raise self.kill_hung(limit_s)
+            msg = self.next_answer()
+            if msg[0] != "size":
+                return msg
 
     def _died(self) -> str:
         code = self.close()

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from moclip.config import FeatureSettings, RunConfig, Settings
 from moclip.dataset.incremental import fingerprint
@@ -30,7 +30,7 @@ from moclip.video import DecodeError, VideoFeatures
 
 __all__ = ["ShardResult", "ShardTarget", "describe_error", "embed_and_write", "hard_time_limit", "index_shard",
            "match_thread_limit",
-           "video_row", "worker_encoder"]
+           "video_row", "worker_encoder", "write_rows"]
 
 
 class ShardTarget(Settings):
@@ -41,6 +41,14 @@ class ShardTarget(Settings):
     out: str = Field(description="dataset folder or fsspec URL")
     settings_hash: str
     storage_options: dict = Field(default_factory=dict)
+
+    @field_validator("run")
+    @classmethod
+    def _for_device(cls, run: RunConfig) -> RunConfig:
+        """Shard size, CLIP batch and resources filled in for the run's kind of device."""
+        from moclip.precision import device_type
+
+        return run.for_device(device_type(run.device))
 
     def store(self) -> Store:
         return Store(self.out, self.storage_options)
@@ -138,6 +146,13 @@ def embed_and_write(
                 row["elapsed_s"] += (time.perf_counter() - t0) * len(mine) / len(frames)
     result.images_embedded = len(frames) + pre_embedded
     t_embed = time.perf_counter() - t0
+    result = write_rows(rows, store, result)
+    result.seconds.update(decode=t_decode, embed=t_embed)
+    return result
+
+
+def write_rows(rows: list[dict], store: Store, result: ShardResult) -> ShardResult:
+    """Count the shard's rows into ``result`` and write them (embedded) as the Parquet file ``result.shard``."""
     now = datetime.now(timezone.utc)
     for row in rows:
         row["indexed_at"] = now
@@ -147,10 +162,9 @@ def embed_and_write(
         else:
             result.n_failed += 1
             result.failures.append((row["video_id"], row["error"]))
-
     t0 = time.perf_counter()
     result.bytes_written = store.write_table(result.shard, rows_to_table(rows))
-    result.seconds = {"decode": t_decode, "embed": t_embed, "write": time.perf_counter() - t0}
+    result.seconds["write"] = time.perf_counter() - t0
     result.ended_at = time.time()
     return result
 
@@ -179,7 +193,14 @@ def worker_encoder(target: ShardTarget) -> tuple[Any, float]:
 
 
 def index_shard(videos: list[dict], shard_name: str, target: ShardTarget) -> ShardResult:
-    """Index ``videos`` into the Parquet file ``shard_name`` of ``target.out``: one row per video."""
+    """Index ``videos`` into the Parquet file ``shard_name`` of ``target.out``: one row per video. Decoded here, or,
+    with decoder processes (GPU workers, ``RunConfig.decode_workers``), by a pool feeding this process's CLIP."""
+    from moclip.indexing.pool import decoders_for, index_shard_pooled
+    from moclip.precision import device_type
+
+    decoders = decoders_for(target.run, device_type(target.run.device))
+    if decoders:
+        return index_shard_pooled(videos, shard_name, target, decoders)
     started = time.time()
     encoder, load_s = worker_encoder(target)
     mv, frames, run = target.features.mv, target.features.clip.frames, target.run
