@@ -83,9 +83,11 @@ def stack(tmp_path_factory):
                 pass
             assert time.monotonic() < deadline, "prefect server did not start"
             time.sleep(0.5)
-        assert s.cli("work-pool", "create", "moclip", "--type", "process").returncode == 0
+        for pool in ("moclip", "moclip-gpu"):  # indexing on CPU machines, training and labelling on the GPU one
+            assert s.cli("work-pool", "create", pool, "--type", "process").returncode == 0
         s.deploy = s.cli("--no-prompt", "deploy", "--all", timeout=300)
-        s.spawn("worker", "start", "--pool", "moclip", env=env)
+        for pool in ("moclip", "moclip-gpu"):  # both here: a machine without a GPU trains on its CPU
+            s.spawn("worker", "start", "--pool", pool, env=env)
         yield s
     finally:
         for proc in reversed(s.procs):
@@ -110,6 +112,7 @@ def test_deploy_all_creates_the_three_deployments_with_templated_parameters(stac
     mv = schema["definitions"]["MVConfig"]["properties"]["segments"]
     assert mv["description"].startswith("T: temporal segments") and mv["minimum"] == 1
     assert nightly["work_pool_name"] == "moclip" and nightly["schedules"][0]["schedule"]["cron"] == "0 2 * * *"
+    assert {stack.deployment(n)["work_pool_name"] for n in ("train-and-evaluate", "label-archive")} == {"moclip-gpu"}
     # the schedule has put its next runs on the calendar
     assert any(r["state_type"] == "SCHEDULED" for r in stack.runs("nightly-reindex"))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -89,3 +90,18 @@ def test_train_and_evaluate_flow_writes_report_and_artifact(prefect_api, dataset
     import asyncio
 
     assert "evaluation-report" in asyncio.run(artifact_keys())
+
+
+def test_deterministic_kernels_are_on_while_a_model_trains_on_cuda_and_restored_after(monkeypatch):
+    # the switches need no GPU to be set; training on one uses them (moclip.train.determinism)
+    from moclip.train.determinism import CUBLAS_ENV, deterministic
+
+    monkeypatch.delenv(CUBLAS_ENV, raising=False)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+    with deterministic(torch.device("cuda")):
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert os.environ[CUBLAS_ENV] == ":4096:8"
+    assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark) == before
+    with deterministic(torch.device("cpu")):  # CPU training is byte-identical without it (test above)
+        assert torch.are_deterministic_algorithms_enabled() == before[0]

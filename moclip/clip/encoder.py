@@ -149,20 +149,28 @@ class ClipImageEncoder(nn.Module):
     def embed(self, frames: Sequence[np.ndarray], batch_size: int = 64) -> np.ndarray:
         """Image embeddings, float32 [N, D], NOT L2-normalised (normalise before cosine / zero-shot use).
 
-        Runs in batches under ``torch.inference_mode()``; the same code path on CPU and GPU (on CUDA the uint8
-        batch is pinned and copied asynchronously, then normalised on the device).
+        Runs in batches under ``torch.inference_mode()``; the same code path on CPU and GPU. On CUDA the uint8
+        batch is pinned, copied asynchronously and normalised on the device, and the next batch is cropped and
+        stacked on the CPU while the GPU runs this one (its result is copied back only then).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         out = []
         cuda = self.device.type == "cuda"
+
+        def batch(i: int) -> torch.Tensor | None:
+            if i >= len(frames):
+                return None
+            x = self._uint8_batch(frames[i : i + batch_size])
+            return x.pin_memory() if cuda else x
+
         with torch.inference_mode():
-            for i in range(0, len(frames), batch_size):
-                x = self._uint8_batch(frames[i : i + batch_size])
-                if cuda:
-                    x = x.pin_memory()
-                x = self._normalize(x.to(self.device, non_blocking=cuda))
-                out.append(self(x).float().cpu())
+            x, i = batch(0), 0
+            while x is not None:
+                y = self(self._normalize(x.to(self.device, non_blocking=cuda)))  # on CUDA: launched, not waited for
+                i += batch_size
+                x = batch(i)  # the CPU's share of the next batch, while the device runs this one
+                out.append(y.float().cpu())
         if not out:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
         return torch.cat(out).numpy()

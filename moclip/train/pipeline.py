@@ -29,6 +29,7 @@ from moclip.models import PAPER_MV_NET, count_params, flops_per_video, mvnet_con
 from moclip.precision import resolve_device, train_precision
 from moclip.train import calibrate, metrics, results
 from moclip.train.augment import augment
+from moclip.train.determinism import deterministic
 from moclip.train.loop import FitConfig, fit
 from moclip.train.splits import Splits, make_splits
 
@@ -92,8 +93,14 @@ def _feature_batches(x: torch.Tensor, y_np: np.ndarray, missing: torch.Tensor | 
 
 def train(url: str, out: str | Path, cfg: TrainConfig | None = None,
           log: Callable[[str], None] = print) -> Bundle:
-    """Train everything on the dataset at ``url``; write the model bundle to ``out``. Never touches test."""
+    """Train everything on the dataset at ``url``; write the model bundle to ``out``. Never touches test. Seeded:
+    one seed gives one bundle, on a GPU too (``moclip.train.determinism``)."""
     cfg = cfg or TrainConfig()
+    with deterministic(resolve_device(cfg.device)):
+        return _train(url, out, cfg, log)
+
+
+def _train(url: str, out: str | Path, cfg: TrainConfig, log: Callable[[str], None]) -> Bundle:
     times: dict[str, float] = {}
     t = time.perf_counter()
     device = resolve_device(cfg.device)
