@@ -126,3 +126,11 @@ def test_run_defaults_for_the_device():
     assert remote.resources == {"GPU": 1.0}
     assert RunConfig(dask_address="tcp://h:8786", resources={"GPU": 2}).for_device("cuda").resources == {"GPU": 2}
     assert RunConfig(shard_size=3, clip_batch_size=7).for_device("cuda").shard_size == 3
+
+
+def test_the_summary_says_what_limited_a_pooled_run():
+    from moclip.report.index_summary import bottleneck
+
+    assert bottleneck({"wall": 10.0, "embed": 9.0}).startswith("CLIP forward (CLIP busy 90%")
+    assert bottleneck({"wall": 10.0, "embed": 2.0}).startswith("decoding (CLIP busy 20%")
+    assert bottleneck({"decode": 5.0, "embed": 1.0}) is None  # in-process decoding: no pool, no verdict

@@ -66,6 +66,9 @@ def test_shards_that_need_a_gpu_run_only_on_gpu_workers(mixed_cluster, tmp_path)
     ran_on = {int(w.rsplit(":", 1)[1]) for w in summary.workers}
     assert ran_on == {gpu_pid}  # six one-video shards, none on the idle worker without the resource
     assert "wall" in summary.worker_seconds  # the pooled path's own timing made it into the summary
+    from moclip.report.index_summary import to_markdown
+
+    assert "Limited by: " in to_markdown(summary)
 
 
 def test_resources_no_worker_has_are_refused_before_any_work(mixed_cluster, tmp_path):

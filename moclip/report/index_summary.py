@@ -122,6 +122,19 @@ def one_line(s: IndexSummary) -> str:
             + f" in {s.wall_seconds:.1f} s -> {s.out}")
 
 
+BUSY_LIMIT = 0.8  # a CLIP model busy for at least this share of its shards' time is what limits the run
+
+
+def bottleneck(worker_seconds: dict[str, float]) -> str | None:
+    """What limited shards indexed by decoder pools (GPU workers): ``"CLIP forward"`` when the model was busy for
+    >= 80 % of the shards' wall time, else ``"decoding"`` (the model waited for frames); None for other runs."""
+    wall = worker_seconds.get("wall", 0.0)
+    if wall <= 0:
+        return None
+    busy = worker_seconds.get("embed", 0.0) / wall
+    return f"{'CLIP forward' if busy >= BUSY_LIMIT else 'decoding'} (CLIP busy {busy:.0%} of the shards' time)"
+
+
 def _listed(ids: list[str], limit: int) -> md.Md:
     return md.bullets([*map(md.code, ids[:limit]), *([f"… {len(ids) - limit} more"] if len(ids) > limit else [])])
 
@@ -139,6 +152,7 @@ def to_markdown(s: IndexSummary, max_failures: int = 50) -> str:
                  md.code(s.clip_weights_id), f" · {s.bytes_written / 1e6:.2f} MB written · wall "
                  f"{s.wall_seconds:.1f} s · worker seconds "
                  + ", ".join(f"{k} {v:.1f}" for k, v in s.worker_seconds.items())]),
+        md.join(["Limited by: ", bottleneck(s.worker_seconds)]) if bottleneck(s.worker_seconds) else None,
     ]
     for kind, title in (("new", "New videos"), ("reindexed", "Changed videos (re-indexed)"),
                         ("deleted", "Deleted videos (marked deleted)")):
