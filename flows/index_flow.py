@@ -19,6 +19,7 @@ from prefect.futures import as_completed
 from flows.runtime import (
     check_resources,
     dask_runner,
+    local_decoders,
     local_workers,
     needs,
     preload_clip_in_workers,
@@ -100,7 +101,8 @@ def index_corpus(params: IndexParams) -> IndexSummary:
     """Index a video corpus into a Parquet feature dataset (MV tensors + CLIP embeddings)."""
     t0 = time.perf_counter()
     settings = params.settings()
-    run = params.run.for_device(device_type(params.run.device))  # shard size, CLIP batch, resources for the device
+    # shard size, CLIP batch, resources for the device; a local GPU cluster's decoder processes
+    run = local_decoders(params.run.for_device(device_type(params.run.device)))
     weights = resolve_weights(settings.clip.model, settings.clip.weights, settings.clip.activation)
     settings_hash = settings.settings_hash(weights.weights_id)
 

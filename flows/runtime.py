@@ -50,6 +50,16 @@ def local_workers(run: RunConfig) -> int | None:
     return run.workers or os.cpu_count() or 1
 
 
+def local_decoders(run: RunConfig) -> RunConfig:
+    """``run`` with, on a local GPU cluster, this machine's cores less one per GPU worker shared among those workers
+    as their decoder processes (a worker alone cannot know how many siblings share its machine)."""
+    n = local_workers(run)
+    if not n or run.decode_workers is not None or not uses_cuda(run):
+        return run
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return run.model_copy(update={"decode_workers": max(1, cores // n - 1)})
+
+
 def dask_runner(run: RunConfig) -> DaskTaskRunner:
     """An existing scheduler when an address is given; else a LocalCluster of single-threaded processes, one per
     core, or with CUDA one per GPU (``GpuCluster``)."""

@@ -237,8 +237,8 @@ class RunConfig(Settings):
     device: Device = Field("auto", description="auto: cuda if available, else cpu")
     decode_workers: int | None = Field(
         None, ge=0, le=1024, description="decoder processes feeding each worker's CLIP model (default: 0 on CPU, "
-                                         "each worker decodes its own videos; with CUDA, the machine's cores less "
-                                         "one, shared among its GPUs)")
+                                         "each worker decodes its own videos; with CUDA, the machine's cores shared "
+                                         "among its GPU workers, less one each)")
     resources: dict[str, float] = Field(
         default_factory=dict, description="Dask resources an index shard needs, e.g. GPU=1: shards run only on "
                                           "workers started with `--resources GPU=1` (default with CUDA on a Dask "

@@ -102,7 +102,7 @@ def test_the_local_gpu_cluster_gives_each_worker_its_own_gpu():
 
 
 def test_local_workers_follow_the_gpus(monkeypatch):
-    from flows.runtime import local_gpus, local_workers
+    from flows.runtime import local_decoders, local_gpus, local_workers
     from moclip.config import RunConfig
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,7")
@@ -111,3 +111,9 @@ def test_local_workers_follow_the_gpus(monkeypatch):
     assert local_workers(RunConfig(device="cuda", workers=1)) == 1
     assert local_workers(RunConfig(device="cpu", workers=3)) == 3
     assert local_workers(RunConfig(device="cuda", dask_address="tcp://h:1")) is None
+    # two GPU workers on this machine share its cores as decoder processes (each worker's own one set aside)
+    cores = len(os.sched_getaffinity(0))
+    assert local_decoders(RunConfig(device="cuda")).decode_workers == max(1, cores // 2 - 1)
+    assert local_decoders(RunConfig(device="cuda", decode_workers=3)).decode_workers == 3
+    assert local_decoders(RunConfig(device="cpu")).decode_workers is None
+    assert local_decoders(RunConfig(device="cuda", dask_address="tcp://h:1")).decode_workers is None
