@@ -23,7 +23,14 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.futures import as_completed
 
 from flows.index_flow import index_corpus, warn
-from flows.runtime import dask_runner, local_workers, start_worker_forkserver, without_heartbeats
+from flows.runtime import (
+    check_resources,
+    dask_runner,
+    local_workers,
+    needs,
+    start_worker_forkserver,
+    without_heartbeats,
+)
 from moclip.dataset import Store, read_manifest
 from moclip.dataset.lock import LABEL_LOCK, dataset_lock
 from moclip.inference import Predictor
@@ -32,6 +39,7 @@ from moclip.label.export import LEGACY_PREDICTIONS, PREDICTIONS_CSV, write_label
 from moclip.label.timeline import SEGMENTS_DIR, WINDOWS_DIR
 from moclip.label.worker import remove_predictions
 from moclip.params import LabelParams
+from moclip.precision import device_type
 from moclip.progress import Progress
 from moclip.report.label_summary import distribution_markdown
 from moclip.report.timeline import PAGE_FILE
@@ -39,13 +47,16 @@ from tasks.label_tasks import export_csv_task, label_shards_task, plan, timeline
 
 
 @flow(name="label-shards")
-def label_groups(groups_file: str, target: LabelTarget) -> tuple[GroupResult, float]:
+def label_groups(groups_file: str, target: LabelTarget,
+                 resources: dict[str, float] | None = None) -> tuple[GroupResult, float]:
     """One task per group of shards (a JSON file of groups: flow parameters must stay small); a group whose task
     fails (its worker died) has its shards reported failed: they are predicted on the next run. Returns the tasks'
-    results added up, and the seconds from the first submission to the last result."""
+    results added up, and the seconds from the first submission to the last result. ``resources``: what a task
+    needs of its worker (GPU=1 when it predicts on CUDA on a cluster: only GPU workers have the device)."""
     groups = [[ShardWork(**w) for w in g] for g in json.loads(Path(groups_file).read_text())]
     t0 = time.perf_counter()  # the cluster is up: from here on, prediction
-    futures = {label_shards_task.submit(g, target): g for g in groups}
+    with needs(resources or {}):
+        futures = {label_shards_task.submit(g, target): g for g in groups}
     n = sum(len(g) for g in groups)
     progress_id = create_progress_artifact(0.0, description=f"Labelling {n} feature shards in {len(groups)} tasks")
     total = GroupResult()
@@ -99,7 +110,11 @@ def predict_archive(features: str, params: LabelParams) -> dict:
             with tempfile.TemporaryDirectory(prefix="moclip-label-") as tmp, without_heartbeats():
                 path = Path(tmp) / "groups.json"
                 path.write_text(json.dumps([[asdict(w) for w in g] for g in groups]))
-                result, predict_s = label_groups.with_options(task_runner=dask_runner(run))(str(path), target)
+                resources = run.for_device(device_type(run.device)).resources
+                if run.dask_address:
+                    check_resources(run.dask_address, resources)
+                result, predict_s = label_groups.with_options(task_runner=dask_runner(run))(str(path), target,
+                                                                                          resources)
         # the orphans' feature shards are gone (every video re-indexed or deleted); with them go their windows and
         # segments files (of a run with --window, or of an earlier one)
         remove_predictions(Store(predictions, params.storage_options), the_plan.orphans,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import importlib
+import logging
 import multiprocessing
 import os
 import socket
@@ -102,7 +103,11 @@ class GpuCluster(LocalCluster):
     def __init__(self, gpus: list[str], n_workers: int, **kwargs: Any) -> None:
         if not gpus:
             raise ValueError("a GPU cluster needs at least one GPU; none is visible (CUDA_VISIBLE_DEVICES, drivers)")
+        from distributed.worker_memory import parse_memory_limit
+
         self.gpus = list(gpus)
+        # as LocalCluster does for n_workers (started here at 0, then scaled): the machine's memory shared out
+        kwargs.setdefault("memory_limit", parse_memory_limit("auto", 1, n_workers, logger=logging.getLogger(__name__)))
         super().__init__(n_workers=0, resources={"GPU": 1}, **kwargs)
         self.scale(n_workers)
         self.wait_for_workers(n_workers)

@@ -5,6 +5,7 @@ or a hang in a decoder costs its video only, in the same shard, without a retry.
 from __future__ import annotations
 
 import os
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -65,10 +66,13 @@ def test_windows_through_the_pool_match_the_direct_path(tmp_path):
     videos = corpus(tmp_path / "c", ["long0", "long1"], n_frames=75)  # 3 s at 25 fps: 2 s windows every 1 s
     settings = FeatureSettings(clip=ClipConfig(weights="none", precision="fp32"),
                                window=WindowConfig(seconds=2, stride=1, frames=2))
+    embedded = []
     for out, run in (("ref", RunConfig()), ("pool", RunConfig(decode_workers=2, clip_batch_size=3))):
         result = index_shard(videos, "part-00000.parquet", ShardTarget(features=settings, run=run,
                                                                        out=str(tmp_path / out), settings_hash="h"))
         assert result.n_ok == 2
+        embedded.append(result.images_embedded)
+    assert embedded[0] == embedded[1] > 0  # the pool's children sent their frames to be embedded as they decoded
     a, b = (window_features(read_table(str(tmp_path / d))) for d in ("ref", "pool"))
     assert len(a.meta) == len(b.meta) >= 4
     np.testing.assert_array_equal(a.mv, b.mv)
@@ -134,3 +138,25 @@ def test_the_summary_says_what_limited_a_pooled_run():
     assert bottleneck({"wall": 10.0, "embed": 9.0}).startswith("CLIP forward (CLIP busy 90%")
     assert bottleneck({"wall": 10.0, "embed": 2.0}).startswith("decoding (CLIP busy 20%")
     assert bottleneck({"decode": 5.0, "embed": 1.0}) is None  # in-process decoding: no pool, no verdict
+
+
+def test_a_shard_that_stops_early_leaves_the_pool_clean_for_the_next(tmp_path):
+    # the first shard's caller gives up after one result while the other child is still busy: that child's late
+    # answer must not become the next shard's; and a child that died while idle is started again, costing nothing
+    videos = corpus(tmp_path / "c", ["f12", "f20", "f28", "f36"], n_frames=12)
+    for v, n in zip(videos, (12, 20, 28, 36)):
+        make_video(Path(v["path"]), n_frames=n, width=160, height=120)
+    pool = DecoderPool(2, lambda w, h: (w, h))
+    job = lambda p: (p, SETTINGS.mv, 1, 60.0, None)  # noqa: E731
+    try:
+        with closing(pool.decode([v["path"] for v in videos[:2]], job, 30.0)) as first:
+            next(first)
+        idle = pool.children[0]
+        if idle.proc is not None:
+            idle.proc.kill()
+            idle.proc.wait()
+        got = {d.index: d for d in pool.decode([v["path"] for v in videos[2:]], job, 30.0)}
+    finally:
+        pool.close()
+    assert [(d.error, d.crashed) for d in got.values()] == [(None, False)] * 2
+    assert {i: d.features.motion.n_frames for i, d in got.items()} == {0: 28, 1: 36}

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 from helpers.cli import run_moclip
 from helpers.procs import free_port, stop, wait_for_port
@@ -96,9 +97,11 @@ def test_the_local_gpu_cluster_gives_each_worker_its_own_gpu():
     with local_cluster(gpus=["3", "5"], n_workers=3, threads_per_worker=1, processes=True,
                        dashboard_address=None) as cluster, Client(cluster) as client:
         seen = sorted(client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES")).values())
-        resources = [w["resources"] for w in client.scheduler_info(n_workers=-1)["workers"].values()]
+        workers = client.scheduler_info(n_workers=-1)["workers"].values()
     assert seen == ["3", "3", "5"]  # three workers share two GPUs in turn
-    assert resources == [{"GPU": 1}] * 3
+    assert [w["resources"] for w in workers] == [{"GPU": 1}] * 3
+    total = psutil.virtual_memory().total  # the machine's memory shared among them, as LocalCluster does
+    assert all(abs(w["memory_limit"] - total / 3) < 0.05 * total for w in workers)
 
 
 def test_local_workers_follow_the_gpus(monkeypatch):
@@ -117,3 +120,9 @@ def test_local_workers_follow_the_gpus(monkeypatch):
     assert local_decoders(RunConfig(device="cuda", decode_workers=3)).decode_workers == 3
     assert local_decoders(RunConfig(device="cpu")).decode_workers is None
     assert local_decoders(RunConfig(device="cuda", dask_address="tcp://h:1")).decode_workers is None
+    # 100 videos on 4 local GPU workers: 4 shards of 25, not one of 100 and three idle GPUs
+    from flows.index_flow import shard_size_for
+
+    four = RunConfig(device="cuda", workers=4, decode_workers=3).for_device("cuda")
+    assert shard_size_for(four, 100) == 25 and shard_size_for(four, 10_000) == 128
+    assert shard_size_for(RunConfig(device="cpu", workers=2).for_device("cpu"), 100) == 16

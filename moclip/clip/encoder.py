@@ -159,15 +159,17 @@ class ClipImageEncoder(nn.Module):
         cuda = self.device.type == "cuda"
 
         def batch(i: int) -> torch.Tensor | None:
+            """uint8 [N, S, S, 3] on the CPU (pinned for CUDA): channels go first on the device, not in a CPU copy."""
             if i >= len(frames):
                 return None
-            x = self._uint8_batch(frames[i : i + batch_size])
+            x = torch.from_numpy(np.stack([self._fit(f) for f in frames[i : i + batch_size]]))
             return x.pin_memory() if cuda else x
 
         with torch.inference_mode():
             x, i = batch(0), 0
             while x is not None:
-                y = self(self._normalize(x.to(self.device, non_blocking=cuda)))  # on CUDA: launched, not waited for
+                x = x.to(self.device, non_blocking=cuda).permute(0, 3, 1, 2).contiguous()
+                y = self(self._normalize(x))  # on CUDA: launched, not waited for
                 i += batch_size
                 x = batch(i)  # the CPU's share of the next batch, while the device runs this one
                 out.append(y.float().cpu())

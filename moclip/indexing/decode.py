@@ -100,28 +100,51 @@ def decode_video(
     return extract_video(path, mv, n_rgb, rgb_size, timeout_s, on_frame=on_frame)
 
 
-def child_main(fd: int) -> None:
-    """Decode jobs ``(path, mv, n_rgb, timeout_s, window)`` from the parent until it closes the connection.
+def die_with_parent() -> None:
+    """Have the kernel kill this process when its parent dies (Linux ``PR_SET_PDEATHSIG``), so a child stuck in a
+    decoder is never left behind by a worker that was killed or exited without closing its pool."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the call: nobody will read our answers
+        os._exit(1)
 
-    Messages to the parent: ``("ready",)`` once, then per job any number of ``("size", w, h)`` (answered with
-    ``(w, h)``) and finally ``("ok", VideoFeatures)`` or ``("failed", reason)``.
+
+def child_main(fd: int) -> None:
+    """Decode jobs ``(path, mv, n_rgb, timeout_s, window[, embed_remote])`` from the parent until it closes the
+    connection.
+
+    Messages to the parent: ``("ready",)`` once, then per job any number of questions, each answered before the
+    child goes on: ``("size", w, h)`` (answered with ``(w, h)``) and, with ``embed_remote`` (a long video's
+    windows), ``("embed", frames)`` (answered with their embeddings, so the frame grid is never held whole here);
+    finally ``("ok", VideoFeatures, seconds)`` or ``("failed", reason, seconds)``.
     """
     conn = Connection(fd)
+    die_with_parent()
 
     def rgb_size(width: int, height: int) -> tuple[int, int]:
         conn.send(("size", width, height))
         return conn.recv()
 
+    def embed(frames: list) -> object:
+        conn.send(("embed", frames))
+        return conn.recv()
+
     conn.send(("ready",))
     while True:
         try:
-            path, mv, n_rgb, timeout_s, window = conn.recv()
+            path, mv, n_rgb, timeout_s, window, *rest = conn.recv()
         except EOFError:
             return
+        t0 = time.perf_counter()
         try:
-            conn.send(("ok", decode_video(path, mv, n_rgb, rgb_size, timeout_s, window)))
+            feats = decode_video(path, mv, n_rgb, rgb_size, timeout_s, window, embed if rest and rest[0] else None)
+            conn.send(("ok", feats, time.perf_counter() - t0))
         except Exception as exc:  # noqa: BLE001 - every error is the video's, reported as its reason
-            conn.send(("failed", failure_reason(exc)))
+            conn.send(("failed", failure_reason(exc), time.perf_counter() - t0))
 
 
 if __name__ == "__main__":

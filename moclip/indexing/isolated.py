@@ -33,8 +33,10 @@ class DecoderProcess:
 
     start_timeout_s = 120.0
 
-    def __init__(self, rgb_size: Callable[[int, int], tuple[int, int]]) -> None:
+    def __init__(self, rgb_size: Callable[[int, int], tuple[int, int]],
+                 embed: Callable[[list], object] | None = None) -> None:
         self.rgb_size = rgb_size  # answered here: the child has no CLIP model (and imports no torch)
+        self.embed = embed  # with it, a long video's frames are embedded here as the child decodes them
         self.proc: subprocess.Popen | None = None
         self.conn: Connection | None = None
         self.deaths = 0  # children that crashed or were killed as hung
@@ -42,14 +44,17 @@ class DecoderProcess:
     def decode(self, path: str, mv: MVConfig, n_rgb: int, timeout_s: float, hard_timeout_s: float,
                window: WindowConfig | None = None) -> VideoFeatures:
         """Decode ``path`` in the child; raises ``DecoderCrash`` if it dies or has no answer in ``hard_timeout_s``."""
-        self.send_job((path, mv, n_rgb, timeout_s, window))
-        status, payload = self._receive(hard_timeout_s)
+        self.send_job((path, mv, n_rgb, timeout_s, window, self.embed is not None))
+        status, payload, *_ = self._receive(hard_timeout_s)
         if status == "failed":
             raise DecodeError(payload)
         return payload
 
     def send_job(self, job: tuple) -> None:
-        """Hand the child (started first if it is not running) one video: ``(path, mv, n_rgb, timeout_s, window)``."""
+        """Hand the child one video: ``(path, mv, n_rgb, timeout_s, window, embed_remote)``. A child that is not
+        running, or died while idle (nothing of a video's is lost then), is started first."""
+        if self.proc is not None and self.proc.poll() is not None:
+            self.close()
         if self.proc is None:
             self.launch()
             self.wait_ready()
@@ -59,15 +64,26 @@ class DecoderProcess:
             raise DecoderCrash(self._died()) from None
 
     def next_answer(self) -> tuple:
-        """The child's next message, read now: ``("size", ...)`` once answered, else ``("ok", VideoFeatures)`` or
-        ``("failed", reason)``; ``DecoderCrash`` if the child died."""
+        """The child's next message, read now: ``("question",)`` once a question (frame size, embeddings) is
+        answered, else ``("ok", VideoFeatures, seconds)`` or ``("failed", reason, seconds)``; ``DecoderCrash`` if
+        the child died."""
         try:
             msg = self.conn.recv()
             if msg[0] == "size":
                 self.conn.send(self.rgb_size(*msg[1:]))
-            return msg if msg[0] != "size" else ("size", None)
+            elif msg[0] == "embed":
+                self.conn.send(self.embed(msg[1]))
+            else:
+                return msg
+            return ("question",)
         except (EOFError, OSError):
             raise DecoderCrash(self._died()) from None
+
+    def kill(self) -> None:
+        """Stop the child now, whatever it is doing (a caller that gave up on its answer)."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.close()
 
     def kill_hung(self, limit_s: float) -> DecoderCrash:
         """Kill a child that has had no answer for ``limit_s``; the error that is its video's reason."""
@@ -111,7 +127,7 @@ class DecoderProcess:
             if remaining <= 0 or not self.conn.poll(remaining):
                 raise self.kill_hung(limit_s)
             msg = self.next_answer()
-            if msg[0] != "size":
+            if msg[0] != "question":
                 return msg
 
     def _died(self) -> str:
@@ -130,14 +146,12 @@ def index_shard_isolated(
     encoder, load_s = worker_encoder(target)
     settings, run = target.features, target.run
     result = ShardResult(shard=shard_name, first_error=first_error, started_at=started)
-    child = DecoderProcess(encoder.target_size)
+    # a long video's frames are embedded here while the child decodes them (EMBED_BATCH at a time), as in a worker
+    child = DecoderProcess(encoder.target_size, lambda frames: encoder.embed(frames, batch_size=run.clip_batch_size))
 
     def decode(path: str) -> VideoFeatures:
-        feats = child.decode(path, settings.mv, settings.clip.frames, run.decode_timeout_s, run.hard_timeout_s,
-                             settings.window)
-        if feats.windows is not None and feats.frames:  # a long video's frame grid: embedded now, not held
-            feats.embeddings, feats.frames = encoder.embed(feats.frames, batch_size=run.clip_batch_size), []
-        return feats
+        return child.decode(path, settings.mv, settings.clip.frames, run.decode_timeout_s, run.hard_timeout_s,
+                            settings.window)
 
     decoded = []
     try:
