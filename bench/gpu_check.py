@@ -221,12 +221,9 @@ class GpuSampler:
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            from flows.runtime import terminate
+
+            terminate(self.proc)
             self.thread.join(timeout=5)
 
     def summary(self) -> dict | None:

@@ -284,13 +284,18 @@ class LocalServer:
     def stop(self) -> None:
         if self.proc is None:
             return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        terminate(self.proc)
         self.proc = None
+
+
+def terminate(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+    """End ``proc``: SIGTERM, then SIGKILL if it is still running after ``grace_s``; reaped either way."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _free_port() -> int:
