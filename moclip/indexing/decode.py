@@ -30,6 +30,7 @@ from moclip.config import MVConfig, WindowConfig
 from moclip.video import DecodeError, VideoFeatures, extract_video
 
 FAULT_ENV = "MOCLIP_FAULT_INJECT"
+PARENT_ENV = "MOCLIP_DECODER_PARENT"  # the pid of the process that started this decoder
 
 
 def describe_error(exc: BaseException) -> str:
@@ -109,7 +110,8 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
-    if os.getppid() == 1:  # the parent died before the call: nobody will read our answers
+    parent = os.environ.get(PARENT_ENV, "")
+    if parent.isdigit() and os.getppid() != int(parent):  # it died before the call: nobody reads our answers
         os._exit(1)
 
 

@@ -9,6 +9,7 @@ the same rows, frames embedded with this worker's cached CLIP model, one Parquet
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 from moclip.config import MVConfig, WindowConfig
+from moclip.indexing.decode import PARENT_ENV
 from moclip.indexing.shard import ShardResult, ShardTarget, embed_and_write, video_row, worker_encoder
 from moclip.video import DecodeError, VideoFeatures
 
@@ -69,15 +71,20 @@ class DecoderProcess:
         the child died."""
         try:
             msg = self.conn.recv()
-            if msg[0] == "size":
-                self.conn.send(self.rgb_size(*msg[1:]))
-            elif msg[0] == "embed":
-                self.conn.send(self.embed(msg[1]))
-            else:
-                return msg
-            return ("question",)
         except (EOFError, OSError):
             raise DecoderCrash(self._died()) from None
+        if msg[0] not in ("size", "embed"):
+            return msg
+        try:
+            answer = self.rgb_size(*msg[1:]) if msg[0] == "size" else self.embed(msg[1])
+        except BaseException:  # e.g. CUDA out of memory: the child waits for an answer that never comes
+            self.kill()  # (else it would take the next video's job for that answer)
+            raise
+        try:
+            self.conn.send(answer)
+        except OSError:
+            raise DecoderCrash(self._died()) from None
+        return ("question",)
 
     def kill(self) -> None:
         """Stop the child now, whatever it is doing (a caller that gave up on its answer)."""
@@ -110,7 +117,8 @@ class DecoderProcess:
         ours, theirs = socket.socketpair()
         with theirs:
             self.proc = subprocess.Popen([sys.executable, "-m", "moclip.indexing.decode", str(theirs.fileno())],
-                                         pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+                                         pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                                         env={**os.environ, PARENT_ENV: str(os.getpid())})
         self.conn = Connection(ours.detach())
 
     def wait_ready(self) -> None:

@@ -197,8 +197,8 @@ def close_pools() -> None:
 
 
 class Embedder:
-    """Frames of many videos embedded in shared batches, in order. Two threads: while one batch runs its forward,
-    the next one is cropped, stacked and copied (on CUDA the forward releases the GIL). ``busy_s``: the time at
+    """Frames of many videos embedded in shared batches, in order. On CUDA two threads: while one batch runs its
+    forward, the next one is cropped, stacked and copied (one thread on the CPU). ``busy_s``: the time at
     least one batch was being embedded."""
 
     def __init__(self, encoder, batch_size: int) -> None:
@@ -206,7 +206,9 @@ class Embedder:
         self.frames: list[np.ndarray] = []
         self.owners: list[int] = []
         self.batches: list[tuple[np.ndarray, Future]] = []  # (owners, embeddings)
-        self.threads = ThreadPoolExecutor(2, thread_name_prefix="moclip-embed")
+        # two threads on CUDA, where the forward releases the GIL and kernels queue on one stream; one on the CPU,
+        # where two concurrent forwards' OpenMP pools fought over the cores (a CI run stalled for an hour)
+        self.threads = ThreadPoolExecutor(2 if encoder.device.type == "cuda" else 1, thread_name_prefix="moclip-embed")
         self.spans: list[tuple[float, float]] = []
 
     def add(self, owner: int, frames: list[np.ndarray]) -> None:
