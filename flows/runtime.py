@@ -22,6 +22,7 @@ from prefect_dask import DaskTaskRunner
 
 from flows import preload as clip_preload
 from moclip.config import ClipConfig, RunConfig
+from moclip.sharding import usable_cores
 
 
 def local_gpus() -> list[str]:
@@ -57,7 +58,7 @@ def local_decoders(run: RunConfig) -> RunConfig:
     n = local_workers(run)
     if not n or run.decode_workers is not None or not uses_cuda(run):
         return run
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     return run.model_copy(update={"decode_workers": max(1, cores // n - 1)})
 
 

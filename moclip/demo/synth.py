@@ -44,6 +44,7 @@ import av
 import numpy as np
 
 from moclip.files import atomic_path, atomic_write_text, file_sha256
+from moclip.sharding import usable_cores
 from moclip.video.writer import write_frames
 
 __all__ = [
@@ -540,7 +541,7 @@ _POOL_ENV = "MOCLIP_DEMO_POOL"  # set while _write_clips' processes start
 def _write_clips(todo: list[tuple[ClipSpec, Path]]) -> list[dict[str, Any]]:
     """Encode ``todo`` one process per usable core (clips are independent and each encoder is single-threaded, so
     the files are byte-identical to a serial run), serially where a process pool cannot start."""
-    workers = min(len(todo), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    workers = min(len(todo), usable_cores())
     if workers > 1:
         before = os.environ.get(_POOL_ENV)
         os.environ[_POOL_ENV] = "1"  # inherited by the pool's processes (see generate_demo_corpus)

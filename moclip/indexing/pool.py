@@ -20,7 +20,6 @@ import atexit
 import contextlib
 import functools
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -35,6 +34,7 @@ from moclip.config import RunConfig
 from moclip.dataset.schema import STATUS_OK
 from moclip.indexing.isolated import DecoderCrash, DecoderProcess
 from moclip.indexing.shard import ShardResult, ShardTarget, video_row, worker_encoder, write_rows
+from moclip.sharding import usable_cores
 from moclip.video import DecodeError, VideoFeatures
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def decoders_for(run: RunConfig, device_type: str) -> int:
         return 0
     import torch
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     return max(1, (cores - 1) // max(1, torch.cuda.device_count()))
 
 
@@ -77,10 +77,6 @@ class DecoderPool:
             raise ValueError(f"a decoder pool needs at least one process, got {size}")
         self.children = [DecoderProcess(rgb_size, embed) for _ in range(size)]
         self.lock = threading.Lock()
-
-    @property
-    def size(self) -> int:
-        return len(self.children)
 
     def answer_with(self, rgb_size: Callable[[int, int], tuple[int, int]],
                     embed: Callable[[list], object] | None) -> None:
@@ -143,13 +139,13 @@ class DecoderPool:
     def _send(child: DecoderProcess, job: tuple) -> DecoderCrash | None:
         """Hand ``job`` to ``child``; a child found dead on sending is started again and gets it once more (it
         had no video of ours then). The crash, if the second try fails too."""
-        for attempt in range(2):
+        try:
+            child.send_job(job)
+        except DecoderCrash:
             try:
                 child.send_job(job)
-                return None
             except DecoderCrash as exc:
-                if attempt:
-                    return exc
+                return exc
         return None
 
     def _start_idle(self, wanted: int) -> None:
