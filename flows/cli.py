@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import AliasChoices, BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import CliApp, CliPositionalArg, CliSettingsSource, CliSubCommand, CliSuppress
 
+from flows.jobs import JobFailed
 from moclip.config import Device, TrainConfig
 from moclip.params import DemoParams, EvaluateParams, IndexParams, LabelParams, TrainParams
 
@@ -69,13 +70,16 @@ class IndexCommand(IndexParams):
     def cli_cmd(self) -> None:
         from flows.jobs import run_index
 
-        summary = run_index(IndexParams.model_validate(self.model_dump(exclude={"path", "print_json"})))
+        # only what was given: the rest may come from the dataset's manifest (IndexParams.with_recorded)
+        params = IndexParams.model_validate(self.model_dump(exclude={"path", "print_json"}, exclude_unset=True))
+        try:
+            summary = run_index(params)
+        except JobFailed as e:
+            if self.print_json and e.summary is not None:
+                print(e.summary.model_dump_json(indent=2))
+            raise
         if self.print_json:
             print(summary.model_dump_json(indent=2))
-        if summary.crashed_shards:  # an incomplete dataset is not a success; a rerun indexes only what is missing
-            n = sum(len(c.video_ids) for c in summary.crashed_shards)
-            raise JobFailed(f"{len(summary.crashed_shards)} shards ({n} videos) were not written to {self.out}; "
-                            "rerun the same command to index them")
 
 
 class TrainCommand(BaseModel):
@@ -119,7 +123,7 @@ class LabelCommand(LabelParams):
     def cli_cmd(self) -> None:
         from flows.jobs import run_label
 
-        run_label(LabelParams.model_validate(self.model_dump(exclude={"path"})))
+        run_label(LabelParams.model_validate(self.model_dump(exclude={"path"}, exclude_unset=True)))
 
 
 class _DemoTrain(TrainConfig):
@@ -151,10 +155,6 @@ class Moclip(BaseModel):
 
     def cli_cmd(self) -> None:
         CliApp.run_subcommand(self)
-
-
-class JobFailed(RuntimeError):
-    """The job ran but did not finish its work (e.g. shards not written); the message says what to do."""
 
 
 def _source() -> CliSettingsSource:

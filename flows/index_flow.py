@@ -15,6 +15,7 @@ import torch
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
+from prefect.states import Failed, State
 
 from flows.runtime import (
     check_resources,
@@ -28,7 +29,8 @@ from flows.runtime import (
 )
 from moclip.clip import load_clip, resolve_weights
 from moclip.config import ClipConfig, RunConfig
-from moclip.dataset import Store, write_manifest
+from moclip.dataset import Store, read_manifest, write_manifest
+from moclip.dataset.incremental import IndexPlan
 from moclip.dataset.lock import dataset_lock
 from moclip.indexing.shard import ShardResult, ShardTarget
 from moclip.params import IndexParams
@@ -80,6 +82,15 @@ def extract_features(shard_plan: str, target: ShardTarget) -> tuple[list[ShardRe
     return results, crashed
 
 
+def outcome(state: State) -> object:
+    """What a flow run (called with ``return_state=True``) returned, even when it ended Failed because part of its
+    work was not done (its data is the summary); the exception of a run that failed by raising is raised."""
+    value = state.result(raise_on_failure=False)
+    if isinstance(value, BaseException):
+        raise value
+    return value
+
+
 def warn(message: str) -> None:
     """A warning in the flow run's log and, for the CLI (which quiets Prefect's logs), on its stderr too."""
     get_run_logger().warning(message)
@@ -105,10 +116,27 @@ def check_clip_weights(clip: ClipConfig, device: str) -> None:
         load_clip(clip, device=device)
 
 
+def report_plan(the_plan: IndexPlan, settings_hash: str) -> None:
+    """Say what the plan found that a person should know before the work starts."""
+    for q in the_plan.quarantined:
+        warn(f"{q['file']}: unreadable ({q['reason']}); moved aside to {q['moved_to']}, its videos are indexed "
+             "again by this run")
+    if the_plan.settings_changed:
+        warn(f"{the_plan.settings_changed} videos were indexed with other feature settings: re-indexing them with "
+             f"these (settings hash {settings_hash})")
+    if the_plan.restored:
+        get_run_logger().info("%d deleted videos are back unchanged: restored from their kept features",
+                              len(the_plan.restored))
+
+
 @flow(name="index-corpus")
-def index_corpus(params: IndexParams) -> IndexSummary:
-    """Index a video corpus into a Parquet feature dataset (MV tensors + CLIP embeddings)."""
+def index_corpus(params: IndexParams) -> IndexSummary | State:
+    """Index a video corpus into a Parquet feature dataset (MV tensors + CLIP embeddings). Ends Failed (its data:
+    the summary) when part of the work was not done (shards not written); a rerun does what is missing."""
     t0 = time.perf_counter()
+    params, notes = params.with_recorded(read_manifest(params.out, params.storage_options))
+    for note in notes:  # what the caller left unset is what the dataset recorded: said, so no surprise
+        warn(f"{params.out}: {note}")
     settings = params.settings()
     # shard size, CLIP batch, resources for the device; a local GPU cluster's decoder processes
     run = local_decoders(params.run.for_device(device_type(params.run.device)))
@@ -120,6 +148,7 @@ def index_corpus(params: IndexParams) -> IndexSummary:
         run_id = new_run_id()  # names this run's shards and its details file
         videos = list_corpus(params)
         the_plan = plan(videos, params, settings_hash)
+        report_plan(the_plan, settings_hash)
         results: list[ShardResult] = []
         crashed: list[dict] = []
         if the_plan.to_index:
@@ -141,11 +170,14 @@ def index_corpus(params: IndexParams) -> IndexSummary:
 
         summary = summarize(n_corpus=len(videos), plan=the_plan, results=results, crashed=crashed,
                             wall_s=time.perf_counter() - t0, out=params.out, settings_hash=settings_hash,
-                            clip_weights_id=weights.weights_id, clip_random=weights.kind == "none")
+                            clip_weights_id=weights.weights_id, clip_random=weights.kind == "none",
+                            skipped_files=videos.attrs.get("skipped_files"), notes=notes)
         write_manifest(store, settings=settings, settings_hash=settings_hash,
                        clip_weights_id=weights.weights_id, clip_random=weights.kind == "none",
                        run_summary=summary.for_manifest(), run_details=summary.details(), run_id=run_id,
                        corpus=params.corpus.model_dump())
     create_markdown_artifact(to_markdown(summary), key="index-summary", description=one_line(summary))
     get_run_logger().info(one_line(summary))
+    if not summary.complete:  # a state a Prefect automation (or `prefect deployment run --watch`) sees
+        return Failed(message=summary.incomplete_message(), data=summary)
     return summary

@@ -16,15 +16,27 @@ if TYPE_CHECKING:
     from moclip.train.results import EvaluationResults
 
 
+class JobFailed(RuntimeError):
+    """The job ran but did not finish its work (e.g. shards not written); the message says what to do, and
+    ``summary`` is what the job did."""
+
+    def __init__(self, message: str, summary: object = None):
+        super().__init__(message)
+        self.summary = summary
+
+
 def run_index(params: IndexParams, server_running: bool = False) -> IndexSummary:
     params.corpus.check()  # a missing corpus fails now, before the server and the workers start
     from flows.runtime import prefect_api
+    from moclip.dataset import read_manifest
     from moclip.report.index_summary import one_line
 
-    with contextlib.nullcontext() if server_running else prefect_api(("flows.index_flow",), params.workers_clip()):
-        from flows.index_flow import index_corpus
+    # the workers' CLIP: the one the flow will use, settings left unset taken from the dataset (as the flow does)
+    workers_clip = params.with_recorded(read_manifest(params.out, params.storage_options))[0].workers_clip()
+    with contextlib.nullcontext() if server_running else prefect_api(("flows.index_flow",), workers_clip):
+        from flows.index_flow import index_corpus, outcome
 
-        summary = index_corpus(params)
+        summary = outcome(index_corpus(params, return_state=True))
     print(one_line(summary))
     for f in summary.failures[:20]:
         print(f"  failed: {f.video_id}: {f.reason}", file=sys.stderr)
@@ -32,7 +44,19 @@ def run_index(params: IndexParams, server_running: bool = False) -> IndexSummary
         print(f"  ... {len(summary.failures) - 20} more failures (see the index-summary artifact)", file=sys.stderr)
     for c in summary.crashed_shards:  # e.g. the disk filled up: the shard's videos are not in the dataset
         print(f"  shard not written: {c.shard} ({len(c.video_ids)} videos): {c.error}", file=sys.stderr)
+    print_index_notes(summary)
+    if not summary.complete:  # an incomplete dataset is not a success; a rerun indexes only what is missing
+        raise JobFailed(summary.incomplete_message(), summary)
     return summary
+
+
+def print_index_notes(summary: IndexSummary) -> None:
+    """Files under the root that an index run (of ``moclip index`` or of a label job) skipped, by reason, on stderr
+    (settings taken from the dataset and unreadable files moved aside are said by the flow as it runs)."""
+    from moclip.corpus.table import skipped_line
+
+    if summary.skipped_files:
+        print(f"  {skipped_line(summary.skipped_files)}", file=sys.stderr)
 
 
 def run_train(params: TrainParams) -> str:
@@ -75,17 +99,23 @@ def run_label(params: LabelParams) -> dict:
     with contextlib.suppress(Exception):  # a bad model path is reported by the flow itself
         workers_clip = params.index_params(read_meta(params.model).features.settings).workers_clip()
     with prefect_api(("flows.label_flow",), workers_clip):
+        from flows.index_flow import outcome
         from flows.label_flow import label_archive
 
-        out = label_archive(params)
+        out = outcome(label_archive(params, return_state=True))
+    print_index_notes(out["index"])
     top = ", ".join(f"{k} {v}" for k, v in list(out["top1_counts"].items())[:10])
     print(f"{out['n_labelled']} videos labelled ({out['predicted']} predicted in this run, {out['kept']} unchanged; "
-          f"{out['n_failed']} failed to index): {top}")
+          f"{out['n_failed']} failed to index): {top}")  # failed rows in the features, this run's and earlier
     for shard, reason in out["failed"][:20]:
         print(f"  not labelled: shard {shard}: {reason}", file=sys.stderr)
     print(f"predictions: {out['predictions']}/" + (f" and {out['csv']}" if out["csv"] else ""))
     if out.get("windows"):
         print(f"windows: {out['windows']}/, segments: {out['segments']}/, timelines: {out['timelines']}")
+    problems = [p for p in (out.get("index_incomplete"), f"{len(out['failed'])} feature shards were not labelled; "
+                            "rerun the same command to label them" if out["failed"] else None) if p]
+    if problems:
+        raise JobFailed("; ".join(problems), out)
     return out
 
 

@@ -21,8 +21,9 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
+from prefect.states import Failed, State
 
-from flows.index_flow import index_corpus, warn
+from flows.index_flow import index_corpus, outcome, warn
 from flows.runtime import (
     check_resources,
     dask_runner,
@@ -35,9 +36,9 @@ from moclip.dataset import Store, read_manifest
 from moclip.dataset.lock import LABEL_LOCK, dataset_lock
 from moclip.inference import Predictor
 from moclip.label import PREDICTIONS_DIR, GroupResult, LabelTarget, ShardWork, group_work, label_key
-from moclip.label.export import LEGACY_PREDICTIONS, PREDICTIONS_CSV, write_label_manifest
+from moclip.label.export import LABELS_MANIFEST, LEGACY_PREDICTIONS, PREDICTIONS_CSV, csv_stamp, write_label_manifest
 from moclip.label.timeline import SEGMENTS_DIR, WINDOWS_DIR
-from moclip.label.worker import remove_predictions
+from moclip.label.worker import remove_orphan_siblings, remove_predictions
 from moclip.params import LabelParams
 from moclip.precision import device_type
 from moclip.progress import Progress
@@ -93,7 +94,7 @@ def predict_archive(features: str, params: LabelParams) -> dict:
     run, timeout = params.run, params.run.lock_timeout_s
     with dataset_lock(out, timeout, warn, name=LABEL_LOCK, what="label output folder"), \
             dataset_lock(Store(features, params.storage_options), timeout, warn):  # no re-index while we read
-        the_plan = plan(features, predictions, key, params.storage_options)
+        the_plan = plan(features, predictions, key, params.storage_options, (windows, segments) if windowed else ())
         n_todo = len(the_plan.to_predict)
         logger.info("%d feature shards: %d to predict, %d current; %d prediction files of removed shards",
                     len(the_plan.shards), n_todo, len(the_plan.shards) - n_todo, len(the_plan.orphans))
@@ -117,18 +118,27 @@ def predict_archive(features: str, params: LabelParams) -> dict:
                                                                                           resources)
         # the orphans' feature shards are gone (every video re-indexed or deleted); with them go their windows and
         # segments files (of a run with --window, or of an earlier one)
-        remove_predictions(Store(predictions, params.storage_options), the_plan.orphans,
-                           [Store(u, params.storage_options) for u in (windows, segments)])
+        pred_store, siblings = Store(predictions, params.storage_options), [Store(u, params.storage_options)
+                                                                            for u in (windows, segments)]
+        remove_predictions(pred_store, the_plan.orphans, siblings)
+        # windows and segments files without their prediction file (a write that failed between them, a prediction
+        # file someone removed) go too: never duplicate windows or segments
+        remove_orphan_siblings(pred_store, siblings)
+        present = pred_store.shard_infos()
+        owned = [w.target for w in the_plan.shards if w.target in present]  # what the CSV may read
     counts = result.counts
+    for path, reason, moved in result.quarantined:
+        warn(f"{path}: unreadable ({reason}); moved aside to {moved} and predicted again")
     for shard, reason in result.failed[:20]:
-        warn(f"{features}/{shard}: not labelled ({reason}); the next run tries again")
+        warn(f"{features}/{shard}: not labelled ({reason}); rerun the same command to label it")
     if out.exists(LEGACY_PREDICTIONS):  # one file of every prediction, from a moclip before sharded predictions
         out.remove(LEGACY_PREDICTIONS)
         logger.info("%s: removed (predictions are now sharded, in %s/)", out.path(LEGACY_PREDICTIONS), PREDICTIONS_DIR)
     changed = bool(result.written or result.removed or the_plan.orphans)
     csv = out.path(PREDICTIONS_CSV)
-    if params.csv and (changed or not out.exists(PREDICTIONS_CSV)):
-        csv = export_csv_task(predictions, params.out, params.storage_options)
+    recorded = (out.read_json(LABELS_MANIFEST) or {}).get("csv")
+    if params.csv and (changed or recorded is None or csv_stamp(out, owned) != recorded):
+        csv = export_csv_task(predictions, params.out, owned, params.storage_options)
     random_clip = predictor.meta.clip.random_init
     page, timeline_md = None, ""
     if windowed and counts.videos:
@@ -139,14 +149,16 @@ def predict_archive(features: str, params: LabelParams) -> dict:
     summary = {
         "n_labelled": counts.videos, "predicted": counts.predicted, "kept": counts.kept,
         "removed_files": result.removed + len(the_plan.orphans), "shards": len(the_plan.shards),
-        "failed_shards": len(result.failed), "wall_s": round(time.perf_counter() - t0, 3),
+        "failed_shards": len(result.failed), "quarantined": len(result.quarantined),
+        "wall_s": round(time.perf_counter() - t0, 3),
         "worker_peak_rss_mb": round(result.peak_rss_mb, 1), "worker_s": round(result.seconds, 2),
         "predict_s": round(predict_s, 2),
     }
     write_label_manifest(out, {**summary, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                "top1_counts": counts.top1_counts()},
                          model=str(predictor.path), model_id=predictor.model_id, label_key=key, features=features,
-                         top_k=params.top_k, extra_classes=extra, clip_random_init=random_clip)
+                         top_k=params.top_k, extra_classes=extra, clip_random_init=random_clip,
+                         csv=csv_stamp(out, owned) if params.csv else None)
     create_markdown_artifact(distribution_markdown(counts, bool(extra), random_clip) + timeline_md,
                              key="label-summary",
                              description=f"{counts.videos} videos labelled -> {predictions}")
@@ -156,11 +168,20 @@ def predict_archive(features: str, params: LabelParams) -> dict:
 
 
 @flow(name="label-archive")
-def label_archive(params: LabelParams) -> dict:
-    """Top-k labels for every video of an archive, plus zero-shot scores for extra class names."""
+def label_archive(params: LabelParams) -> dict | State:
+    """Top-k labels for every video of an archive, plus zero-shot scores for extra class names. Ends Failed (its
+    data: the summary) when part of the work was not done: index shards not written, feature shards not labelled;
+    a rerun does what is missing."""
     predictor = Predictor.load(params.model, params.run.device)  # a modified weights file is refused before any work
     index_params = params.index_params(predictor.settings)
     with without_heartbeats():  # subflows: this flow's heartbeat covers the process
-        indexed = index_corpus(index_params)
+        indexed = outcome(index_corpus(index_params, return_state=True))  # incomplete: label what is there
         labelled = predict_archive(index_params.out, params)
-    return {**labelled, "n_failed": indexed.failed}
+    out = {**labelled, "n_failed": indexed.failed_total, "index_incomplete": None if indexed.complete
+           else indexed.incomplete_message(), "index": indexed}
+    problems = ([out["index_incomplete"]] if out["index_incomplete"] else []) + (
+        [f"{len(out['failed'])} feature shards were not labelled (e.g. {out['failed'][0][0]}: "
+         f"{out['failed'][0][1]}); rerun the same command (or flow run) to label them"] if out["failed"] else [])
+    if problems:  # a state a Prefect automation (or `prefect deployment run --watch`) sees
+        return Failed(message="; ".join(problems), data=out)
+    return out

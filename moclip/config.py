@@ -250,6 +250,14 @@ class RunConfig(Settings):
                                 "decode timeout + 60)")
     lock_timeout_s: float = Field(6 * 3600.0, ge=0, description="seconds an index run waits while another run "
                                                                 "writes the same (local) dataset")
+    max_delete: float = Field(0.5, ge=0, le=1, description="largest share of a dataset's videos one run may mark "
+                                                           "deleted (gone from the corpus); more stops the run "
+                                                           "before it writes anything (an unmounted archive)")
+    allow_mass_delete: bool = Field(False, description="let a run mark more than --max-delete of the dataset, or "
+                                                       "all of it, deleted")
+    keep_deleted_days: float = Field(30.0, ge=0, description="days a deleted video's row keeps its features, so "
+                                                             "the file coming back unchanged is restored without "
+                                                             "decoding")
 
     def for_device(self, device_type: str) -> RunConfig:
         """These settings with the defaults of a ``device_type`` ("cpu" or "cuda") worker filled in: shard size and

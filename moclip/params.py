@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from moclip.config import (
     ClipConfig,
@@ -43,6 +43,60 @@ class IndexParams(Settings):
     def workers_clip(self) -> tuple[ClipConfig, str] | None:
         """What local workers' fork server should build for them (CLIP config, device); None on a Dask cluster."""
         return None if self.run.dask_address else (self.settings().clip, self.run.device)
+
+    def with_recorded(self, manifest: dict | None) -> tuple[IndexParams, list[str]]:
+        """These parameters with what the caller did not give (pydantic's ``model_fields_set``: a flag, a key of a
+        deployment's parameters) taken from the dataset's manifest: the corpus layout and split options, and the
+        feature settings it was indexed with. So a nightly ``moclip index ARCHIVE --out DS`` re-indexes nothing
+        because a default differs from what a label job or an earlier run chose. Returns the parameters and one
+        line per adopted value (for the run's log). A new dataset (no manifest) keeps the defaults."""
+        if not manifest:
+            return self, []
+        notes: list[str] = []
+        recorded = {k: v for k, v in (manifest.get("corpus") or {}).items()
+                    if k in CorpusSpec.model_fields and k != "root" and k not in self.corpus.model_fields_set
+                    and v != getattr(self.corpus, k)}
+        corpus = self.corpus
+        if recorded:
+            corpus = CorpusSpec.model_validate({**self.corpus.model_dump(), **recorded})
+            notes.append("corpus " + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in recorded.items())
+                         + " as the dataset recorded it (give --layout and the split options to change it)")
+        features = self.features
+        if manifest.get("settings"):
+            features = FeatureSettings.model_validate(_fill_unset(self.features, manifest["settings"]))
+        out = self.model_copy(update={"corpus": corpus, "features": features})
+        changed = settings_diff(self.settings().to_dict(), out.settings().to_dict())
+        if changed:
+            notes.append("feature settings as the dataset recorded them: " + ", ".join(changed)
+                         + " (give the flags to change them: that re-indexes every video)")
+        return out, notes
+
+
+def _fill_unset(model: BaseModel, recorded: dict) -> dict:
+    """``model`` as a dict, with every field its caller did not set replaced by ``recorded``'s value (nested
+    models field by field: ``--segments 4`` keeps the recorded grid)."""
+    out: dict[str, Any] = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if name not in model.model_fields_set and name in recorded:
+            out[name] = recorded[name]
+        elif isinstance(value, BaseModel) and isinstance(recorded.get(name), dict):
+            out[name] = _fill_unset(value, recorded[name])
+        else:
+            out[name] = value.model_dump() if isinstance(value, BaseModel) else value
+    return out
+
+
+def settings_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``"mv.segments 8 -> 4"`` for every value that differs between two settings dicts (``to_dict()``)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += settings_diff(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key} {a} -> {b}")
+    return out
 
 
 class TrainParams(Settings):
@@ -95,16 +149,29 @@ class LabelParams(Settings):
     @field_validator("extra_classes", mode="before")
     @classmethod
     def _split(cls, v: object) -> object:
-        """ "a, b,c" or ["a", "b"]: names stripped, empty ones dropped."""
+        """ "a, b,c" or ["a", "b"]: names stripped, empty ones dropped, repeats dropped (CLIP's tokenizer lowercases:
+        "Diving" and "diving" are one class; the first spelling is kept)."""
         names = v.split(",") if isinstance(v, str) else v
-        if isinstance(names, list):
-            return [n.strip() if isinstance(n, str) else n for n in names if not isinstance(n, str) or n.strip()]
-        return v
+        if not isinstance(names, list):
+            return v
+        out, seen = [], set()
+        for n in names:
+            if isinstance(n, str):
+                n = n.strip()
+                if not n or n.lower() in seen:
+                    continue
+                seen.add(n.lower())
+            out.append(n)
+        return out
 
     def index_params(self, features: FeatureSettings) -> IndexParams:
-        """Index the archive with exactly the feature settings the model was trained on."""
+        """Index the archive with exactly the feature settings the model was trained on. A layout the caller did
+        not give stays unset (unlabeled, unless the features dataset recorded another: ``with_recorded``)."""
         features = features.model_copy(update={"window": self.windows})
-        return IndexParams(corpus=self.corpus.model_dump(), features=features, run=self.run,
+        corpus = CorpusSpec.model_validate({**self.corpus.model_dump(exclude_unset=True), "layout": self.corpus.layout})
+        if "layout" not in self.corpus.model_fields_set:
+            corpus.model_fields_set.discard("layout")
+        return IndexParams(corpus=corpus, features=features, run=self.run,
                            out=self.features_out or f"{self.out.rstrip('/')}/features",
                            storage_options=self.storage_options)
 

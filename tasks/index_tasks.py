@@ -7,7 +7,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from moclip.corpus import load_corpus
+from moclip.corpus.table import require_videos
 from moclip.dataset import IndexPlan, Store, plan_index, rewrite_old_shards
+from moclip.dataset.incremental import check_deletions
 from moclip.indexing.isolated import index_shard_isolated
 from moclip.indexing.shard import ShardResult, ShardTarget, index_shard
 from moclip.params import IndexParams
@@ -16,16 +18,23 @@ from moclip.params import IndexParams
 @task(name="list-corpus", cache_policy=NO_CACHE)
 def list_corpus(params: IndexParams) -> pd.DataFrame:
     """The corpus as one table (video_id, path, label, split, group). A DataFrame, not a list of dicts: Prefect
-    walks list and dict parameters of the next task element by element (~0.15 s per 2,000 videos)."""
-    return load_corpus(params.corpus)
+    walks list and dict parameters of the next task element by element (~0.15 s per 2,000 videos).
+    A root that lists no video (an unmounted archive) is an error, never "every video deleted"."""
+    return require_videos(load_corpus(params.corpus), params.corpus.root or str(params.corpus.manifest))
 
 
 @task(name="plan-index", cache_policy=NO_CACHE)
 def plan(videos: pd.DataFrame, params: IndexParams, settings_hash: str) -> IndexPlan:
+    """What to decode, keep, restore and mark deleted; unreadable shards are moved aside. A plan that would mark
+    too much of the dataset deleted (``--max-delete``) is refused here, before anything is written."""
     store = Store(params.out, params.storage_options)
     store.ensure()
     store.clean_temp()
-    return plan_index(videos, store, settings_hash, retry_failed=params.retry_failed)
+    the_plan = plan_index(videos, store, settings_hash, retry_failed=params.retry_failed,
+                          keep_deleted_days=params.run.keep_deleted_days)
+    check_deletions(the_plan, params.out, params.corpus.root or str(params.corpus.manifest), params.run.max_delete,
+                    params.run.allow_mass_delete)
+    return the_plan
 
 
 @task(name="index-shard", cache_policy=NO_CACHE)

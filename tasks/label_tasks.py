@@ -11,10 +11,13 @@ from moclip.label.export import export_csv, write_timeline_page
 
 
 @task(name="plan-labels", cache_policy=NO_CACHE)
-def plan(features: str, predictions: str, key: str, storage_options: dict) -> LabelPlan:
-    """Two folder listings: no file is read."""
+def plan(features: str, predictions: str, key: str, storage_options: dict,
+         siblings: tuple[str, ...] = ()) -> LabelPlan:
+    """Folder listings only, no file read: the features', the predictions' and (with time windows) the windows'
+    and segments' (``siblings``)."""
     return plan_labels(Store(features, storage_options).shard_infos(),
-                       Store(predictions, storage_options).shard_infos(), key)
+                       Store(predictions, storage_options).shard_infos(), key,
+                       [Store(u, storage_options).shard_infos() for u in siblings])
 
 
 @task(name="label-shards", cache_policy=NO_CACHE)
@@ -23,8 +26,8 @@ def label_shards_task(work: list[ShardWork], target: LabelTarget) -> GroupResult
 
 
 @task(name="export-csv", cache_policy=NO_CACHE)
-def export_csv_task(predictions: str, out: str, storage_options: dict) -> str:
-    return export_csv(Store(predictions, storage_options), Store(out, storage_options))
+def export_csv_task(predictions: str, out: str, files: list[str], storage_options: dict) -> str:
+    return export_csv(Store(predictions, storage_options), Store(out, storage_options), files)
 
 
 @task(name="timelines", cache_policy=NO_CACHE)

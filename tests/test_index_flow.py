@@ -87,7 +87,7 @@ def test_index_rerun_and_changes(prefect_api, corpus, tmp_path):
     s3 = run(corpus, out)
     assert (s3.new, s3.reindexed, s3.deleted) == (1, 1, 1)
     assert s3.changes.model_dump() == {"new": ["up/u0.mp4"], "reindexed": ["right/r0.mp4"],
-                                       "deleted": ["left/l2.avi"]}
+                                       "deleted": ["left/l2.avi"], "restored": []}
     assert s3.indexed_ok == 2
     meta = read_metadata(str(out))
     assert meta["video_id"].is_unique and len(meta) == 9

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,23 +27,6 @@ pytestmark = pytest.mark.integration  # CLI runs as subprocesses (disk full, fil
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = 4096
-
-
-@pytest.fixture
-def small_fs(tmp_path):
-    """A 4 MB tmpfs mounted at tmp_path/mnt (root only); unmounted afterwards."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    if not shutil.which("mount") or os.geteuid() != 0:
-        pytest.skip("needs root and mount(8) for a small tmpfs")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 def free_bytes(path: Path) -> int:

@@ -14,7 +14,7 @@ import os
 
 import pandas as pd
 
-from moclip.corpus.table import check_root, list_videos, logger, make_table
+from moclip.corpus.table import check_root, list_videos, logger, make_table, skip
 
 
 def load_folder(root: str | os.PathLike[str]) -> pd.DataFrame:
@@ -22,10 +22,12 @@ def load_folder(root: str | os.PathLike[str]) -> pd.DataFrame:
     top = check_root(root)
     rows = []
     skipped = []
-    for rel, path in list_videos(top).items():
+    files: dict = {}  # every file not listed, by reason (attrs["skipped_files"])
+    for rel, path in list_videos(top, files).items():
         parts = rel.split("/")
         if len(parts) < 2:
             skipped.append(rel)
+            skip(files, "directly in the corpus root (no class folder; --layout unlabeled lists it)", rel)
             continue
         rows.append({"video_id": rel, "path": path, "label": parts[-2]})
     if skipped:
@@ -35,4 +37,5 @@ def load_folder(root: str | os.PathLike[str]) -> pd.DataFrame:
         )
     df = make_table(rows)
     df.attrs["skipped"] = skipped
+    df.attrs["skipped_files"] = files
     return df

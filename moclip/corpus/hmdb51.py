@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from moclip.corpus.table import CorpusError, check_file, check_root, list_videos, logger, make_table
+from moclip.corpus.table import CorpusError, check_file, check_root, list_videos, logger, make_table, skip
 
 SPLIT_DIR_NAME = "testTrainMulti_7030_splits"
 OFFICIAL_SPLITS: tuple[int, ...] = (1, 2, 3)
@@ -70,11 +70,13 @@ def load_hmdb51(
 
     by_action: dict[str, list[str]] = {}
     skipped: list[str] = []
-    videos = list_videos(top)
+    files: dict = {}  # every file not listed, by reason
+    videos = list_videos(top, files)
     for rel in videos:
         parts = rel.split("/")
         if len(parts) != 2 or (sdir is not None and (top / parts[0]).resolve() == sdir):
             skipped.append(rel)
+            skip(files, "not at <action>/<file> depth", rel)
             continue
         by_action.setdefault(parts[0], []).append(parts[1])
 
@@ -120,5 +122,5 @@ def load_hmdb51(
             "HMDB51: skipped %d video(s) not at <action>/<file> depth, e.g. %s", len(skipped), skipped[:3]
         )
     df = make_table(rows)
-    df.attrs.update({"missing": missing, "skipped": skipped})
+    df.attrs.update({"missing": missing, "skipped": skipped, "skipped_files": files})
     return df

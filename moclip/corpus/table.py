@@ -82,7 +82,30 @@ def scan_videos(root: str | os.PathLike[str]) -> list[str]:
     return list(list_videos(root))
 
 
-def list_videos(root: str | os.PathLike[str]) -> dict[str, str]:
+Skipped = dict  # reason -> {"count": n, "examples": [up to 3 relative paths]} (``DataFrame.attrs["skipped_files"]``)
+
+
+def skip(skipped: Skipped | None, reason: str, rel: str) -> None:
+    """Count the file ``rel`` under ``reason`` in ``skipped`` (when given)."""
+    if skipped is None:
+        return
+    entry = skipped.setdefault(reason, {"count": 0, "examples": []})
+    entry["count"] += 1
+    if len(entry["examples"]) < 3:
+        entry["examples"].append(storable_text(rel))
+
+
+def skipped_line(skipped: Skipped) -> str:
+    """``"7 files skipped: 3 not a video extension (.txt), 2 hidden, ..."``; "" when none were."""
+    if not skipped:
+        return ""
+    n = sum(v["count"] for v in skipped.values())
+    parts = ", ".join(f"{v['count']} {reason} (e.g. {v['examples'][0]})" for reason, v in
+                      sorted(skipped.items(), key=lambda kv: -kv[1]["count"]))
+    return f"{n} file{'s' if n != 1 else ''} skipped: {parts}"
+
+
+def list_videos(root: str | os.PathLike[str], skipped: Skipped | None = None) -> dict[str, str]:
     """Video files under ``root``, recursively: sorted POSIX paths relative to ``root`` -> resolved absolute paths.
 
     Hidden files and folders are skipped. Symlinked folders are followed, but each real folder is
@@ -90,7 +113,8 @@ def list_videos(root: str | os.PathLike[str]) -> dict[str, str]:
     and a folder linked twice does not list its videos twice. Symlinked files are listed under the
     link's own name; broken links are skipped. A folder that cannot be listed (no permission) is logged as a
     warning and skipped. One ``lstat`` per file: a file's resolved path is its folder's, resolved once, plus its
-    name (only links are resolved one by one).
+    name (only links are resolved one by one). With ``skipped`` (a dict), every file not listed is counted there by
+    reason (see ``skip``): not a video extension, hidden, a broken link, not a regular file, an unlistable folder.
     """
     top = check_root(root)
     found: dict[str, str] = {}
@@ -98,6 +122,7 @@ def list_videos(root: str | os.PathLike[str]) -> dict[str, str]:
 
     def unlistable(err: OSError) -> None:  # e.g. a folder without read permission: say so, list the rest
         logger.warning("cannot list %s: %s; its videos are not indexed", err.filename, err.strerror or err)
+        skip(skipped, "in a folder that cannot be listed", os.path.relpath(str(err.filename), top))
 
     for dirpath, dirnames, filenames in os.walk(top, onerror=unlistable, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -106,15 +131,23 @@ def list_videos(root: str | os.PathLike[str]) -> dict[str, str]:
             continue
         visited.add(real)
         keep = []
+        prefix = Path(os.path.relpath(dirpath, top)).as_posix() + "/"
+        prefix = "" if prefix == "./" else prefix
         for d in sorted(dirnames):
-            if is_hidden(d) or os.path.realpath(os.path.join(dirpath, d)) in visited:
+            if is_hidden(d):
+                skip(skipped, "hidden folder", prefix + d)
+                continue
+            if os.path.realpath(os.path.join(dirpath, d)) in visited:
                 continue
             keep.append(d)
         dirnames[:] = keep
-        prefix = Path(os.path.relpath(dirpath, top)).as_posix() + "/"
-        prefix = "" if prefix == "./" else prefix
         for name in filenames:
-            if is_hidden(name) or not is_video_file(name):
+            if is_hidden(name):
+                skip(skipped, "hidden", prefix + name)
+                continue
+            if not is_video_file(name):
+                ext = os.path.splitext(name)[1].lower()
+                skip(skipped, f"not a video extension ({ext})" if ext else "no extension", prefix + name)
                 continue
             full = os.path.join(dirpath, name)
             try:
@@ -125,10 +158,23 @@ def list_videos(root: str | os.PathLike[str]) -> dict[str, str]:
                 else:
                     resolved = os.path.join(real, name)
             except OSError:  # vanished, or a broken link
+                skip(skipped, "broken link or vanished", prefix + name)
                 continue
             if stat.S_ISREG(mode):
                 found[prefix + name] = resolved
+            else:
+                skip(skipped, "not a regular file", prefix + name)
     return dict(sorted(found.items()))
+
+
+def require_videos(table: pd.DataFrame, root: str) -> pd.DataFrame:
+    """``table`` when it lists a video; else a :class:`CorpusError`: an empty or unmounted archive must never read
+    as "every video was deleted"."""
+    if len(table):
+        return table
+    seen = skipped_line(table.attrs.get("skipped_files") or {})
+    raise CorpusError(f"corpus root {root!r} lists no video file{f' ({seen})' if seen else ''}: is the archive "
+                      "mounted, and are the path and --layout right? Nothing was written")
 
 
 def storable_text(text: str | None) -> str | None:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from moclip.corpus.table import CorpusError, check_file, check_root, list_videos, logger, make_table
+from moclip.corpus.table import CorpusError, check_file, check_root, list_videos, logger, make_table, skip
 
 VIDEO_DIR_NAMES: tuple[str, ...] = ("UCF-101", "UCF101")
 SPLIT_DIR_NAME = "ucfTrainTestlist"
@@ -130,10 +130,12 @@ def load_ucf101(
     skipped: list[str] = []
     unknown: list[str] = []
     found: set[str] = set()
-    for rel, path in list_videos(video_root).items():
+    files: dict = {}  # every file not listed, by reason
+    for rel, path in list_videos(video_root, files).items():
         parts = rel.split("/")
         if len(parts) != 2:
             skipped.append(rel)
+            skip(files, "not at <Class>/<file> depth", rel)
             continue
         folder, file_name = parts
         label = classes.get(folder.lower())
@@ -172,5 +174,6 @@ def load_ucf101(
     df = make_table(rows)
     df.attrs.update({
         "missing": missing, "skipped": skipped, "unknown_class": unknown, "classes": list(classes.values()),
+        "skipped_files": files,
     })
     return df

@@ -14,42 +14,54 @@ import pyarrow.compute as pc
 
 from moclip.config import SCHEMA_VERSION, FeatureSettings
 from moclip.dataset.incremental import IndexPlan
-from moclip.dataset.schema import STATUS_DELETED, conform, rows_to_table
+from moclip.dataset.schema import STATUS_DELETED, STATUS_OK, conform, rows_to_table
 from moclip.dataset.storage import MANIFEST_NAME, Store
 
 log = logging.getLogger(__name__)
 
-KEEP_ON_DELETE = ("video_id", "path", "label", "split", "group", "fingerprint", "file_size", "mtime_ns",
-                  "settings_hash")
+DELETED_REASON = "file no longer in the corpus"
 
 
 def rewrite_old_shards(store: Store, plan: IndexPlan) -> int:
-    """Apply ``plan.drop`` and ``plan.mark_deleted`` to the shards they name; returns shards touched."""
+    """Apply ``plan.drop``, ``plan.mark_deleted``, ``plan.restore`` and ``plan.expire`` to the shards they name;
+    returns shards touched. A row marked deleted keeps everything it had (a tombstone: ``indexed_at`` becomes the
+    time of deletion) until it expires and loses its features; a restored tombstone is ``ok`` again, with the
+    file's current path, size and mtime and a new ``indexed_at`` (so labelling predicts it again)."""
     now = datetime.now(timezone.utc)
     touched = 0
-    for shard in sorted(set(plan.drop) | set(plan.mark_deleted)):
+    for shard in sorted(set(plan.drop) | set(plan.mark_deleted) | set(plan.restore) | set(plan.expire)):
         if not store.exists(shard):
             continue
         table = conform(store.read_table(shard))
         drop = plan.drop.get(shard, set())
-        gone = plan.mark_deleted.get(shard, set())
+        gone = plan.mark_deleted.get(shard, set()) - drop
+        back = plan.restore.get(shard, {})
+        expire = plan.expire.get(shard, set())
         ids = table.column("video_id")
-        keep = pc.invert(pc.is_in(ids, value_set=pa.array(sorted(drop | gone), pa.string())))
-        kept = table.filter(keep)
-        deleted_rows = [
-            {**{k: r[k] for k in KEEP_ON_DELETE}, "status": STATUS_DELETED,
-             "error": "file no longer in the corpus", "indexed_at": now}
-            for r in table.filter(pc.is_in(ids, value_set=pa.array(sorted(gone), pa.string()))).to_pylist()
-            if r["video_id"] not in drop
-        ]
-        if deleted_rows:
-            kept = pa.concat_tables([kept, rows_to_table(deleted_rows)])
+        changed = sorted(drop | gone | set(back) | expire)
+        kept = table.filter(pc.invert(pc.is_in(ids, value_set=pa.array(changed, pa.string()))))
+        rows = []
+        for r in table.filter(pc.is_in(ids, value_set=pa.array(sorted(gone | set(back) | expire),
+                                                                  pa.string()))).to_pylist():
+            vid = r["video_id"]
+            if vid in gone:
+                rows.append({**r, "status": STATUS_DELETED, "error": DELETED_REASON, "indexed_at": now})
+            elif vid in back:
+                rows.append({**r, **back[vid], "status": STATUS_OK, "error": None, "indexed_at": now})
+            else:  # an old tombstone: the bookkeeping stays, the features go
+                rows.append({k: r[k] for k in KEEP_ON_EXPIRY})
+        if rows:
+            kept = pa.concat_tables([kept, rows_to_table(rows)])
         if kept.num_rows:
             store.write_table(shard, kept)
         else:
             store.remove(shard)
         touched += 1
     return touched
+
+
+KEEP_ON_EXPIRY = ("video_id", "path", "label", "split", "group", "status", "error", "fingerprint", "file_size",
+                  "mtime_ns", "settings_hash", "indexed_at")
 
 
 KEEP_RUNS = 50  # run summaries in the manifest, and run detail files kept

@@ -13,6 +13,7 @@ import errno
 import io
 import json
 import os
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO
@@ -26,6 +27,7 @@ from moclip.files import atomic_path, atomic_write_bytes
 SHARD_PREFIX = "part-"
 MANIFEST_NAME = "_manifest.json"  # leading "_" : pyarrow.dataset and pandas skip it when reading the folder
 TEMP_PREFIX = ".tmp-"  # local temp files: .tmp-<random>-<name> (clean_temp removes those a killed run left)
+QUARANTINE_DIR = "_quarantine"  # unreadable files, moved aside (never deleted): readers skip "_" folders
 _OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
@@ -34,6 +36,26 @@ class StorageError(OSError):
 
     def __str__(self) -> str:
         return self.strerror or super().__str__()
+
+
+class UnreadableFile(ValueError):
+    """A file of a dataset or label folder is not readable Parquet (truncated, corrupt, not Parquet at all, or
+    without the columns asked for). ``str()`` names the file and the reason."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: unreadable ({reason})")
+        self.path, self.reason = path, reason
+
+
+def unreadable(exc: BaseException) -> bool:
+    """Whether ``exc`` (raised reading a Parquet file) says the file's bytes are bad, not that the disk or the
+    network failed: Arrow's own errors, a column it lacks, and OSErrors without an errno (e.g. "ZSTD decompression
+    failed"). An ``OSError`` with an errno (EIO, a vanished mount, a timeout) is no verdict on the file."""
+    import pyarrow as pa
+
+    if isinstance(exc, OSError):
+        return exc.errno is None and not isinstance(exc, (FileNotFoundError, StorageError))
+    return isinstance(exc, (pa.ArrowException, KeyError, ValueError))
 
 
 def _write_error(path: str, exc: BaseException) -> StorageError:
@@ -111,13 +133,19 @@ class Store:
 
     def read_table(self, name: str, columns: list[str] | None = None, missing_ok: bool = False) -> pa.Table:
         """The Parquet file ``name``; with ``missing_ok``, of ``columns`` only those it has (a shard written before
-        a column existed), else a missing column is an error."""
-        with self.fs.open(self.path(name), "rb") as f:
-            pf = pq.ParquetFile(f)
-            if columns is not None and missing_ok:
-                have = set(pf.schema_arrow.names)
-                columns = [c for c in columns if c in have]
-            return pf.read(columns=columns)
+        a column existed), else a missing column is an error. A file whose bytes are not readable Parquet raises
+        :class:`UnreadableFile` naming it."""
+        try:
+            with self.fs.open(self.path(name), "rb") as f:
+                pf = pq.ParquetFile(f)
+                if columns is not None and missing_ok:
+                    have = set(pf.schema_arrow.names)
+                    columns = [c for c in columns if c in have]
+                return pf.read(columns=columns)
+        except Exception as e:
+            if unreadable(e) and not isinstance(e, UnreadableFile):
+                raise UnreadableFile(self.path(name), f"{type(e).__name__}: {e}"[:300]) from e
+            raise
 
     def read_shards(self, columns: list[str] | None = None, missing_ok: bool = False) -> list[tuple[str, pa.Table]]:
         """(name, table) of every shard, read concurrently: file and object-store reads and Parquet decoding
@@ -125,6 +153,32 @@ class Store:
         names = self.shard_names()
         with ThreadPoolExecutor(max_workers=8) as pool:
             return list(zip(names, pool.map(lambda n: self.read_table(n, columns, missing_ok), names)))
+
+    def read_shards_or_bad(self, columns: list[str] | None = None, missing_ok: bool = False,
+                           ) -> tuple[list[tuple[str, pa.Table]], list[UnreadableFile]]:
+        """``read_shards``, but a shard that is not readable Parquet is returned in the second list instead of
+        failing the whole read (its caller decides: ``quarantine`` it, or stop)."""
+        names = self.shard_names()
+
+        def one(name: str) -> pa.Table | UnreadableFile:
+            try:
+                return self.read_table(name, columns, missing_ok)
+            except UnreadableFile as e:
+                return e
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            got = list(zip(names, pool.map(one, names)))
+        return ([(n, t) for n, t in got if not isinstance(t, UnreadableFile)],
+                [t for _, t in got if isinstance(t, UnreadableFile)])
+
+    def quarantine(self, name: str) -> str:
+        """Move the file ``name`` aside to ``_quarantine/<UTC time>-<name>`` (never deleted: a person may want it);
+        Parquet readers of the folder skip ``_`` folders. Returns where it went."""
+        dest = f"{QUARANTINE_DIR}/{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{name.replace('/', '_')}"
+        if self.local:
+            os.makedirs(self.path(QUARANTINE_DIR), exist_ok=True)
+        self.fs.mv(self.path(name), self.path(dest))
+        return self.path(dest)
 
     def remove(self, name: str) -> None:
         self.fs.rm(self.path(name))

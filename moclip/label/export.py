@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timezone
 
 import pandas as pd
 
 from moclip.dataset import Store
+from moclip.label.plan import file_identity
 
 PREDICTIONS_CSV = "predictions.csv"
 LABELS_MANIFEST = "_labels.json"
@@ -24,16 +26,28 @@ def flat(preds: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def export_csv(predictions: Store, out: Store, name: str = PREDICTIONS_CSV) -> str:
-    """Every prediction file, in name order, into one CSV (one shard in memory at a time)."""
+def export_csv(predictions: Store, out: Store, files: list[str], name: str = PREDICTIONS_CSV) -> str:
+    """The prediction files ``files`` (those the run's plan owns: never a user's file that happens to be in the
+    folder), in name order, into one CSV (one shard in memory at a time)."""
     with out.open_text(name) as f:
         header = True
-        for shard in predictions.shard_names():
+        for shard in sorted(files):
             flat(predictions.read_table(shard).to_pandas()).to_csv(f, index=False, header=header)
             header = False
         if header:  # no predictions at all: the header alone
             pd.DataFrame(columns=["video_id", "path", "labels", "probs", "top1", "top1_prob"]).to_csv(f, index=False)
     return out.path(name)
+
+
+def csv_stamp(out: Store, files: list[str], name: str = PREDICTIONS_CSV) -> dict | None:
+    """What the CSV ``name`` was made of (a hash of the prediction files' names) and which version of it is on
+    disk (its listing identity); None when there is none. ``_labels.json`` keeps it: a CSV whose stamp differs
+    (other predictions, or a CSV edited, replaced or torn since) is written again."""
+    if not out.exists(name):
+        return None
+    info = out.fs.info(out.path(name))
+    return {"files": hashlib.sha256("\n".join(sorted(files)).encode()).hexdigest()[:16],
+            "identity": file_identity(info)}
 
 
 def write_label_manifest(out: Store, run: dict, **about: object) -> dict:

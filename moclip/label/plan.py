@@ -13,7 +13,9 @@ model's weights and the label options (top-k, extra classes). So a rerun plans f
   rewrote the shard: a video re-indexed elsewhere, or marked deleted), its rows whose feature row is unchanged
   (same video id and ``indexed_at``) are kept and only the rest predicted, so only new and changed videos are;
 - a model or option change changes the key: every shard is predicted again;
-- prediction files of feature shards that are gone (all their videos re-indexed elsewhere or deleted) are removed.
+- prediction files of feature shards that are gone (all their videos re-indexed elsewhere or deleted) are removed;
+- with time windows, a prediction file is current only while its windows and segments files (same name, in
+  ``windows.parquet/`` and ``segments.parquet/``) are there too: the three live and die together.
 """
 
 from __future__ import annotations
@@ -80,8 +82,11 @@ class LabelPlan:
         return [w for w in self.shards if not w.current]
 
 
-def plan_labels(feature_infos: dict[str, dict], prediction_infos: dict[str, dict], key: str) -> LabelPlan:
-    """The plan (see the module docstring) from the two folders' listings (``Store.shard_infos``)."""
+def plan_labels(feature_infos: dict[str, dict], prediction_infos: dict[str, dict], key: str,
+                sibling_infos: list[dict[str, dict]] | None = None) -> LabelPlan:
+    """The plan (see the module docstring) from the two folders' listings (``Store.shard_infos``), and with time
+    windows the windows' and segments' folders' listings (``sibling_infos``)."""
+    siblings = sibling_infos or []
     by_shard: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
     unknown = []
     for name in prediction_infos:
@@ -97,7 +102,7 @@ def plan_labels(feature_infos: dict[str, dict], prediction_infos: dict[str, dict
         older = [n for n, _, k in have if n != target and k == key]
         shards.append(ShardWork(
             feature_shard=shard, target=target, size=int(info.get("size") or 0),
-            current=any(n == target for n, _, _ in have),
+            current=any(n == target for n, _, _ in have) and all(target in sib for sib in siblings),
             reuse=older[0] if older else None,
             stale=[n for n, _, _ in have if n != target]))
     orphans = [n for files in by_shard.values() for n, _, _ in files]

@@ -7,6 +7,7 @@ process and kept (``predictor``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import time
@@ -20,6 +21,7 @@ import pyarrow.compute as pc
 from moclip.config import TimelineConfig
 from moclip.dataset import STATUS_OK, Store, feature_set
 from moclip.dataset.schema import conform
+from moclip.dataset.storage import UnreadableFile
 from moclip.dataset.windows import is_windowed, window_features
 from moclip.indexing.shard import match_thread_limit
 from moclip.inference import Predictor
@@ -64,6 +66,8 @@ class GroupResult:
     seconds: float = 0.0
     peak_rss_mb: float = 0.0  # of the worker process so far
     failed: list[tuple[str, str]] = field(default_factory=list)  # (feature shard, reason): predicted next run
+    # unreadable prediction files moved aside (file, reason, moved to); their shards were predicted again
+    quarantined: list[tuple[str, str, str]] = field(default_factory=list)
 
     def add(self, other: GroupResult) -> None:
         self.counts.add(other.counts)
@@ -73,6 +77,7 @@ class GroupResult:
         self.seconds += other.seconds
         self.peak_rss_mb = max(self.peak_rss_mb, other.peak_rss_mb)
         self.failed += other.failed
+        self.quarantined += other.quarantined
 
 
 def predictor(target: LabelTarget) -> Predictor:
@@ -109,6 +114,10 @@ def label_shards(work: list[ShardWork], target: LabelTarget) -> GroupResult:
     timeline = siblings if target.timeline is not None else []
     counts, written, removed = LabelCounts(), 0, 0
     failed: list[tuple[str, str]] = []
+    quarantined: list[tuple[str, str, str]] = []
+
+    def set_aside(e: UnreadableFile, name: str) -> None:  # never deleted: moved where readers do not look
+        quarantined.append((e.path, e.reason, preds.quarantine(name)))
     text = None if target.extra_text is None else np.asarray(target.extra_text, np.float32)
     pending: list[tuple[ShardWork, pd.DataFrame | None, pa.Table]] = []
     sch = schema(bool(target.extra_classes))
@@ -159,6 +168,10 @@ def label_shards(work: list[ShardWork], target: LabelTarget) -> GroupResult:
                 preds.write_table(w.target, pa.Table.from_pandas(frame, schema=sch, preserve_index=False))
             except OSError as e:  # e.g. a full disk (StorageError names the file): predicted again next run
                 failed.append((w.feature_shard, _reason(e)))
+                for store in timeline:  # windows and segments live and die with their prediction file
+                    with contextlib.suppress(OSError):
+                        if store.exists(w.target):
+                            store.remove(w.target)
                 continue
             written += 1
             counts.add(LabelCounts.of(frame, predicted=len(mine)))
@@ -168,12 +181,22 @@ def label_shards(work: list[ShardWork], target: LabelTarget) -> GroupResult:
     for w in work:
         try:
             if w.current:
-                counts.add(LabelCounts.of(preds.read_table(w.target, SUMMARY_COLUMNS, missing_ok=True).to_pandas()))
-                removed += remove_predictions(preds, w.stale, siblings)
-                continue
+                try:
+                    current = preds.read_table(w.target, SUMMARY_COLUMNS, missing_ok=True).to_pandas()
+                except UnreadableFile as e:  # truncated, or not moclip's: set aside, predicted again below
+                    set_aside(e, w.target)
+                else:
+                    counts.add(LabelCounts.of(current))
+                    removed += remove_predictions(preds, w.stale, siblings)
+                    continue
             rows = _ok_rows(features.read_table(w.feature_shard))
             # windowed shards are predicted whole (their windows and segments files go with the prediction file)
-            kept = _reusable(preds, w.reuse, rows) if w.reuse and not timeline else None
+            kept = None
+            if w.reuse and not timeline:
+                try:
+                    kept = _reusable(preds, w.reuse, rows)
+                except UnreadableFile as e:  # every row is predicted again
+                    set_aside(e, w.reuse)
         except Exception as e:  # noqa: BLE001 - an unreadable file: this shard fails, the rest go on
             failed.append((w.feature_shard, _reason(e)))
             continue
@@ -186,7 +209,7 @@ def label_shards(work: list[ShardWork], target: LabelTarget) -> GroupResult:
     flush()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return GroupResult(counts=counts, shards=len(work), written=written, removed=removed,
-                       seconds=time.perf_counter() - t0, peak_rss_mb=rss, failed=failed)
+                       seconds=time.perf_counter() - t0, peak_rss_mb=rss, failed=failed, quarantined=quarantined)
 
 
 def _windows(pending: list[tuple[ShardWork, pd.DataFrame | None, pa.Table]]) -> int:
@@ -195,18 +218,31 @@ def _windows(pending: list[tuple[ShardWork, pd.DataFrame | None, pa.Table]]) -> 
                if t.num_rows)
 
 
-def _reusable(preds: Store, name: str, rows: pa.Table) -> pd.DataFrame | None:
-    """The rows of an older prediction file still valid for ``rows`` (None when it cannot be read: then every
-    row is predicted again)."""
-    try:
-        old = preds.read_table(name).to_pandas()
-    except Exception:  # noqa: BLE001 - a torn or foreign file only costs predicting its rows again
-        return None
+def _reusable(preds: Store, name: str, rows: pa.Table) -> pd.DataFrame:
+    """The rows of an older prediction file still valid for ``rows`` (``UnreadableFile`` when it is not readable
+    or not a prediction file: then every row is predicted again)."""
+    old = preds.read_table(name).to_pandas()
+    if not {"video_id", "indexed_at"} <= set(old.columns):
+        raise UnreadableFile(preds.path(name), "not a moclip prediction file (no video_id/indexed_at columns)")
     return old[_unchanged(old, rows)]
 
 
 def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"[:500]
+
+
+def remove_orphan_siblings(preds: Store, siblings: list[Store]) -> int:
+    """Remove every windows/segments file whose prediction file is not there (a run that failed between writing
+    them and writing it, a prediction file a person removed): the three live and die together, so a later run can
+    never leave duplicate windows or segments. Returns how many were removed."""
+    have = set(preds.shard_infos())
+    n = 0
+    for store in siblings:
+        for name in store.shard_infos():
+            if name not in have:
+                store.remove(name)
+                n += 1
+    return n
 
 
 def remove_predictions(store: Store, names: list[str], siblings: list[Store] = ()) -> int:

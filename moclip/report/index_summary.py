@@ -37,6 +37,15 @@ class Changes(BaseModel):
     new: list[str] = []
     reindexed: list[str] = []
     deleted: list[str] = []
+    restored: list[str] = []
+
+
+class Quarantined(BaseModel):
+    """An unreadable file moved aside (``_quarantine/``); a shard's videos were indexed again by the same run."""
+
+    file: str
+    reason: str
+    moved_to: str
 
 
 class IndexSummary(BaseModel):
@@ -65,12 +74,31 @@ class IndexSummary(BaseModel):
     settings_hash: str
     clip_weights_id: str
     clip_random_init: bool
+    restored: int = 0  # deleted videos back unchanged: their kept features are current again, nothing decoded
+    quarantined: list[Quarantined] = []
+    skipped_files: dict[str, dict] = Field(default_factory=dict, description="files under the root not listed, "
+                                                                             "by reason: count and examples")
+    failed_total: int = 0  # failed rows in the dataset after this run (this run's and earlier ones that stand)
+    settings_changed: int = 0  # videos re-indexed because they had other feature settings
+    notes: list[str] = []  # settings taken from the dataset's manifest (IndexParams.with_recorded)
+
+    @property
+    def complete(self) -> bool:
+        """Whether the run did all its work: every planned video has a row (a failed video's row says why)."""
+        return not self.crashed_shards
+
+    def incomplete_message(self) -> str:
+        """What was not done and what to run: the CLI's error and the Prefect flow run's Failed state message."""
+        n = sum(len(c.video_ids) for c in self.crashed_shards)
+        return (f"{len(self.crashed_shards)} shards ({n} videos) were not written to {self.out}; rerun the same "
+                "command (or flow run) to index them")
 
     def for_manifest(self, cap: int = 20) -> dict:
         """As kept in the manifest's run history: counts, and at most ``cap`` crashed / retried shards (without
         their video ids), so its size does not grow with the corpus. The lists are in ``details()``."""
         out = self.model_dump(mode="json", exclude={"failures", "changes", "shard_timeline", "crashed_shards",
-                                                    "isolated_retries"})
+                                                    "isolated_retries", "quarantined"})
+        out["quarantined"] = [q.model_dump() for q in self.quarantined[:cap]]
         out["crashed_shards"] = [{"shard": c.shard, "n_videos": len(c.video_ids), "error": c.error}
                                  for c in self.crashed_shards[:cap]]
         out["n_crashed_shards"] = len(self.crashed_shards)
@@ -85,7 +113,8 @@ class IndexSummary(BaseModel):
 
 def summarize(
     *, n_corpus: int, plan: IndexPlan, results: list[ShardResult], crashed: list[dict], wall_s: float,
-    out: str, settings_hash: str, clip_weights_id: str, clip_random: bool,
+    out: str, settings_hash: str, clip_weights_id: str, clip_random: bool, skipped_files: dict | None = None,
+    notes: list[str] | None = None,
 ) -> IndexSummary:
     secs: dict[str, float] = {}
     reindexed = set(plan.reindexed)
@@ -102,11 +131,14 @@ def summarize(
         bytes_written=sum(r.bytes_written for r in results), frames_decoded=sum(r.frames_decoded for r in results),
         images_embedded=sum(r.images_embedded for r in results), workers=sorted({r.worker for r in results}),
         changes=Changes(new=sorted(v["video_id"] for v in plan.to_index if v["video_id"] not in reindexed),
-                        reindexed=sorted(plan.reindexed), deleted=sorted(plan.deleted)),
+                        reindexed=sorted(plan.reindexed), deleted=sorted(plan.deleted),
+                        restored=sorted(plan.restored)),
         worker_seconds={k: round(v, 3) for k, v in secs.items()},
         shard_timeline=sorted((r.worker, r.started_at, r.ended_at, r.n_ok + r.n_failed) for r in results),
         wall_seconds=round(wall_s, 3), settings_hash=settings_hash, clip_weights_id=clip_weights_id,
-        clip_random_init=clip_random,
+        clip_random_init=clip_random, restored=len(plan.restored),
+        quarantined=[Quarantined(**q) for q in plan.quarantined], skipped_files=skipped_files or {},
+        failed_total=plan.failed_kept + len(failures), settings_changed=plan.settings_changed, notes=notes or [],
     )
 
 
@@ -116,7 +148,11 @@ def one_line(s: IndexSummary) -> str:
     culprits = sorted(v for r in retried for v in r.culprits)
     return (f"{s.corpus_videos} videos: {s.indexed_ok} indexed, {s.failed} failed, "
             f"{s.unchanged} unchanged, {s.deleted} deleted"
+            + (f", {s.restored} restored" if s.restored else "")
             + (f", {crashed} in crashed shards" if crashed else "")
+            + (f", {len(s.quarantined)} unreadable files moved aside" if s.quarantined else "")
+            + (f", {sum(v['count'] for v in s.skipped_files.values())} files skipped" if s.skipped_files else "")
+            + (f" ({s.failed_total} failed rows in the dataset)" if s.failed_total != s.failed else "")
             + (f", {len(retried)} shards retried in isolation (decoder crashed or hung on: "
                f"{', '.join(culprits) or 'none'})" if retried else "")
             + f" in {s.wall_seconds:.1f} s -> {s.out}")
@@ -154,8 +190,18 @@ def to_markdown(s: IndexSummary, max_failures: int = 50) -> str:
                  + ", ".join(f"{k} {v:.1f}" for k, v in s.worker_seconds.items())]),
         md.join(["Limited by: ", bottleneck(s.worker_seconds)]) if bottleneck(s.worker_seconds) else None,
     ]
+    blocks += [md.paragraph(note) for note in s.notes]
+    if s.quarantined:
+        rows = [[md.code(q.file), q.reason, md.code(q.moved_to)] for q in s.quarantined[:max_failures]]
+        blocks += [md.heading(2, "Unreadable files moved aside (their videos were indexed again)"),
+                   md.table(["file", "reason", "moved to"], rows)]
+    if s.skipped_files:
+        rows = [[reason, v["count"], md.join(map(md.code, v["examples"]), ", ")]
+                for reason, v in sorted(s.skipped_files.items(), key=lambda kv: -kv[1]["count"])]
+        blocks += [md.heading(2, "Files not indexed"), md.table(["why", "files", "e.g."], rows)]
     for kind, title in (("new", "New videos"), ("reindexed", "Changed videos (re-indexed)"),
-                        ("deleted", "Deleted videos (marked deleted)")):
+                        ("deleted", "Deleted videos (marked deleted)"),
+                        ("restored", "Restored videos (back unchanged, not decoded)")):
         ids = getattr(s.changes, kind)
         if ids:
             blocks += [md.heading(2, f"{title}: {len(ids)}"), _listed(ids, max_failures)]
