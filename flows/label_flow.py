@@ -37,8 +37,9 @@ from moclip.dataset.lock import LABEL_LOCK, dataset_lock
 from moclip.inference import Predictor
 from moclip.label import PREDICTIONS_DIR, GroupResult, LabelTarget, ShardWork, group_work, label_key
 from moclip.label.export import LABELS_MANIFEST, LEGACY_PREDICTIONS, PREDICTIONS_CSV, csv_stamp, write_label_manifest
+from moclip.label.plan import parse_name
 from moclip.label.timeline import SEGMENTS_DIR, WINDOWS_DIR
-from moclip.label.worker import remove_orphan_siblings, remove_predictions
+from moclip.label.worker import quarantine_unreadable_siblings, remove_orphan_siblings, remove_predictions
 from moclip.params import LabelParams
 from moclip.precision import device_type
 from moclip.progress import Progress
@@ -71,6 +72,18 @@ def label_groups(groups_file: str, target: LabelTarget,
             bar.update(len(group))
             update_progress_artifact(progress_id, 100.0 * bar.done / max(n, 1))
     return total, time.perf_counter() - t0
+
+
+def set_aside(bad: list[tuple[str, str, str]], result: GroupResult, owned: list[str]) -> None:
+    """Files found unreadable after the prediction step and moved aside: each one's feature shard is not labelled
+    in this run (it is predicted again by the next), said, and left out of the CSV's stamp."""
+    for path, reason, moved in bad:
+        name = path.rsplit("/", 1)[-1]
+        shard = (parse_name(name) or (name,))[0]
+        warn(f"{path}: unreadable ({reason}); moved aside to {moved}, its shard is predicted again by the next run")
+        result.failed.append((shard, f"{path}: unreadable ({reason}); moved aside"))
+        if name in owned:
+            owned.remove(name)
 
 
 @flow(name="predict-archive")
@@ -128,7 +141,7 @@ def predict_archive(features: str, params: LabelParams) -> dict:
         owned = [w.target for w in the_plan.shards if w.target in present]  # what the CSV may read
     counts = result.counts
     for path, reason, moved in result.quarantined:
-        warn(f"{path}: unreadable ({reason}); moved aside to {moved} and predicted again")
+        warn(f"{path}: unreadable ({reason}); moved aside to {moved}")
     for shard, reason in result.failed[:20]:
         warn(f"{features}/{shard}: not labelled ({reason}); rerun the same command to label it")
     if out.exists(LEGACY_PREDICTIONS):  # one file of every prediction, from a moclip before sharded predictions
@@ -138,11 +151,18 @@ def predict_archive(features: str, params: LabelParams) -> dict:
     csv = out.path(PREDICTIONS_CSV)
     recorded = (out.read_json(LABELS_MANIFEST) or {}).get("csv")
     if params.csv and (changed or recorded is None or csv_stamp(out, owned) != recorded):
-        csv = export_csv_task(predictions, params.out, owned, params.storage_options)
+        csv, bad = export_csv_task(predictions, params.out, owned, params.storage_options)
+        set_aside(bad, result, owned)  # a prediction file unreadable past its summary columns
     random_clip = predictor.meta.clip.random_init
     page, timeline_md = None, ""
     if windowed and counts.videos:
-        page, timeline_md = timelines_task(params.out, list(predictor.classes), params.storage_options)
+        try:
+            page, timeline_md = timelines_task(params.out, list(predictor.classes), params.storage_options)
+        except Exception:
+            bad = quarantine_unreadable_siblings(pred_store, siblings)  # name the bad windows/segments file
+            if not bad:
+                raise
+            set_aside(bad, result, owned)
     elif not windowed and out.exists(PAGE_FILE):  # from an earlier run with --window: its segments are gone
         out.remove(PAGE_FILE)
         logger.info("%s: removed (this run has no time windows)", out.path(PAGE_FILE))

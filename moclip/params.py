@@ -64,6 +64,15 @@ class IndexParams(Settings):
         features = self.features
         if manifest.get("settings"):
             features = FeatureSettings.model_validate(_fill_unset(self.features, manifest["settings"]))
+            clip = features.clip
+            if clip.precision == "fp16" and "precision" not in self.features.clip.model_fields_set:
+                from moclip.precision import device_type  # torch
+
+                if device_type(self.run.device) != "cuda":  # fp16 needs CUDA: a CPU run keeps its own precision
+                    features = features.model_copy(update={"clip": clip.model_copy(
+                        update={"precision": self.features.clip.precision})})
+                    notes.append("the dataset's CLIP precision fp16 needs CUDA: this run on the CPU uses "
+                                 f"--precision {self.features.clip.precision}")
         out = self.model_copy(update={"corpus": corpus, "features": features})
         changed = settings_diff(self.settings().to_dict(), out.settings().to_dict())
         if changed:

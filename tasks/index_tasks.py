@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from moclip.corpus import load_corpus
 from moclip.corpus.table import require_videos
 from moclip.dataset import IndexPlan, Store, plan_index, rewrite_old_shards
-from moclip.dataset.incremental import check_deletions
+from moclip.dataset.incremental import check_deletions, quarantine_unreadable
 from moclip.indexing.isolated import index_shard_isolated
 from moclip.indexing.shard import ShardResult, ShardTarget, index_shard
 from moclip.params import IndexParams
@@ -34,6 +34,7 @@ def plan(videos: pd.DataFrame, params: IndexParams, settings_hash: str) -> Index
                           keep_deleted_days=params.run.keep_deleted_days)
     check_deletions(the_plan, params.out, params.corpus.root or str(params.corpus.manifest), params.run.max_delete,
                     params.run.allow_mass_delete)
+    quarantine_unreadable(store, the_plan)  # accepted: only now is anything moved
     return the_plan
 
 

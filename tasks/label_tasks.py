@@ -26,7 +26,8 @@ def label_shards_task(work: list[ShardWork], target: LabelTarget) -> GroupResult
 
 
 @task(name="export-csv", cache_policy=NO_CACHE)
-def export_csv_task(predictions: str, out: str, files: list[str], storage_options: dict) -> str:
+def export_csv_task(predictions: str, out: str, files: list[str],
+                    storage_options: dict) -> tuple[str, list[tuple[str, str, str]]]:
     return export_csv(Store(predictions, storage_options), Store(out, storage_options), files)
 
 

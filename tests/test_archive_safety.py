@@ -26,8 +26,8 @@ from moclip.dataset import (
     read_metadata,
     rewrite_old_shards,
 )
-from moclip.dataset.incremental import MassDeleteRefused, check_deletions
-from moclip.dataset.storage import QUARANTINE_DIR, UnreadableFile
+from moclip.dataset.incremental import MassDeleteRefused, check_deletions, quarantine_unreadable
+from moclip.dataset.storage import QUARANTINE_DIR, UnreadableFile, unreadable
 from moclip.indexing.shard import ShardTarget, index_shard
 from moclip.label.export import csv_stamp, export_csv
 from moclip.label.plan import file_identity, plan_labels, prediction_name
@@ -47,9 +47,11 @@ def corpus(tmp_path):
     return root
 
 
-def index(corpus, out, name, **plan_kw):
-    """One run: plan, index what it says into shard ``name``, commit. Returns the plan."""
-    plan = plan_index(load_folder(corpus), Store(str(out)), HASH, **plan_kw)
+def index(corpus, out, name, table=None, **plan_kw):
+    """One run as the index flow does it: plan, move unreadable shards aside, index what the plan says into shard
+    ``name``, commit. ``table``: the corpus table (default: the folder's). Returns the plan."""
+    plan = plan_index(load_folder(corpus) if table is None else table, Store(str(out)), HASH, **plan_kw)
+    quarantine_unreadable(Store(str(out)), plan)
     if plan.to_index:
         index_shard(plan.to_index, name, ShardTarget(features=SETTINGS, run=RunConfig(), out=str(out),
                                                      settings_hash=HASH))
@@ -85,8 +87,8 @@ def test_a_mass_deletion_is_refused_with_the_count_and_the_flag(corpus, tmp_path
         os.rename(corpus / ("a" if i < 2 else "b") / f"v{i}.mp4", tmp_path / f"v{i}.mp4")
     plan = plan_index(load_folder(corpus), Store(str(out)), HASH)
     assert (len(plan.deleted), plan.live_before) == (3, 4)
-    with pytest.raises(MassDeleteRefused, match=r"would mark 3 of the dataset's 4 videos deleted \(75%\) because "
-                                                r"CORPUS no longer lists them.*Nothing was written.*"
+    with pytest.raises(MassDeleteRefused, match=r"would mark 3 of the dataset's 4 indexed videos deleted \(75%\) "
+                                                r"because CORPUS no longer lists them.*Nothing was written.*"
                                                 r"--max-delete 0\.75 or --allow-mass-delete"):
         check_deletions(plan, str(out), "CORPUS", max_delete=0.5, allow=False)
     check_deletions(plan, str(out), "CORPUS", max_delete=0.75, allow=False)  # confirmed by the fraction
@@ -96,13 +98,37 @@ def test_a_mass_deletion_is_refused_with_the_count_and_the_flag(corpus, tmp_path
     os.rename(corpus / "b" / "v3.mp4", tmp_path / "v3.mp4")
     make_video(corpus / "c" / "other.mp4", n_frames=12)  # the root lists a video, but none of the dataset's
     plan = plan_index(load_folder(corpus), Store(str(out)), HASH)
-    with pytest.raises(MassDeleteRefused, match=r"4 of the dataset's 4 videos deleted \(all\).*rerun with "
-                                                r"--allow-mass-delete$"):
+    with pytest.raises(MassDeleteRefused, match=r"4 of the dataset's 4 indexed videos deleted \(all\).*rerun "
+                                                r"with --allow-mass-delete$"):
         check_deletions(plan, str(out), "CORPUS", max_delete=1.0, allow=False)  # "all" always needs the flag
     check_deletions(plan, str(out), "CORPUS", max_delete=0.5, allow=True)
     # a few deletions in a large dataset need no confirmation
-    plan.deleted, plan.live_before = ["x"], 4
+    plan.deleted_ok, plan.live_before = 1, 4
     check_deletions(plan, str(out), "CORPUS", max_delete=0.5, allow=False)
+
+
+def test_listed_videos_whose_files_are_missing_are_tombstones_not_failures(corpus, tmp_path):
+    """A manifest corpus on an unmounted NAS: the CSV still lists every video, no file is there. Their rows must not
+    become failed rows without features: they are tombstones, counted by the mass-delete check, restored later."""
+    out = tmp_path / "ds"
+    table = load_folder(corpus)  # what a manifest would list, whether the files are there or not
+    index(corpus, out, "part-1.parquet", table=table)
+    ref = load_features(str(out))
+    os.rename(corpus, tmp_path / "unmounted")
+    plan = plan_index(table, Store(str(out)), HASH)
+    assert sorted(plan.missing) == sorted(plan.deleted) == sorted(table["video_id"]) and not plan.to_index
+    with pytest.raises(MassDeleteRefused, match="4 of the dataset's 4 indexed videos deleted \\(all\\)"):
+        check_deletions(plan, str(out), "manifest.csv", max_delete=0.5, allow=False)
+    index(corpus, out, "part-2.parquet", table=table)  # confirmed (--allow-mass-delete)
+    meta = read_metadata(str(out))
+    assert meta["status"].eq("deleted").all() and meta["error"].str.startswith("file missing").all()
+    again = plan_index(table, Store(str(out)), HASH)  # still missing: the tombstones stand, nothing to do
+    assert again.unchanged == 4 and not again.to_index and not again.deleted
+    os.rename(tmp_path / "unmounted", corpus)
+    back = index(corpus, out, "part-3.parquet", table=table)
+    assert sorted(back.restored) == sorted(table["video_id"]) and not back.to_index
+    got = load_features(str(out))
+    assert np.array_equal(got.mv, ref.mv) and list(got.meta["label"]) == list(ref.meta["label"])
 
 
 # --- tombstones: deleted rows keep their features, and come back without decoding --------------------------------
@@ -157,6 +183,16 @@ def test_old_tombstones_lose_their_features_but_keep_their_bookkeeping(corpus, t
     os.rename(tmp_path / "v3.mp4", corpus / "b" / "v3.mp4")  # back after expiry: decoded again
     again = index(corpus, out, "part-5.parquet")
     assert [v["video_id"] for v in again.to_index] == ["b/v3.mp4"] and not again.restored
+    assert read_metadata(str(out))["video_id"].is_unique
+    # an old tombstone whose video comes back changed in the run that expires it: one row, the new one
+    os.rename(corpus / "b" / "v2.mp4", tmp_path / "v2.mp4")
+    index(corpus, out, "part-6.parquet")
+    make_video(corpus / "b" / "v2.mp4", n_frames=14, dx=5, seed=9)
+    both = index(corpus, out, "part-7.parquet", keep_deleted_days=0)
+    assert [v["video_id"] for v in both.to_index] == ["b/v2.mp4"] and "b/v2.mp4" in both.expire.get(
+        "part-1.parquet", set())
+    meta = read_metadata(str(out)).set_index("video_id")
+    assert meta.index.is_unique and meta.loc["b/v2.mp4", "status"] == "ok"
 
 
 # --- 2. an unreadable feature shard ------------------------------------------------------------------------------
@@ -171,8 +207,11 @@ def test_an_unreadable_shard_is_moved_aside_and_its_videos_indexed_again(corpus,
     with pytest.raises(UnreadableFile, match=f"{out / 'part-1.parquet'}: unreadable \\(ArrowInvalid: Parquet magic"):
         read_metadata(str(out))  # every reader names the file
 
+    planned = plan_index(load_folder(corpus), Store(str(out)), HASH)
+    assert (out / "part-1.parquet").exists()  # planning moves nothing: a refused run leaves the file where it was
     plan = index(corpus, out, "part-3.parquet")
     [q] = plan.quarantined
+    assert planned.quarantined[0]["file"] == q["file"]
     assert q["file"] == str(out / "part-1.parquet") and "Parquet magic bytes not found" in q["reason"]
     moved = out / QUARANTINE_DIR / os.path.basename(q["moved_to"])
     assert moved.exists() and moved.name.endswith("-part-1.parquet")  # kept, never deleted
@@ -217,7 +256,7 @@ def test_the_csv_reads_only_the_files_the_plan_owns_and_knows_when_it_is_stale(t
     preds.write_table("part-features-copy.parquet", pa.table({"video_id": ["copy"], "mv": [[1.0]]}))  # a user's
     (tmp_path / "predictions" / "part-x (copy).parquet").write_bytes(b"junk")
     owned = ["part-a.0123456789.0123456789.parquet"]
-    export_csv(preds, out, owned)
+    assert export_csv(preds, out, owned) == (str(tmp_path / "predictions.csv"), [])
     lines = (tmp_path / "predictions.csv").read_text().splitlines()
     assert lines == ["video_id,labels,probs", "a.mp4,x|y,0.7500|0.2500"]
     stamp = csv_stamp(out, owned)
@@ -288,3 +327,14 @@ def test_files_that_are_not_listed_are_counted_by_reason(tmp_path):
 def test_extra_class_names_are_deduplicated():
     p = LabelParams(corpus={"root": "/a"}, model="m", out="o", extra_classes="diving, juggling,Diving,, juggling ")
     assert p.extra_classes == ["diving", "juggling"]
+
+
+def test_only_bad_bytes_count_as_unreadable_never_a_failing_disk_or_network():
+    import errno
+
+    assert unreadable(pa.ArrowInvalid("Parquet magic bytes not found in footer"))
+    assert unreadable(OSError("ZSTD decompression failed: Data corruption detected"))  # Arrow's own, no errno
+    for e in (OSError(errno.EIO, "Input/output error"), TimeoutError("read timed out"), ConnectionResetError(),
+              PermissionError("AccessDenied"), FileNotFoundError(2, "gone"), pa.ArrowMemoryError("out of memory"),
+              MemoryError()):
+        assert not unreadable(e), e

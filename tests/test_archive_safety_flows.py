@@ -62,12 +62,6 @@ def test_label_survives_an_unmounted_archive_and_rotten_files(bundle, tmp_path):
     assert sorted(preds["video_id"]) == ["cam1/right.mp4", "cam1/up.mp4", "down.mp4", "left.mp4"]
     assert all(list(z) in (["juggling", "swimming"], ["swimming", "juggling"]) for z in preds["zero_shot_labels"])
 
-    # the nightly re-index of the label job's features with index's defaults: the recorded layout, nothing redone
-    r = moclip("index", str(archive), "--out", str(out / "features"))
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "5 videos: 0 indexed, 0 failed, 5 unchanged, 0 deleted" in r.stdout and "(1 failed rows" in r.stdout
-    assert "corpus layout unlabeled as the dataset recorded it" in r.stderr
-    assert "feature settings as the dataset recorded them" in r.stderr  # the bundle's --frames 2, random CLIP
 
     before = snapshot(out)
     # 1. the NAS is not mounted: an empty mount point
@@ -83,11 +77,26 @@ def test_label_survives_an_unmounted_archive_and_rotten_files(bundle, tmp_path):
     os.rename(archive / "down.mp4", tmp_path / "down.mp4")
     r = moclip(*label)
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert "would mark 3 of the dataset's 5 videos deleted (60%)" in r.stderr, r.stderr
-    assert "--max-delete 0.6 or --allow-mass-delete" in r.stderr
+    assert "would mark 3 of the dataset's 4 indexed videos deleted (75%)" in r.stderr, r.stderr
+    assert "--max-delete 0.75 or --allow-mass-delete" in r.stderr
     assert snapshot(out) == before
+    # confirmed with the flag the message names (by the nightly index of the label job's features, with index's
+    # defaults: the recorded layout and feature settings are used, and said)
+    ref = pd.read_parquet(out / "features").set_index("video_id")
+    r = moclip("index", str(archive), "--out", str(out / "features"), "--allow-mass-delete")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 videos: 0 indexed, 0 failed, 2 unchanged, 3 deleted" in r.stdout, r.stdout
+    assert "corpus layout unlabeled as the dataset recorded it" in r.stderr
+    assert "feature settings as the dataset recorded them" in r.stderr  # the bundle's --frames 2, random CLIP
+    # the NAS is back: the tombstones are restored, nothing decoded
     shutil.move(away, archive / "cam1")
     os.rename(tmp_path / "down.mp4", archive / "down.mp4")
+    r = moclip("index", str(archive), "--out", str(out / "features"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "5 videos: 0 indexed, 0 failed, 2 unchanged, 0 deleted, 3 restored" in r.stdout, r.stdout
+    got = pd.read_parquet(out / "features").set_index("video_id")
+    assert got["status"].eq(ref["status"]).all() and all(
+        (a == b).all() for a, b in zip(got.loc[ref.index[ref.status == "ok"], "mv"], ref.loc[ref.status == "ok", "mv"]))
 
     # 2-5. a feature shard and a prediction file truncated, junk in predictions/, the CSV edited by hand
     features = sorted((out / "features").glob("part-*.parquet"))

@@ -20,6 +20,7 @@ from moclip.dataset.storage import MANIFEST_NAME, Store
 log = logging.getLogger(__name__)
 
 DELETED_REASON = "file no longer in the corpus"
+MISSING_REASON = "file missing: the corpus lists it, but it is not there"
 
 
 def rewrite_old_shards(store: Store, plan: IndexPlan) -> int:
@@ -36,7 +37,7 @@ def rewrite_old_shards(store: Store, plan: IndexPlan) -> int:
         drop = plan.drop.get(shard, set())
         gone = plan.mark_deleted.get(shard, set()) - drop
         back = plan.restore.get(shard, {})
-        expire = plan.expire.get(shard, set())
+        expire = plan.expire.get(shard, set()) - drop - set(back)
         ids = table.column("video_id")
         changed = sorted(drop | gone | set(back) | expire)
         kept = table.filter(pc.invert(pc.is_in(ids, value_set=pa.array(changed, pa.string()))))
@@ -45,7 +46,8 @@ def rewrite_old_shards(store: Store, plan: IndexPlan) -> int:
                                                                   pa.string()))).to_pylist():
             vid = r["video_id"]
             if vid in gone:
-                rows.append({**r, "status": STATUS_DELETED, "error": DELETED_REASON, "indexed_at": now})
+                rows.append({**r, "status": STATUS_DELETED, "indexed_at": now,
+                             "error": MISSING_REASON if vid in plan.missing else DELETED_REASON})
             elif vid in back:
                 rows.append({**r, **back[vid], "status": STATUS_OK, "error": None, "indexed_at": now})
             else:  # an old tombstone: the bookkeeping stays, the features go

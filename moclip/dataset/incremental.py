@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from moclip.dataset.schema import STATE_COLUMNS, STATUS_DELETED, STATUS_FAILED
+from moclip.dataset.schema import STATE_COLUMNS, STATUS_DELETED, STATUS_FAILED, STATUS_OK
 from moclip.dataset.storage import Store, UnreadableFile
 from moclip.files import hash_file
 
@@ -47,9 +47,12 @@ class IndexPlan:
     restored: list[str] = field(default_factory=list)
     # shard name -> video_ids of tombstones older than keep_deleted_days: their features are dropped
     expire: dict[str, set[str]] = field(default_factory=dict)
-    # unreadable shards moved aside: {"file", "reason", "moved_to"}; their videos are in ``to_index``
+    # unreadable shards: {"name", "file", "reason"}, and once moved aside (``quarantine_unreadable``) "moved_to";
+    # their videos are in ``to_index``
     quarantined: list[dict] = field(default_factory=list)
-    live_before: int = 0  # rows that were not deleted before this run
+    missing: set[str] = field(default_factory=set)  # of ``deleted``: still listed by the corpus, the file gone
+    live_before: int = 0  # ok rows (with features) before this run
+    deleted_ok: int = 0  # of ``deleted``: ok rows (with features); what the mass-delete check counts
     failed_kept: int = 0  # failed rows that stand (their file is unchanged, or still missing)
     settings_changed: int = 0  # videos re-indexed because they were indexed with other feature settings
 
@@ -66,6 +69,10 @@ def read_state(store: Store) -> tuple[pd.DataFrame, list[UnreadableFile]]:
     tables, bad = store.read_shards_or_bad([*STATE_COLUMNS, "mv_shape"], missing_ok=True)
     parts = []
     for name, table in tables:
+        lacking = [c for c in STATE_COLUMNS if c not in table.schema.names]
+        if lacking:  # e.g. a user's Parquet file named part-*.parquet
+            bad.append(UnreadableFile(store.path(name), f"no column {lacking[0]!r}: not a moclip feature shard"))
+            continue
         if "mv_shape" in table.schema.names:
             has = pc.is_valid(table.column("mv_shape"))
             table = table.drop_columns("mv_shape")
@@ -88,11 +95,11 @@ def _stat(path: str) -> tuple[int, int] | None:
 
 def plan_index(corpus: pd.DataFrame, store: Store, settings_hash: str, retry_failed: bool = False,
                keep_deleted_days: float = 30.0) -> IndexPlan:
-    """What a run must do (see the module docstring). Unreadable shards are quarantined here, so the plan (and the
-    run) never sees them and their videos are indexed again."""
+    """What a run must do (see the module docstring). Reads only the bookkeeping columns and writes nothing:
+    unreadable shards are listed in ``quarantined`` (their rows left out, so their videos are indexed again) for
+    ``quarantine_unreadable`` to move aside once the plan is accepted (``check_deletions``)."""
     state, bad = read_state(store)
-    quarantined = [{"file": e.path, "reason": e.reason, "moved_to": store.quarantine(e.path.rsplit("/", 1)[-1])}
-                   for e in bad]
+    quarantined = [{"name": e.path.rsplit("/", 1)[-1], "file": e.path, "reason": e.reason} for e in bad]
     drop: dict[str, set[str]] = defaultdict(set)
     # A run killed between writing new shards and rewriting old ones leaves duplicates: the newest row wins.
     if len(state):
@@ -122,9 +129,10 @@ def plan_index(corpus: pd.DataFrame, store: Store, settings_hash: str, retry_fai
     was_failed = (prev["status"] == STATUS_FAILED).fillna(False).to_numpy(dtype=bool)
 
     plan = IndexPlan(to_index=[], unchanged=int(unchanged.sum()), quarantined=quarantined,
-                     live_before=int((state["status"] != STATUS_DELETED).sum()),
+                     live_before=int((state["status"] == STATUS_OK).sum()),
                      failed_kept=int((unchanged & was_failed).sum()))
     restore: dict[str, dict[str, dict]] = defaultdict(dict)
+    mark_missing: dict[str, set[str]] = defaultdict(set)
     todo = np.flatnonzero(~unchanged)
     rest = corpus.iloc[todo]
     seen = state[state["video_id"].isin(rest["video_id"])]
@@ -134,10 +142,19 @@ def plan_index(corpus: pd.DataFrame, store: Store, settings_hash: str, retry_fai
         if old is None:
             plan.to_index.append(video)
             continue
-        st = stats[i]  # None: the file is gone (the worker turns it into a failed row with the reason)
+        st = stats[i] if settled[i] or tomb[i] else _stat(video["path"])  # None: the file is gone
+        if st is None and old.status == STATUS_OK:  # listed, but missing (a manifest's NAS unmounted): its row
+            plan.deleted.append(old.video_id)      # becomes a tombstone, as if the corpus no longer listed it:
+            plan.missing.add(old.video_id)         # its features are kept, the mass-delete check counts it
+            mark_missing[old.shard].add(old.video_id)
+            continue
+        if st is None and old.status == STATUS_DELETED:
+            plan.unchanged += 1  # still missing: the tombstone stands
+            continue
         if tomb[i] and st is not None and (same[i] or (old.fingerprint and
                                                         _safe_fingerprint(video["path"]) == old.fingerprint)):
-            restore[old.shard][old.video_id] = {"path": video["path"], "file_size": st[0], "mtime_ns": st[1]}
+            restore[old.shard][old.video_id] = {"path": video["path"], "file_size": st[0], "mtime_ns": st[1],
+                                                **{k: video[k] for k in ("label", "split", "group")}}
             plan.restored.append(old.video_id)  # back, unchanged: its kept features are current again
             continue
         if old.status == STATUS_DELETED or (retry_failed and old.status == STATUS_FAILED):
@@ -161,11 +178,13 @@ def plan_index(corpus: pd.DataFrame, store: Store, settings_hash: str, retry_fai
         plan.settings_changed += not same_settings
         drop[old.shard].add(old.video_id)
 
-    mark: dict[str, set[str]] = defaultdict(set)
+    mark = mark_missing
     gone = state[~state["video_id"].isin(corpus["video_id"]) & (state["status"] != STATUS_DELETED)]
     for vid, shard in zip(gone["video_id"], gone["shard"]):
         plan.deleted.append(vid)
         mark[shard].add(vid)
+    ok = state.loc[state["video_id"].isin(plan.deleted), "status"] == STATUS_OK
+    plan.deleted_ok = int(ok.sum())
     # tombstones kept long enough lose their features (their bookkeeping stays: the video was here once)
     cutoff = pd.Timestamp(datetime.now(timezone.utc) - timedelta(days=keep_deleted_days))
     old_tombs = state[(state["status"] == STATUS_DELETED) & state["has_features"].astype(bool)
@@ -192,7 +211,7 @@ class MassDeleteRefused(RuntimeError):
 def check_deletions(plan: IndexPlan, out: str, root: str, max_delete: float, allow: bool) -> None:
     """Refuse ``plan`` when it marks more than ``max_delete`` of the dataset's live videos deleted, or all of them,
     unless ``allow``; the message names the count, the corpus root and the flags that confirm it."""
-    n, live = len(plan.deleted), plan.live_before
+    n, live = plan.deleted_ok, plan.live_before  # rows with features: failed rows leaving cost nothing
     if allow or not n or not live:
         return
     if n < live and n <= max_delete * live:
@@ -201,6 +220,12 @@ def check_deletions(plan: IndexPlan, out: str, root: str, max_delete: float, all
     if n < live:
         what, flags = f"{n / live:.0%}", f"--max-delete {-(-100 * n // live) / 100:g} or --allow-mass-delete"
     raise MassDeleteRefused(
-        f"{out}: this run would mark {n} of the dataset's {live} videos deleted ({what}) because {root} no longer "
-        f"lists them; is the archive mounted, and are the path and --layout right? Nothing was written. If they "
-        f"are really gone, rerun with {flags}")
+        f"{out}: this run would mark {n} of the dataset's {live} indexed videos deleted ({what}) because {root} no "
+        f"longer lists them or their files are missing; is the archive mounted, and are the path and --layout "
+        f"right? Nothing was written. If they are really gone, rerun with {flags}")
+
+
+def quarantine_unreadable(store: Store, plan: IndexPlan) -> None:
+    """Move the plan's unreadable shards aside (``Store.quarantine``: never deleted), noting where each went."""
+    for q in plan.quarantined:
+        q["moved_to"] = store.quarantine(q["name"])

@@ -48,14 +48,16 @@ class UnreadableFile(ValueError):
 
 
 def unreadable(exc: BaseException) -> bool:
-    """Whether ``exc`` (raised reading a Parquet file) says the file's bytes are bad, not that the disk or the
-    network failed: Arrow's own errors, a column it lacks, and OSErrors without an errno (e.g. "ZSTD decompression
-    failed"). An ``OSError`` with an errno (EIO, a vanished mount, a timeout) is no verdict on the file."""
+    """Whether ``exc`` (raised reading a Parquet file) says the file's bytes are bad, not that the disk, the
+    network or the machine failed: Arrow's verdicts on the data (invalid, wrong type, missing key, not
+    implemented: a corrupt page asking for an unknown encoding) and Arrow's own errno-less ``OSError`` (e.g. "ZSTD
+    decompression failed"). Timeouts, lost connections, denied access, an ``OSError`` with an errno (EIO, a
+    vanished mount) and running out of memory are no verdict on the file: a shard is never moved aside for them."""
     import pyarrow as pa
 
-    if isinstance(exc, OSError):
-        return exc.errno is None and not isinstance(exc, (FileNotFoundError, StorageError))
-    return isinstance(exc, (pa.ArrowException, KeyError, ValueError))
+    if type(exc) is OSError:  # exactly OSError: its subclasses (timeouts, connections, permissions) are not bytes
+        return exc.errno is None
+    return isinstance(exc, (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowKeyError, pa.ArrowNotImplementedError))
 
 
 def _write_error(path: str, exc: BaseException) -> StorageError:
@@ -83,6 +85,7 @@ class Store:
         return self.fs.exists(self.path(name))
 
     def shard_names(self) -> list[str]:
+        self.fs.invalidate_cache(self.root)  # object stores: files other processes (workers) wrote since
         if not self.fs.exists(self.root):
             return []
         names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False)]
@@ -90,6 +93,7 @@ class Store:
 
     def shard_infos(self) -> dict[str, dict]:
         """Every shard's fsspec file info (size, mtime or ETag, ...), from one listing."""
+        self.fs.invalidate_cache(self.root)  # object stores: files other processes (workers) wrote since
         if not self.fs.exists(self.root):
             return {}
         infos = {i["name"].rstrip("/").rsplit("/", 1)[-1]: i for i in self.fs.ls(self.root, detail=True)}
@@ -133,13 +137,16 @@ class Store:
 
     def read_table(self, name: str, columns: list[str] | None = None, missing_ok: bool = False) -> pa.Table:
         """The Parquet file ``name``; with ``missing_ok``, of ``columns`` only those it has (a shard written before
-        a column existed), else a missing column is an error. A file whose bytes are not readable Parquet raises
-        :class:`UnreadableFile` naming it."""
+        a column existed), else a missing column is an error. A file whose bytes are not readable Parquet, or that
+        lacks a column asked for, raises :class:`UnreadableFile` naming it."""
         try:
             with self.fs.open(self.path(name), "rb") as f:
                 pf = pq.ParquetFile(f)
-                if columns is not None and missing_ok:
+                if columns is not None:
                     have = set(pf.schema_arrow.names)
+                    lacking = [c for c in columns if c not in have]
+                    if lacking and not missing_ok:
+                        raise UnreadableFile(self.path(name), f"no column {lacking[0]!r}: not the file expected")
                     columns = [c for c in columns if c in have]
                 return pf.read(columns=columns)
         except Exception as e:
@@ -175,8 +182,7 @@ class Store:
         """Move the file ``name`` aside to ``_quarantine/<UTC time>-<name>`` (never deleted: a person may want it);
         Parquet readers of the folder skip ``_`` folders. Returns where it went."""
         dest = f"{QUARANTINE_DIR}/{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{name.replace('/', '_')}"
-        if self.local:
-            os.makedirs(self.path(QUARANTINE_DIR), exist_ok=True)
+        self.fs.makedirs(self.path(QUARANTINE_DIR), exist_ok=True)  # a no-op on object stores
         self.fs.mv(self.path(name), self.path(dest))
         return self.path(dest)
 

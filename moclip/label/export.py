@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 import pandas as pd
 
 from moclip.dataset import Store
+from moclip.dataset.storage import UnreadableFile
 from moclip.label.plan import file_identity
 
 PREDICTIONS_CSV = "predictions.csv"
@@ -26,17 +27,26 @@ def flat(preds: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def export_csv(predictions: Store, out: Store, files: list[str], name: str = PREDICTIONS_CSV) -> str:
+def export_csv(predictions: Store, out: Store, files: list[str],
+               name: str = PREDICTIONS_CSV) -> tuple[str, list[tuple[str, str, str]]]:
     """The prediction files ``files`` (those the run's plan owns: never a user's file that happens to be in the
-    folder), in name order, into one CSV (one shard in memory at a time)."""
+    folder), in name order, into one CSV (one shard in memory at a time). A file that cannot be read whole is moved
+    aside (its shard is predicted again by the next run) and left out. Returns the CSV's path and (file, reason,
+    moved to) of each file moved aside."""
+    bad = []
     with out.open_text(name) as f:
         header = True
         for shard in sorted(files):
-            flat(predictions.read_table(shard).to_pandas()).to_csv(f, index=False, header=header)
+            try:
+                table = predictions.read_table(shard)
+            except UnreadableFile as e:
+                bad.append((e.path, e.reason, predictions.quarantine(shard)))
+                continue
+            flat(table.to_pandas()).to_csv(f, index=False, header=header)
             header = False
         if header:  # no predictions at all: the header alone
             pd.DataFrame(columns=["video_id", "path", "labels", "probs", "top1", "top1_prob"]).to_csv(f, index=False)
-    return out.path(name)
+    return out.path(name), bad
 
 
 def csv_stamp(out: Store, files: list[str], name: str = PREDICTIONS_CSV) -> dict | None:

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from moclip.config import TimelineConfig
 from moclip.dataset import STATUS_OK, Store, feature_set
 from moclip.dataset.schema import conform
-from moclip.dataset.storage import UnreadableFile
+from moclip.dataset.storage import UnreadableFile, unreadable
 from moclip.dataset.windows import is_windowed, window_features
 from moclip.indexing.shard import match_thread_limit
 from moclip.inference import Predictor
@@ -197,7 +197,13 @@ def label_shards(work: list[ShardWork], target: LabelTarget) -> GroupResult:
                     kept = _reusable(preds, w.reuse, rows)
                 except UnreadableFile as e:  # every row is predicted again
                     set_aside(e, w.reuse)
-        except Exception as e:  # noqa: BLE001 - an unreadable file: this shard fails, the rest go on
+        except UnreadableFile as e:  # the feature shard's bytes are bad (a page, not the footer: the index reads
+            moved = features.quarantine(w.feature_shard)  # only its bookkeeping): aside, re-indexed next run
+            quarantined.append((e.path, e.reason, moved))
+            failed.append((w.feature_shard, f"{_reason(e)}; moved aside to {moved}: the next run indexes its "
+                                            "videos again"))
+            continue
+        except Exception as e:  # noqa: BLE001 - any other error: this shard fails, the rest go on
             failed.append((w.feature_shard, _reason(e)))
             continue
         if kept is not None:
@@ -229,6 +235,27 @@ def _reusable(preds: Store, name: str, rows: pa.Table) -> pd.DataFrame:
 
 def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"[:500]
+
+
+def quarantine_unreadable_siblings(preds: Store, siblings: list[Store]) -> list[tuple[str, str, str]]:
+    """Read every windows/segments file whole; an unreadable one is moved aside with its prediction file (so the
+    next run predicts its shard again). Returns (file, reason, moved to) of each. For when reading them together
+    (the timelines page) failed: the one bad file is found and named."""
+    import pyarrow.parquet as pq
+
+    bad = []
+    for store in siblings:
+        for name in store.shard_infos():
+            try:
+                with store.fs.open(store.path(name), "rb") as f:
+                    pq.read_table(f)
+            except Exception as e:  # noqa: BLE001 - classified by unreadable()
+                if not unreadable(e):
+                    raise
+                bad.append((store.path(name), _reason(e), store.quarantine(name)))
+                if preds.exists(name):
+                    preds.quarantine(name)
+    return bad
 
 
 def remove_orphan_siblings(preds: Store, siblings: list[Store]) -> int:
