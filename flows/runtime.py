@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
+import functools
 import importlib
 import logging
 import multiprocessing
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
-from multiprocessing import forkserver
+from multiprocessing import forkserver, resource_tracker
 from typing import Any
 
 import dask
@@ -121,9 +125,49 @@ class GpuCluster(LocalCluster):
         return {name: {**worker, "options": options}}
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# Set, to this process's id, only while it starts its workers' fork server: that server then dies with it (see the
+# end of this module, which the fork server imports).
+DIE_WITH_ENV = "MOCLIP_DIE_WITH_PID"
+
+
+@functools.cache
+def _prctl() -> Any:
+    """libc's ``prctl``, or None off Linux. Looked up once in the parent: a child between fork and exec only calls it
+    (``dlopen`` takes locks another thread of the parent may have held when it forked)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def die_with_parent(parent: int, sig: int = signal.SIGKILL) -> None:
+    """Have the kernel send ``sig`` to this process when its parent, ``parent``, ends, however it ends (kill -9
+    included, which runs no ``atexit`` or ``finally``): Linux ``PR_SET_PDEATHSIG``; off Linux, nothing.
+
+    The parent is the *thread* that started this process: start it from the main thread, which lives as long as
+    the process. If the parent has already gone, ``sig`` comes now.
+    """
+    prctl = _prctl()
+    if prctl is None or prctl(PR_SET_PDEATHSIG, int(sig)) != 0:
+        return
+    if os.getppid() != parent:  # it died before the call, and nobody would send the signal
+        os.kill(os.getpid(), sig)
+
+
+def _die_with_me() -> Any:
+    """A ``preexec_fn`` that has a child process die with this one, or None where it cannot (off Linux, or off the
+    main thread, whose end would kill the child early)."""
+    if _prctl() is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return functools.partial(die_with_parent, os.getpid())
+
+
 # Imported once by the process Dask worker processes are forked from (see start_worker_forkserver).
-WORKER_PRELOAD = ["distributed", "torch", "open_clip", "prefect", "moclip.indexing.shard", "flows.index_flow",
-                  "flows.preload"]
+WORKER_PRELOAD = ["distributed", "torch", "open_clip", "prefect", "moclip.indexing.shard", "flows.runtime",
+                  "flows.index_flow", "flows.preload"]
 _forkserver_env: dict[str, str] | None = None  # the environment the fork server started with
 
 
@@ -141,7 +185,24 @@ def start_worker_forkserver() -> None:
     if _forkserver_env is not None or "forkserver" not in multiprocessing.get_all_start_methods():
         return
     multiprocessing.get_context("forkserver").set_forkserver_preload(WORKER_PRELOAD)
-    forkserver.ensure_running()
+    # The fork server outlived a CLI killed by kill -9 or SIGTERM. Told this process's id, it dies with it
+    # instead (PR_SET_PDEATHSIG, when it imports this module). Its workers need no more: each exits at once when
+    # its Dask nanny, in this process, goes (distributed.process).
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:
+        os.environ[DIE_WITH_ENV] = str(os.getpid())
+    # Started with SIGINT blocked, it and the workers forked from it never take a terminal's Ctrl-C (sent to the
+    # whole foreground process group) as their own, to stop midway and print tracebacks: their nanny stops them.
+    # This thread takes a Ctrl-C of that moment once it unblocks it. (First the resource tracker, which the fork
+    # server would start and then unblock SIGINT whatever the mask was: multiprocessing.resource_tracker.)
+    resource_tracker.ensure_running()
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if main_thread:
+            os.environ.pop(DIE_WITH_ENV, None)
     _forkserver_env = dict(os.environ)
 
 
@@ -257,10 +318,15 @@ class LocalServer:
         env = {**os.environ, **get_current_settings().to_environment_variables(exclude_unset=True),
                "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
         env.pop("PREFECT_API_URL", None)
+        # In a session of its own, a terminal's Ctrl-C (SIGINT to the whole foreground process group) does not stop
+        # the server under the flow engine, which would then retry its last state reports against a dead API for
+        # minutes and end with a ConnectError; this process stops it once the flow has unwound. And it dies with
+        # this process however that ends (kill -9 and SIGTERM run no atexit hook): die_with_parent.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
              "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
-             "--log-level", "error", "--lifespan", "on"], env=env)
+             "--log-level", "error", "--lifespan", "on"], env=env, start_new_session=True,
+            preexec_fn=_die_with_me())
         atexit.register(self.stop)  # as Prefect's own does: no server outlives this process
 
     def wait_ready(self, timeout_s: float) -> None:
@@ -390,3 +456,7 @@ def _drain_prefect_services(timeout_s: float = 10.0) -> None:
             worker.drain_all(timeout=timeout_s, at_exit=False)
         except Exception:  # noqa: BLE001 - best effort: losing a log line must not fail the job
             pass
+
+
+if os.environ.get(DIE_WITH_ENV) == str(os.getppid()):  # in the fork server (start_worker_forkserver)
+    die_with_parent(os.getppid())
