@@ -9,7 +9,8 @@ and still stretches of 2-8 s, known boundaries, H.264 and MPEG-4 Part 2), and ``
 From the indexed windows, each of MV-only, CLIP-only (linear probe) and fusion gives per-window calibrated
 probabilities, turned into segments as the label run does by default (``moclip.label.timeline``). Reported
 (``moclip.label.scoring``): frame-level accuracy on the frames of motion-class actions, the share of still
-frames left without a label, segment F1 at IoU 0.5, and boundary error.
+frames left without a label, segment F1 at IoU 0.5, boundary error, boundary precision and recall within one
+stride, and the temporal-localisation mAP at tIoU 0.3:0.1:0.7 (THUMOS14) and 0.5:0.05:0.95 (ActivityNet).
 
 Cost. A real 720p H.264 video (25 fps, a textured scene panning in changing directions) of ``--minutes`` minutes
 is encoded once and repeated by stream copy to ``--hours`` hours; it is indexed in a fresh process (one shard, no
@@ -90,7 +91,9 @@ def accuracy(root: Path) -> tuple[list[str], dict]:
     for method, name in METHODS.items():
         probs = calibrate.softmax(scores[method], predictor.temperature[method])
         right = counted = still_right = still_n = hits = n_pred = n_true = 0
+        b_hits = b_pred = b_true = 0
         errors: list[float] = []
+        truths, dets = {}, {}
         for vid, idx in meta.groupby("video_id").indices.items():
             idx = idx[np.argsort(meta["start_s"].to_numpy()[idx])]
             segs = bin_segments(meta["start_s"].to_numpy()[idx], meta["end_s"].to_numpy()[idx], probs[idx],
@@ -104,7 +107,15 @@ def accuracy(root: Path) -> tuple[list[str], dict]:
             right, counted, still_right, still_n = right + a, counted + n, still_right + b, still_n + m
             hits, n_pred, n_true = hits + h, n_pred + p, n_true + t
             errors += scoring.boundary_errors(true, pred)
-        rows.append({"method": name, "frame_acc": right / counted, "still_acc": still_right / still_n,
+            bh, bp, bt = scoring.boundary_precision_recall(true, pred, STRIDE)
+            b_hits, b_pred, b_true = b_hits + bh, b_pred + bp, b_true + bt
+            truths[vid], dets[vid] = true, scoring.detections(segs)
+        thumos = scoring.mean_ap(truths, dets, scoring.THUMOS14_TIOUS)
+        anet = scoring.mean_ap(truths, dets, scoring.ACTIVITYNET_TIOUS)
+        rows.append({"map_thumos": thumos, "map_thumos_avg": float(np.mean(list(thumos.values()))),
+                     "map_anet_avg": float(np.mean(list(anet.values()))),
+                     "boundary_precision": b_hits / max(b_pred, 1), "boundary_recall": b_hits / max(b_true, 1),
+                     "method": name, "frame_acc": right / counted, "still_acc": still_right / still_n,
                      "f1": scoring.f1(hits, n_pred, n_true), "hits": hits, "n_pred": n_pred, "n_true": n_true,
                      "boundary_mean": float(np.mean(errors)), "boundary_median": float(np.median(errors)),
                      "within_stride": float(np.mean(np.asarray(errors) <= STRIDE))})
@@ -124,13 +135,18 @@ def accuracy(root: Path) -> tuple[list[str], dict]:
         f"default (smoothing {cfg.smooth}, min-score {cfg.min_score:g}, min-motion {cfg.min_motion:g}).",
         "",
         "| method | frame acc. (motion actions) | still frames unlabelled | segment F1@0.5 (hits / pred / true) "
-        "| boundary error mean / median | boundaries within one stride |",
-        "|---|---|---|---|---|---|",
+        "| boundary error mean / median | boundaries within one stride | boundary precision / recall (one stride) "
+        "| mAP@tIoU 0.3 / 0.5 / 0.7 | mAP avg 0.3:0.7 (THUMOS14) / 0.5:0.95 (ActivityNet) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        m = r["map_thumos"]
         lines.append(f"| {r['method']} | {100 * r['frame_acc']:.1f} % | {100 * r['still_acc']:.1f} % | "
                      f"{r['f1']:.2f} ({r['hits']} / {r['n_pred']} / {r['n_true']}) | {r['boundary_mean']:.2f} s / "
-                     f"{r['boundary_median']:.2f} s | {100 * r['within_stride']:.0f} % |")
+                     f"{r['boundary_median']:.2f} s | {100 * r['within_stride']:.0f} % | "
+                     f"{100 * r['boundary_precision']:.0f} % / {100 * r['boundary_recall']:.0f} % | "
+                     f"{100 * m[0.3]:.1f} / {100 * m[0.5]:.1f} / {100 * m[0.7]:.1f} | "
+                     f"{100 * r['map_thumos_avg']:.1f} / {100 * r['map_anet_avg']:.1f} |")
     trained = f"{train_s:.0f} s" if train_s else "reused from --keep"
     lines += ["", f"Corpus, index and training: {trained}; `moclip label --window {WINDOW:g} --stride {STRIDE:g}` "
                   f"(index + label, {60 * info['hours']:.0f} min of video): {label_s:.0f} s.", ""]

@@ -36,7 +36,14 @@ from moclip.dataset import Store, read_manifest
 from moclip.dataset.lock import LABEL_LOCK, dataset_lock
 from moclip.inference import Predictor
 from moclip.label import PREDICTIONS_DIR, GroupResult, LabelTarget, ShardWork, group_work, label_key
-from moclip.label.export import LABELS_MANIFEST, LEGACY_PREDICTIONS, PREDICTIONS_CSV, csv_stamp, write_label_manifest
+from moclip.label.export import (
+    ACTIVITYNET_JSON,
+    LABELS_MANIFEST,
+    LEGACY_PREDICTIONS,
+    PREDICTIONS_CSV,
+    csv_stamp,
+    write_label_manifest,
+)
 from moclip.label.plan import parse_name
 from moclip.label.timeline import SEGMENTS_DIR, WINDOWS_DIR
 from moclip.label.worker import quarantine_unreadable_siblings, remove_orphan_siblings, remove_predictions
@@ -163,9 +170,11 @@ def predict_archive(features: str, params: LabelParams) -> dict:
             if not bad:
                 raise
             set_aside(bad, result, owned)
-    elif not windowed and out.exists(PAGE_FILE):  # from an earlier run with --window: its segments are gone
-        out.remove(PAGE_FILE)
-        logger.info("%s: removed (this run has no time windows)", out.path(PAGE_FILE))
+    elif not windowed:  # from an earlier run with --window: its segments are gone
+        for name in (PAGE_FILE, ACTIVITYNET_JSON):
+            if out.exists(name):
+                out.remove(name)
+                logger.info("%s: removed (this run has no time windows)", out.path(name))
     summary = {
         "n_labelled": counts.videos, "predicted": counts.predicted, "kept": counts.kept,
         "removed_files": result.removed + len(the_plan.orphans), "shards": len(the_plan.shards),

@@ -15,6 +15,7 @@ PREDICTIONS_CSV = "predictions.csv"
 LABELS_MANIFEST = "_labels.json"
 LEGACY_PREDICTIONS = "predictions.parquet"  # one file of every prediction, written before predictions were sharded
 KEEP_RUNS = 50
+ACTIVITYNET_JSON = "segments.json"  # the labelled segments in ActivityNet's result format (with --window)
 LIST_COLUMNS = ("labels", "probs", "zero_shot_labels", "zero_shot_probs", "zero_shot_cosine", "zero_shot_margin")
 
 
@@ -60,6 +61,19 @@ def csv_stamp(out: Store, files: list[str], name: str = PREDICTIONS_CSV) -> dict
             "identity": file_identity(info)}
 
 
+def activitynet_results(segments: pd.DataFrame, external: dict | None = None) -> dict:
+    """The labelled segments (``segments.parquet`` rows; a stretch without a confident label is left out) in
+    ActivityNet's result format, which its evaluation code and most temporal-localisation tools read:
+    ``{"version", "results": {video: [{"label", "score", "segment": [start_s, end_s]}]}, "external_data"}``.
+    Every video labelled is a key, with an empty list when none of its segments has a label."""
+    results: dict[str, list[dict]] = {str(v): [] for v in segments["video_id"].unique()}
+    labelled = segments[segments["label"].notna()].sort_values(["video_id", "start_s"], kind="stable")
+    for row in labelled.itertuples(index=False):
+        results[str(row.video_id)].append({"label": str(row.label), "score": round(float(row.score), 6),
+                                           "segment": [round(float(row.start_s), 3), round(float(row.end_s), 3)]})
+    return {"version": "VERSION 1.3", "results": results, "external_data": external or {}}
+
+
 def write_label_manifest(out: Store, run: dict, **about: object) -> dict:
     """``_labels.json``: what the predictions are (``about``: model, key, options, features) and the last
     ``KEEP_RUNS`` runs' counts."""
@@ -71,9 +85,10 @@ def write_label_manifest(out: Store, run: dict, **about: object) -> dict:
 
 
 def write_timeline_page(out: Store, classes: list[str], n: int = 20) -> tuple[str, str]:
-    """OUT/timelines.html and its pictures (``moclip.report.timeline``) for the most interesting of the labelled
-    videos, from OUT/segments.parquet (and the picked videos' windows); returns (the page's path, a Markdown
-    section of text timelines for the label summary)."""
+    """OUT/segments.json (``activitynet_results``), and OUT/timelines.html and its pictures
+    (``moclip.report.timeline``) for the most interesting of the labelled videos, from OUT/segments.parquet (and
+    the picked videos' windows); returns (the page's path, a Markdown section of text timelines for the label
+    summary)."""
     import base64
     import tempfile
     from pathlib import Path
@@ -93,6 +108,8 @@ def write_timeline_page(out: Store, classes: list[str], n: int = 20) -> tuple[st
 
     opts = {"filesystem": out.fs}
     segments = pd.read_parquet(out.path(SEGMENTS_DIR), **opts)
+    out.write_json(ACTIVITYNET_JSON, activitynet_results(
+        segments, {"used": True, "details": "moclip: motion vectors + CLIP features; labels from a moclip model"}))
     picked = pick_videos(segments, n)
     windows = pd.read_parquet(out.path(WINDOWS_DIR), columns=["video_id", "start_s", "end_s", "top1_prob"],
                               filters=[("video_id", "in", picked)] if picked else None, **opts)
