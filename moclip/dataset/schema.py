@@ -36,6 +36,10 @@ SCHEMA = pa.schema([
     # where the MVs came from: "native" (the stream's own) or "reencoded" (moclip.video.reencode); null in shards
     # written before this column existed (native)
     pa.field("mv_source", pa.string()),
+    # how the video is turned for display (its display matrix: "rotate 90 clockwise", "mirror left-right", ...;
+    # with a note when the matrix is no quarter turn); null when upright, and in shards written before the column
+    # existed. The MV tensor and the CLIP frames are of the displayed picture (moclip.video.orientation)
+    pa.field("orientation", pa.string()),
     pa.field("mv", pa.list_(pa.float32())),  # T*2*H*W, % of frame size per frame
     pa.field("mv_shape", pa.list_(pa.int32())),  # [T, 2, H, W]
     pa.field("mv_valid", pa.list_(pa.int32())),  # [T] usable MV frames per segment

@@ -12,7 +12,7 @@ from moclip.config import MVConfig
 from moclip.video import mvextractor_reader, pyav_reader
 from moclip.video.frames import DecodedFrame, DecodeError, VideoInfo, sample_indices
 from moclip.video.mv_tensor import MotionAccumulator, MotionTensor
-from moclip.video.reencode import SIZE as REENCODE_SIZE
+from moclip.video.reencode import size_for as reencode_size
 
 if TYPE_CHECKING:
     from moclip.video.windows import WindowLayout
@@ -65,8 +65,9 @@ def motion_accumulator(info: VideoInfo, mv: MVConfig, **kwargs) -> MotionAccumul
         raise DecodeError(f"codec {info.codec!r} has no motion vectors FFmpeg can export "
                           f"(supported: H.264, MPEG-4 Part 2, MPEG-1/2, H.263; --mv-source auto or reencode "
                           "re-encodes the others)")
-    width, height = (info.width, info.height) if info.mv_source == "native" else REENCODE_SIZE
-    return MotionAccumulator(mv.segments, mv.grid, width, height, **kwargs)
+    width, height = (info.width, info.height) if info.mv_source == "native" else reencode_size(info.width,
+                                                                                               info.height)
+    return MotionAccumulator(mv.segments, mv.grid, width, height, orientation=info.orientation, **kwargs)
 
 
 def extract_video(

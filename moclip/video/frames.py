@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from moclip.video.orientation import UPRIGHT, Orientation
+
 # Columns of an MV array, identical to mv-extractor's layout.
 MV_COLUMNS = (
     "source", "w", "h", "src_x", "src_y", "dst_x", "dst_y", "motion_x", "motion_y", "motion_scale",
@@ -42,6 +44,8 @@ class VideoInfo:
     duration_s: float
     container: str = ""
     mv_source: str = "native"  # where the MVs came from: "native" (the stream's own) or "reencoded"
+    # how the decoded pictures are turned for display (the display matrix; width and height are the coded ones)
+    orientation: Orientation = UPRIGHT
 
     @property
     def has_mvs(self) -> bool:

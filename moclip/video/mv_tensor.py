@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from moclip.video.frames import DecodedFrame, mv_column
+from moclip.video.orientation import UPRIGHT, Orientation
 
 
 @dataclass
@@ -72,7 +73,9 @@ class MotionAccumulator:
     """Feed frames in display order with :meth:`add`; call :meth:`finish` once."""
 
     def __init__(self, segments: int, grid: tuple[int, int], width: int, height: int, max_bins: int = 1024,
-                 expected_frames: int = 0):
+                 expected_frames: int = 0, orientation: Orientation = UPRIGHT):
+        """``width`` x ``height``: the coded picture the MVs are in; ``orientation``: how it is turned for display
+        (``moclip.video.orientation``): the grid then lies over the displayed picture and x, y are its axes."""
         if width <= 0 or height <= 0:
             raise ValueError(f"bad frame size {width}x{height}")
         self.T = segments
@@ -92,10 +95,12 @@ class MotionAccumulator:
         self._pending_b: list[tuple[DecodedFrame, int]] = []
         self.chunk_frames = 64
         self._chunk: list[tuple[np.ndarray, float, float, int]] = []  # usable frames not pooled yet
-        # pixel -> cell lookups (block centres of padded macroblocks may lie past the visible frame: clipped)
-        self._col_of = np.arange(width) * self.W // width
-        self._row_of = (np.arange(height) * self.H // height) * self.W
-        self._sx, self._sy = 100.0 / width, 100.0 / height  # px/frame -> % of frame size per frame
+        # coded pixel -> displayed cell, one table per coded axis (block centres of padded macroblocks may lie past
+        # the visible frame: clipped)
+        self._cell_of_x, self._cell_of_y = orientation.axis_tables(width, height, grid)
+        self._turn = None if orientation.upright else orientation.linear  # motion (x, y) -> displayed (x, y)
+        shown_w, shown_h = orientation.display_size(width, height)
+        self._sx, self._sy = 100.0 / shown_w, 100.0 / shown_h  # px/frame -> % of the displayed size per frame
 
     def add(self, frame: DecodedFrame, key: int | None = None) -> None:
         """``key``: the frame's time bin (``moclip.video.windows``); default: its index, binned as said above."""
@@ -152,11 +157,15 @@ class MotionAccumulator:
         area = col["w"].astype(np.float64) * col["h"]
         weight = np.where(col["source"] < 0, past, future) / col["motion_scale"] * area  # area-weighted
         # take(mode="clip") clips the pixel to the frame, as np.clip would, without a pass of its own
-        cell = self._row_of.take(col["dst_y"], mode="clip") + self._col_of.take(col["dst_x"], mode="clip")
+        cell = self._cell_of_y.take(col["dst_y"], mode="clip") + self._cell_of_x.take(col["dst_x"], mode="clip")
         flat = np.repeat(local, counts) * hw + cell
         size = nb * hw
-        vx = np.bincount(flat, weights=weight * col["motion_x"], minlength=size)
-        vy = np.bincount(flat, weights=weight * col["motion_y"], minlength=size)
+        mx, my = col["motion_x"], col["motion_y"]
+        if self._turn is not None:  # a signed permutation: each displayed axis is one coded axis, maybe reversed
+            (a, b), (c, d) = self._turn
+            mx, my = a * mx + b * my, c * mx + d * my
+        vx = np.bincount(flat, weights=weight * mx, minlength=size)
+        vy = np.bincount(flat, weights=weight * my, minlength=size)
         self.sums[bins, 0] += vx.reshape(nb, hw) * self._sx
         self.sums[bins, 1] += vy.reshape(nb, hw) * self._sy
         self.sums[bins, 2] += np.bincount(flat, weights=area, minlength=size).reshape(nb, hw)

@@ -6,6 +6,7 @@ can differ between runs; use it to cross-check, not by default (see docs/MOTION_
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 
@@ -27,7 +28,9 @@ def iter_frames(
 ) -> tuple[VideoInfo, Iterator[DecodedFrame]]:
     from mvextractor.videocap import VideoCap
 
-    info = pyav_reader.probe(path)  # VideoCap reports no stream metadata
+    info = pyav_reader.probe(path)  # VideoCap reports no stream metadata, nor the display matrix
+    orientation = pyav_reader.read_orientation(path)
+    info = dataclasses.replace(info, orientation=orientation)
     cap = VideoCap()
     if not cap.open(path):
         raise DecodeError("mvextractor could not open the file")
@@ -53,7 +56,8 @@ def iter_frames(
                 if want and bgr is not None:
                     h0, w0 = bgr.shape[:2]
                     w, h = rgb_size(w0, h0) if rgb_size else (w0, h0)
-                    rgb = cv2.cvtColor(cv2.resize(bgr, (w, h), interpolation=cv2.INTER_CUBIC), cv2.COLOR_BGR2RGB)
+                    rgb = orientation.image(cv2.cvtColor(cv2.resize(bgr, (w, h), interpolation=cv2.INTER_CUBIC),
+                                                         cv2.COLOR_BGR2RGB))
                 mv = np.ascontiguousarray(mvs, dtype=np.int32) if export_mvs and mvs.size else EMPTY_MVS
                 yield DecodedFrame(index=index, pict_type=str(ftype), mvs=mv, rgb=rgb)
                 index += 1

@@ -7,6 +7,7 @@ nondeterministic, and a Dask worker already owns one core.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import time
 from collections import deque
@@ -18,7 +19,8 @@ from av.sidedata.sidedata import SideDataContainer
 from av.video.reformatter import VideoReformatter
 
 from moclip.video.frames import EMPTY_MVS, DecodedFrame, DecodeError, VideoInfo
-from moclip.video.reencode import Reencoder
+from moclip.video.orientation import UPRIGHT, Orientation, from_display_matrix
+from moclip.video.reencode import Reencoder, size_for
 
 av.logging.set_level(av.logging.PANIC)  # FFmpeg chatter ("packed B-frames" ...) is not our users' problem
 
@@ -105,6 +107,26 @@ def mv_array(frame: av.VideoFrame) -> np.ndarray:
     return rec if rec.size else EMPTY_MVS
 
 
+def frame_orientation(frame: av.VideoFrame) -> Orientation:
+    """How ``frame`` is turned for display: its display matrix (FFmpeg puts the stream's on every frame)."""
+    sd = SideDataContainer(frame).get("DISPLAYMATRIX")
+    return from_display_matrix(None if sd is None else np.frombuffer(bytes(sd), dtype=np.int32))
+
+
+def read_orientation(path: str) -> Orientation:
+    """The display orientation of ``path``'s video: one frame decoded (for backends that do not report it)."""
+    container, stream = open_video(path)
+    try:
+        stream.codec_context.thread_count = 1
+        for frame in container.decode(stream):
+            return frame_orientation(frame)
+    except av.error.FFmpegError:
+        pass  # the decoder's own pass reports the error
+    finally:
+        container.close()
+    return UPRIGHT
+
+
 def iter_frames(
     path: str,
     rgb_wanted: Callable[[int, float | None], bool] | None = None,
@@ -122,7 +144,9 @@ def iter_frames(
     conversion entirely.
     ``mv_source``: "native" (the stream's own MVs), "reencode" (MVs of the frames re-encoded as MPEG-4 Part 2,
     ``moclip.video.reencode``) or "auto" (native where the codec exports them, else re-encoded); the one used is
-    ``info.mv_source``. The info describes the file (its codec and size), whichever the MVs came from.
+    ``info.mv_source``. The info describes the file (its codec and size), whichever the MVs came from, and how its
+    pictures are turned for display (``info.orientation``, from the first frame's display matrix): the RGB frames
+    come turned upright; the MVs stay as coded, for ``MotionAccumulator`` to turn.
     """
     container, stream = open_video(path)
     info = _info(container, stream)
@@ -148,11 +172,23 @@ def iter_frames(
                 return
             yield from stream.decode(packet)
 
+    decoded = frames()
+    try:  # the first frame now: its display matrix says how every picture is turned
+        first = next(decoded, None)
+    except av.error.FFmpegError as e:
+        container.close()
+        raise DecodeError(f"decoder error at frame 0: {_ffmpeg_message(e)}") from e
+    except BaseException:
+        container.close()
+        raise
+    orientation = frame_orientation(first) if first is not None else UPRIGHT
+    info = dataclasses.replace(info, orientation=orientation)
+
     def gen() -> Iterator[DecodedFrame]:
         start = time.monotonic()
         index = 0
         reformatter = VideoReformatter()  # one swscale context for the whole video (4x faster than per frame)
-        reencoder = Reencoder() if reencode else None
+        reencoder = Reencoder(size_for(info.width, info.height)) if reencode else None
         # frames whose re-encoded MVs are not out yet: (index, rgb, time)
         waiting: deque[tuple[int, np.ndarray | None, float | None]] = deque()
 
@@ -162,7 +198,7 @@ def iter_frames(
                 yield DecodedFrame(index=i, pict_type=pict, mvs=mvs, rgb=rgb, time_s=t)
 
         try:
-            for frame in frames():
+            for frame in itertools.chain([first] if first is not None else [], decoded):
                 if max_frames is not None and index >= max_frames:
                     raise DecodeError(f"more than {max_frames} frames (max_frames cap)")
                 if timeout_s is not None and time.monotonic() - start > timeout_s:
@@ -171,8 +207,8 @@ def iter_frames(
                 t = frame.time
                 if rgb_wanted is not None and rgb_wanted(index, t):
                     w, h = rgb_size(frame.width, frame.height) if rgb_size else (frame.width, frame.height)
-                    rgb = reformatter.reformat(frame, width=w, height=h, format="rgb24",
-                                               interpolation="BICUBIC").to_ndarray()
+                    rgb = orientation.image(reformatter.reformat(frame, width=w, height=h, format="rgb24",
+                                                                 interpolation="BICUBIC").to_ndarray())
                 if reencoder is not None:
                     waiting.append((index, rgb, t))
                     yield from paired(reencoder.push(frame))

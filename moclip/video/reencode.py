@@ -24,6 +24,12 @@ from av.video.reformatter import VideoReformatter
 from moclip.video.frames import EMPTY_MVS
 
 SIZE = (340, 256)  # (width, height): CoViAR's re-encode size
+
+
+def size_for(width: int, height: int) -> tuple[int, int]:
+    """The re-encode size of a ``width`` x ``height`` picture: ``SIZE``, turned for a portrait one (a phone's coded
+    240 x 320 squeezed into 340 x 256 read 20 % less motion than the same scene coded landscape)."""
+    return SIZE if width >= height else SIZE[::-1]
 GOP = 12  # an I-frame every 12 frames (MPEG-4 Part 2 P-frames in between, no B-frames)
 QSCALE = 1  # fixed quantiser, best quality: MVs follow the picture, not a bit budget
 
