@@ -147,3 +147,39 @@ def test_windows_and_the_row_say_the_same_for_a_turned_recording(tmp_path):
     assert meta.loc["turned.mp4", "orientation"] == "rotate 90 clockwise"
     assert pd.isna(meta.loc["upright.mp4", "orientation"]) and (meta["status"] == "ok").all()
     assert Store(str(tmp_path / "ds")).shard_names() == ["part-x.parquet"]
+
+
+def test_anamorphic_video_reaches_clip_at_its_displayed_shape(tmp_path):
+    """DVD and broadcast store wide pictures squeezed into fewer, wider-than-tall pixels (sample aspect ratio 4:3
+    here): the CLIP frames have the displayed shape, and the motion (in % of the picture) is the same."""
+    import cv2
+
+    from moclip.clip.encoder import target_size
+
+    # 336 coded pixels: 21 macroblocks across, more than the grid's 20 columns (narrower, some cells get no block:
+    # a limit of its own, docs/MOTION_VECTORS.md)
+    m, shown_w, coded_w = 8 * N, 448, 336
+    big = textured_background(H + 2 * m, shown_w + 2 * m, seed=5)
+    shown = [big[m:m + H, m - 4 * i:m - 4 * i + shown_w] for i in range(N)]  # 4 px/frame of 448
+    small = cv2.resize(big, (big.shape[1] * 3 // 4, big.shape[0]), interpolation=cv2.INTER_AREA)
+    squeezed = [small[m:m + H, 3 * m // 4 - 3 * i:3 * m // 4 - 3 * i + coded_w] for i in range(N)]  # 3 of 336
+    paths = {}
+    for name, frames, sar in (("upright", shown, None), ("anamorphic", squeezed, Fraction(4, 3))):
+        with av.open(str(tmp_path / f"{name}.mp4"), "w") as out:
+            stream = out.add_stream("libx264", rate=25)
+            stream.height, stream.width = frames[0].shape[:2]
+            stream.pix_fmt = "yuv420p"
+            if sar:
+                stream.codec_context.sample_aspect_ratio = sar
+            stream.options = {"bf": "0", "preset": "veryfast", "tune": "zerolatency", "threads": "1", "refs": "1"}
+            write_frames(out, stream, frames)
+        paths[name] = str(tmp_path / f"{name}.mp4")
+    size = lambda w, h: target_size(w, h, 224)  # noqa: E731 - the index's CLIP input size
+    upright = extract_video(paths["upright"], MVConfig(), 4, size)
+    wide = extract_video(paths["anamorphic"], MVConfig(), 4, size)
+    assert wide.info.sar == pytest.approx(4 / 3) and (wide.info.width, wide.info.height) == (coded_w, H)
+    for x, y in zip(upright.frames, wide.frames):
+        assert x.shape == y.shape == (224, 418, 3)  # as displayed (448 x 240), not as coded (336 x 240)
+        assert np.abs(x.astype(int) - y.astype(int)).mean() < 12  # the same picture, less the squeeze's blur
+    inner = (slice(None), slice(None), slice(2, -2), slice(2, -2))
+    assert wide.motion.values[inner][:, 0].mean() == pytest.approx(upright.motion.values[inner][:, 0].mean(), rel=0.1)

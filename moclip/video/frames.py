@@ -46,6 +46,9 @@ class VideoInfo:
     mv_source: str = "native"  # where the MVs came from: "native" (the stream's own) or "reencoded"
     # how the decoded pictures are turned for display (the display matrix; width and height are the coded ones)
     orientation: Orientation = UPRIGHT
+    # sample (pixel) aspect ratio: a coded pixel is this many times as wide as tall (anamorphic DVD, broadcast);
+    # the picture is shown width x sar wide
+    sar: float = 1.0
 
     @property
     def has_mvs(self) -> bool:

@@ -55,6 +55,7 @@ def iter_frames(
                 rgb = None
                 if want and bgr is not None:
                     h0, w0 = bgr.shape[:2]
+                    w0 = max(1, round(w0 * info.sar))  # anamorphic: CLIP sees the displayed shape
                     w, h = rgb_size(w0, h0) if rgb_size else (w0, h0)
                     rgb = orientation.image(cv2.cvtColor(cv2.resize(bgr, (w, h), interpolation=cv2.INTER_CUBIC),
                                                          cv2.COLOR_BGR2RGB))

@@ -66,9 +66,11 @@ def _info(container: av.container.InputContainer, stream: av.video.stream.VideoS
     if n_hint <= 0 and duration > 0 and fps > 0:
         n_hint = int(round(duration * fps))
     cc = stream.codec_context
+    sar = stream.sample_aspect_ratio or cc.sample_aspect_ratio
     return VideoInfo(  # the codec, not the decoder that FFmpeg picked for it ("av1", not "libdav1d")
         codec=cc.codec.canonical_name, width=int(cc.width), height=int(cc.height), fps=fps, n_frames_hint=n_hint,
         duration_s=duration, container=container.format.name,
+        sar=float(sar) if sar and 0.1 <= float(sar) <= 10 else 1.0,  # 0/1 (unknown) and nonsense: square pixels
     )
 
 
@@ -206,7 +208,8 @@ def iter_frames(
                 rgb = None
                 t = frame.time
                 if rgb_wanted is not None and rgb_wanted(index, t):
-                    w, h = rgb_size(frame.width, frame.height) if rgb_size else (frame.width, frame.height)
+                    shown_w = max(1, round(frame.width * info.sar))  # anamorphic: CLIP sees the displayed shape
+                    w, h = rgb_size(shown_w, frame.height) if rgb_size else (shown_w, frame.height)
                     rgb = orientation.image(reformatter.reformat(frame, width=w, height=h, format="rgb24",
                                                                  interpolation="BICUBIC").to_ndarray())
                 if reencoder is not None:
