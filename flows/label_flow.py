@@ -50,7 +50,7 @@ from moclip.label.worker import quarantine_unreadable_siblings, remove_orphan_si
 from moclip.params import LabelParams
 from moclip.precision import device_type
 from moclip.progress import Progress
-from moclip.report.label_summary import distribution_markdown
+from moclip.report.label_summary import distribution_markdown, mv_source_warning
 from moclip.report.timeline import PAGE_FILE
 from tasks.label_tasks import export_csv_task, label_shards_task, plan, timelines_task
 
@@ -179,6 +179,7 @@ def predict_archive(features: str, params: LabelParams) -> dict:
         "n_labelled": counts.videos, "predicted": counts.predicted, "kept": counts.kept,
         "removed_files": result.removed + len(the_plan.orphans), "shards": len(the_plan.shards),
         "failed_shards": len(result.failed), "quarantined": len(result.quarantined),
+        "mv_sources": counts.mv_sources, "mv_source_unseen": counts.mv_source_unseen,
         "wall_s": round(time.perf_counter() - t0, 3),
         "worker_peak_rss_mb": round(result.peak_rss_mb, 1), "worker_s": round(result.seconds, 2),
         "predict_s": round(predict_s, 2),
@@ -188,7 +189,10 @@ def predict_archive(features: str, params: LabelParams) -> dict:
                          model=str(predictor.path), model_id=predictor.model_id, label_key=key, features=features,
                          top_k=params.top_k, extra_classes=extra, clip_random_init=random_clip,
                          csv=csv_stamp(out, owned) if params.csv else None)
-    create_markdown_artifact(distribution_markdown(counts, bool(extra), random_clip) + timeline_md,
+    trained = predictor.meta.mv_sources
+    if counts.mv_source_unseen:
+        warn(mv_source_warning(counts, trained))
+    create_markdown_artifact(distribution_markdown(counts, bool(extra), random_clip, trained) + timeline_md,
                              key="label-summary",
                              description=f"{counts.videos} videos labelled -> {predictions}")
     return {**summary, "predictions": predictions, "csv": csv if params.csv else None,

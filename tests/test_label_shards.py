@@ -114,7 +114,7 @@ def test_a_rewritten_shard_keeps_its_unchanged_rows_and_gone_shards_are_orphans(
     assert (after["labeled_at"] == before.loc[after.index, "labeled_at"]).all()
 
 
-def test_an_unreadable_feature_shard_fails_alone(setup, tmp_path):
+def test_an_unreadable_feature_shard_fails_alone_and_is_moved_aside(setup, tmp_path):
     ds, model = setup
     copy = tmp_path / "ds"
     for name in Store(ds).shard_names():
@@ -123,8 +123,11 @@ def test_an_unreadable_feature_shard_fails_alone(setup, tmp_path):
     out = str(tmp_path / "preds")
     r = label_shards(_plan(str(copy), out, K1).shards, _target(str(copy), model, out))
     assert [s for s, _ in r.failed] == ["part-test-00003.parquet"] and r.written == 3 and r.counts.videos == 12
-    assert "ArrowInvalid" in r.failed[0][1] or "Parquet" in r.failed[0][1]
-    assert len(_plan(str(copy), out, K1).to_predict) == 1  # tried again next run
+    assert "ArrowInvalid" in r.failed[0][1] and "moved aside to" in r.failed[0][1]
+    # moved aside (never deleted), where the next label run's index step finds its videos missing and indexes them
+    assert [p.name.endswith("-part-test-00003.parquet") for p in (copy / "_quarantine").iterdir()] == [True]
+    assert [w.feature_shard for w in _plan(str(copy), out, K1).shards] == [f"part-test-0000{i}.parquet"
+                                                                            for i in (1, 2, 4)]
 
 
 def test_predictions_on_an_fsspec_url(setup):
@@ -138,3 +141,30 @@ def test_predictions_on_an_fsspec_url(setup):
     t = pa.concat_tables(tables)
     assert t.num_rows == 16 and "zero_shot_labels" in t.schema.names
     assert not _plan(ds, out, K1).to_predict
+
+
+def test_videos_whose_motion_source_the_model_never_saw_are_flagged(setup, tmp_path):
+    """The model was trained on native MVs only (its bundle says so); rows re-encoded (another kind of motion,
+    docs/MOTION_VECTORS.md) are flagged on the row and counted in the summary; native rows are not."""
+    import json
+
+    from moclip.label.worker import predictor
+    from moclip.report.label_summary import distribution_markdown
+
+    ds, model = setup
+    assert json.loads((model / "bundle.json").read_text())["mv_sources"] == {"native": pytest.approx(12, abs=4)}
+    copy = tmp_path / "ds"
+    for i, name in enumerate(Store(ds).shard_names()):
+        t = Store(ds).read_table(name)
+        if i == 0:  # these four videos' motion was re-encoded
+            t = t.set_column(t.schema.get_field_index("mv_source"), "mv_source", pa.array(["reencoded"] * t.num_rows))
+        Store(str(copy)).write_table(name, t)
+    out = str(tmp_path / "preds")
+    target = _target(str(copy), model, out)
+    r = label_shards(_plan(str(copy), out, K1).shards, target)
+    preds = pd.read_parquet(out).set_index("video_id")
+    assert preds["mv_source"].value_counts().to_dict() == {"native": 12, "reencoded": 4}
+    assert (preds["mv_source_unseen"] == (preds["mv_source"] == "reencoded")).all()
+    assert (r.counts.mv_source_unseen, r.counts.mv_sources) == (4, {"native": 12, "reencoded": 4})
+    page = distribution_markdown(r.counts, False, trained_mv_sources=predictor(target).meta.mv_sources)
+    assert "4 videos have motion vectors from a source the model was not trained on" in page

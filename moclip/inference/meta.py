@@ -172,6 +172,9 @@ class BundleMeta(_Meta):
     val: dict[str, Summary]
     calibration: dict[str, Calibration] | None = None  # format 1: none (loads uncalibrated, T = 1)
     mv_missing: MVMissingCounts | None = None
+    # training videos by where their motion vectors came from ("native": the stream's own, "reencoded": moclip's
+    # MPEG-4 re-encode); None in bundles written before it was recorded
+    mv_sources: dict[str, int] | None = None
     time_per_stage_s: dict[str, float] = {}
     device: str
     precision: str | None = None

@@ -12,10 +12,10 @@
 
 from moclip.label.counts import LabelCounts
 from moclip.label.plan import PREDICTIONS_DIR, LabelPlan, ShardWork, group_work, label_key, plan_labels
-from moclip.label.predict import COLUMNS, extra_class_columns, predict, predict_features
+from moclip.label.predict import extra_class_columns, predict, predict_features
 from moclip.label.worker import GroupResult, LabelTarget, label_shards
 
 __all__ = [
-    "COLUMNS", "PREDICTIONS_DIR", "GroupResult", "LabelCounts", "LabelPlan", "LabelTarget", "ShardWork",
+    "PREDICTIONS_DIR", "GroupResult", "LabelCounts", "LabelPlan", "LabelTarget", "ShardWork",
     "extra_class_columns", "group_work", "label_key", "label_shards", "plan_labels", "predict", "predict_features",
 ]

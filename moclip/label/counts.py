@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-SUMMARY_COLUMNS = ["top1", "top1_prob", "mv_missing", "zero_shot_labels", "zero_shot_probs", "zero_shot_margin"]
+SUMMARY_COLUMNS = ["top1", "top1_prob", "mv_missing", "mv_source", "mv_source_unseen", "zero_shot_labels",
+                   "zero_shot_probs", "zero_shot_margin"]
 
 
 @dataclass
@@ -19,6 +20,8 @@ class LabelCounts:
     predicted: int = 0
     kept: int = 0
     mv_missing: int = 0
+    mv_sources: dict[str, int] = field(default_factory=dict)  # videos by MV source (native, reencoded)
+    mv_source_unseen: int = 0  # videos whose MV source the model was not trained on
     top1: dict[str, list[float]] = field(default_factory=dict)  # label -> [videos, sum of top1_prob]
     extra: dict[str, list[float]] = field(default_factory=dict)  # label -> [videos, closer, sum of zero-shot prob]
 
@@ -29,6 +32,9 @@ class LabelCounts:
         if not len(preds):
             return c
         c.mv_missing = int(preds["mv_missing"].sum())
+        if "mv_source" in preds:  # files written before it have neither column
+            c.mv_sources = {str(k): int(v) for k, v in preds["mv_source"].value_counts().items()}
+            c.mv_source_unseen = int(preds["mv_source_unseen"].sum())
         g = preds.groupby("top1")["top1_prob"].agg(["count", "sum"])
         c.top1 = {str(k): [int(r["count"]), float(r["sum"])] for k, r in g.iterrows()}
         if "zero_shot_labels" in preds:
@@ -44,6 +50,9 @@ class LabelCounts:
         self.predicted += other.predicted
         self.kept += other.kept
         self.mv_missing += other.mv_missing
+        self.mv_source_unseen += other.mv_source_unseen
+        for k, v in other.mv_sources.items():
+            self.mv_sources[k] = self.mv_sources.get(k, 0) + v
         for mine, theirs in ((self.top1, other.top1), (self.extra, other.extra)):
             for k, v in theirs.items():
                 mine[k] = [a + b for a, b in zip(mine[k], v)] if k in mine else list(v)

@@ -27,7 +27,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 PREDICTIONS_DIR = "predictions"
-FORMAT = 1  # of prediction files: part of the label key, so a change re-predicts
+FORMAT = 2  # of prediction files: part of the label key, so a change re-predicts (2: mv_source, mv_source_unseen)
 _NAME = re.compile(r"(.+)\.([0-9a-f]{10})\.([0-9a-f]{10})\.parquet")  # only what prediction_name writes
 IDENTITY_KEYS = ("ETag", "etag", "generation", "md5Hash", "crc32c", "size", "mtime", "ino", "LastModified",
                  "last_modified", "created")

@@ -24,8 +24,6 @@ from moclip.dataset import FeatureSet, load_features, read_manifest
 from moclip.inference import Inputs, Predictor
 from moclip.train import calibrate
 
-COLUMNS = ["video_id", "path", "labels", "probs", "top1", "top1_prob", "mv_missing", "model", "labeled_at",
-           "indexed_at"]
 ZERO_SHOT_COLUMNS = ["zero_shot_labels", "zero_shot_probs", "zero_shot_cosine", "zero_shot_margin"]
 
 
@@ -34,7 +32,8 @@ def schema(extra: bool) -> pa.Schema:
     ``indexed_at`` is the feature row's: a rerun keeps a prediction while the row it was made from is unchanged."""
     text, nums = pa.list_(pa.string()), pa.list_(pa.float64())
     fields = [("video_id", pa.string()), ("path", pa.string()), ("labels", text), ("probs", nums),
-              ("top1", pa.string()), ("top1_prob", pa.float64()), ("mv_missing", pa.bool_())]
+              ("top1", pa.string()), ("top1_prob", pa.float64()), ("mv_missing", pa.bool_()),
+              ("mv_source", pa.string()), ("mv_source_unseen", pa.bool_())]
     if extra:
         fields += [(c, text if c == "zero_shot_labels" else nums) for c in ZERO_SHOT_COLUMNS]
     fields += [("model", pa.string()), ("labeled_at", pa.timestamp("ms", tz="UTC")),
@@ -57,6 +56,7 @@ def predict_features(predictor: Predictor, fs: FeatureSet, top_k: int = 5, extra
     out = pd.DataFrame({"video_id": fs.meta["video_id"].to_numpy(), "path": fs.meta["path"].to_numpy()})
     out = pd.concat([out, top_columns(probs, classes, top_k)], axis=1)
     out["mv_missing"] = x.mv_missing.cpu().numpy()
+    out["mv_source"], out["mv_source_unseen"] = mv_source_columns(fs.meta, predictor.meta.mv_sources)
     if extra:
         if extra_text is None:
             raise ValueError("extra_classes given without their text embeddings (extra_text)")
@@ -66,6 +66,16 @@ def predict_features(predictor: Predictor, fs: FeatureSet, top_k: int = 5, extra
     out["labeled_at"] = pd.Timestamp(datetime.now(timezone.utc)).floor("ms")
     out["indexed_at"] = fs.meta["indexed_at"].to_numpy() if "indexed_at" in fs.meta else pd.NaT
     return out
+
+
+def mv_source_columns(meta: pd.DataFrame, trained: dict[str, int] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's MV source (native or reencoded; rows from before the column: native), and whether the model was
+    trained on none of that source (the bundle's ``mv_sources``; unknown for older bundles: never flagged). Native
+    and re-encoded motion of one scene differ (docs/MOTION_VECTORS.md), so a model that never saw one kind is less
+    sure of it than its probabilities say."""
+    src = (meta["mv_source"].fillna("native") if "mv_source" in meta else pd.Series(["native"] * len(meta))).to_numpy()
+    unseen = np.zeros(len(src), bool) if not trained else ~np.isin(src, [k for k, n in trained.items() if n])
+    return src.astype(object), unseen
 
 
 def top_columns(probs: np.ndarray, classes: list[str], top_k: int) -> pd.DataFrame:

@@ -28,7 +28,7 @@ from moclip import zeroshot
 from moclip.config import TimelineConfig
 from moclip.dataset import FeatureSet
 from moclip.inference import Inputs, Predictor
-from moclip.label.predict import extra_class_columns, top_columns
+from moclip.label.predict import extra_class_columns, mv_source_columns, top_columns
 
 WINDOWS_DIR = "windows.parquet"  # folders of one Parquet file per feature shard (read as one table)
 SEGMENTS_DIR = "segments.parquet"
@@ -101,6 +101,8 @@ def predict_windows(predictor: Predictor, fs: FeatureSet, top_k: int, cfg: Timel
     top = top_columns(np.stack(per_video.pop("_probs")), classes, top_k)
     emb = np.stack(per_video.pop("_emb"))
     per_video = pd.concat([per_video[["video_id", "path"]], top, per_video[["mv_missing"]]], axis=1)
+    firsts = meta.drop_duplicates("video_id").set_index("video_id").loc[per_video["video_id"]].reset_index()
+    per_video["mv_source"], per_video["mv_source_unseen"] = mv_source_columns(firsts, predictor.meta.mv_sources)
     if extra_classes:
         per_video = pd.concat([per_video, extra_class_columns(emb, predictor.text, extra_text, extra_classes,
                                                               top_k)], axis=1)

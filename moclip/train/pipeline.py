@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from moclip.bundle import META_NAME, Bundle, save_bundle
@@ -192,6 +193,7 @@ def _train(url: str, out: str | Path, cfg: TrainConfig, log: Callable[[str], Non
         calibration=calibration,
         mv_missing={"n_train": int(p.mv_missing[train_rows].sum()),
                     "n_val": int(p.mv_missing[torch.from_numpy(s.val).to(device)].sum())},
+        mv_sources=mv_sources(p.fs.meta.iloc[s.train]),
         time_per_stage_s={k: round(v, 2) for k, v in times.items()},
         device=str(device),
         precision=precision,
@@ -205,6 +207,12 @@ def _train(url: str, out: str | Path, cfg: TrainConfig, log: Callable[[str], Non
     # the bundle as written, not loaded back: bundle.json for what save_bundle added (the weights' hashes), the
     # weights from memory (the very CPU tensors it wrote, so there is nothing to re-read and re-hash)
     return Bundle(path=path, meta=json.loads((path / META_NAME).read_text()), weights=weights)
+
+
+def mv_sources(meta: pd.DataFrame) -> dict[str, int]:
+    """Videos by where their motion vectors came from (rows written before ``mv_source`` existed: native)."""
+    src = meta["mv_source"].fillna("native") if "mv_source" in meta else pd.Series(["native"] * len(meta))
+    return {str(k): int(v) for k, v in src.value_counts().sort_index().items()}
 
 
 def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
