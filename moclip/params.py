@@ -96,6 +96,17 @@ def _fill_unset(model: BaseModel, recorded: dict) -> dict:
     return out
 
 
+def _given(model: BaseModel) -> BaseModel:
+    """``model`` (a private copy) with every field, nested ones too, marked as given by its caller
+    (``model_fields_set``), so ``IndexParams.with_recorded`` adopts none of them."""
+    model.model_fields_set.update(type(model).model_fields)
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            _given(value)
+    return model
+
+
 def settings_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
     """``"mv.segments 8 -> 4"`` for every value that differs between two settings dicts (``to_dict()``)."""
     out = []
@@ -176,7 +187,8 @@ class LabelParams(Settings):
     def index_params(self, features: FeatureSettings) -> IndexParams:
         """Index the archive with exactly the feature settings the model was trained on. A layout the caller did
         not give stays unset (unlabeled, unless the features dataset recorded another: ``with_recorded``)."""
-        features = features.model_copy(update={"window": self.windows})
+        # every feature setting given (the model's, and this job's windows): none may come from the dataset's manifest
+        features = _given(features.model_copy(update={"window": self.windows}, deep=True))
         corpus = CorpusSpec.model_validate({**self.corpus.model_dump(exclude_unset=True), "layout": self.corpus.layout})
         if "layout" not in self.corpus.model_fields_set:
             corpus.model_fields_set.discard("layout")

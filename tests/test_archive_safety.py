@@ -295,6 +295,9 @@ def test_what_the_caller_left_unset_is_what_the_dataset_recorded():
     ip = label.index_params(SETTINGS)
     assert ip.corpus.layout == "unlabeled" and "layout" not in ip.corpus.model_fields_set
     assert ip.with_recorded({"corpus": {"layout": "folder"}})[0].corpus.layout == "folder"
+    # a label job's feature settings are the model's and its own --window: none comes from the manifest
+    windowed = {"settings": {**SETTINGS.to_dict(), "window": {"seconds": 1.0, "stride": 0.5, "frames": 2}}}
+    assert not ip.with_recorded(windowed)[0].features.window.enabled and not ip.with_recorded(windowed)[1]
     given = LabelParams.model_validate({"corpus": {"root": "/a", "layout": "unlabeled"}, "model": "m", "out": "o"})
     assert given.index_params(SETTINGS).with_recorded({"corpus": {"layout": "folder"}})[0].corpus.layout == "unlabeled"
 
