@@ -458,5 +458,16 @@ def _drain_prefect_services(timeout_s: float = 10.0) -> None:
             pass
 
 
+class _ShutdownHeartbeat(logging.Filter):
+    """Local workers only: a heartbeat that finds the scheduler gone. The CLI stopping its own cluster (Ctrl-C,
+    SIGTERM) closes the scheduler while a worker may be mid-heartbeat; that worker then logged an ERROR with a
+    traceback on the CLI's stderr, under "interrupted; rerun the same command to resume". Nothing is lost: the
+    nanny stops the worker right after."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to communicate with scheduler during heartbeat")
+
+
 if os.environ.get(DIE_WITH_ENV) == str(os.getppid()):  # in the fork server (start_worker_forkserver)
     die_with_parent(os.getppid())
+    logging.getLogger("distributed.worker").addFilter(_ShutdownHeartbeat())  # inherited by every worker it forks
