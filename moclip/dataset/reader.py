@@ -55,6 +55,13 @@ def load_features(url: str, storage_options: dict | None = None) -> FeatureSet:
     return feature_set(_read_shards(url, None, storage_options, only_ok=True))
 
 
+def mv_source_of(meta: pd.DataFrame) -> np.ndarray:
+    """Each row's MV source ("native" or "reencoded"); rows written before the column existed: native."""
+    if "mv_source" not in meta:
+        return np.full(len(meta), "native", dtype=object)
+    return meta["mv_source"].fillna("native").to_numpy(dtype=object)
+
+
 def is_windowed(table: pa.Table) -> bool:
     """Whether any row of ``table`` was indexed with time windows (``moclip.dataset.windows``)."""
     return "window_clock" in table.schema.names and table.column("window_clock").null_count < table.num_rows

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from moclip import zeroshot
 from moclip.dataset import FeatureSet, load_features, read_manifest
+from moclip.dataset.reader import mv_source_of  # noqa: E402
 from moclip.inference import Inputs, Predictor
 from moclip.train import calibrate
 
@@ -73,9 +74,9 @@ def mv_source_columns(meta: pd.DataFrame, trained: dict[str, int] | None) -> tup
     trained on none of that source (the bundle's ``mv_sources``; unknown for older bundles: never flagged). Native
     and re-encoded motion of one scene differ (docs/MOTION_VECTORS.md), so a model that never saw one kind is less
     sure of it than its probabilities say."""
-    src = (meta["mv_source"].fillna("native") if "mv_source" in meta else pd.Series(["native"] * len(meta))).to_numpy()
+    src = mv_source_of(meta)
     unseen = np.zeros(len(src), bool) if not trained else ~np.isin(src, [k for k, n in trained.items() if n])
-    return src.astype(object), unseen
+    return src, unseen
 
 
 def top_columns(probs: np.ndarray, classes: list[str], top_k: int) -> pd.DataFrame:

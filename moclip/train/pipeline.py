@@ -22,6 +22,7 @@ import torch
 from moclip.bundle import META_NAME, Bundle, save_bundle
 from moclip.config import TrainConfig
 from moclip.dataset import FeatureSet, load_features, read_manifest, read_metadata, read_settings
+from moclip.dataset.reader import mv_source_of  # noqa: E402
 from moclip.inference.features import Inputs, fused_features
 from moclip.inference.meta import CALIBRATED, Architecture, BundleMeta, FusionArgs, MVNetArgs, ProbeArgs
 from moclip.inference.predictor import Predictor, method_scores
@@ -211,8 +212,7 @@ def _train(url: str, out: str | Path, cfg: TrainConfig, log: Callable[[str], Non
 
 def mv_sources(meta: pd.DataFrame) -> dict[str, int]:
     """Videos by where their motion vectors came from (rows written before ``mv_source`` existed: native)."""
-    src = meta["mv_source"].fillna("native") if "mv_source" in meta else pd.Series(["native"] * len(meta))
-    return {str(k): int(v) for k, v in src.value_counts().sort_index().items()}
+    return {str(k): int(v) for k, v in pd.Series(mv_source_of(meta)).value_counts().sort_index().items()}
 
 
 def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
