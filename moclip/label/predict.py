@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from moclip import zeroshot
 from moclip.dataset import FeatureSet, load_features, read_manifest
-from moclip.dataset.reader import mv_source_of  # noqa: E402
+from moclip.dataset.reader import mv_source_of
 from moclip.inference import Inputs, Predictor
 from moclip.train import calibrate
 

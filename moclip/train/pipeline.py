@@ -22,7 +22,7 @@ import torch
 from moclip.bundle import META_NAME, Bundle, save_bundle
 from moclip.config import TrainConfig
 from moclip.dataset import FeatureSet, load_features, read_manifest, read_metadata, read_settings
-from moclip.dataset.reader import mv_source_of  # noqa: E402
+from moclip.dataset.reader import mv_source_of
 from moclip.inference.features import Inputs, fused_features
 from moclip.inference.meta import CALIBRATED, Architecture, BundleMeta, FusionArgs, MVNetArgs, ProbeArgs
 from moclip.inference.predictor import Predictor, method_scores
