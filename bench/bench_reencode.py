@@ -45,7 +45,7 @@ def cpu_seconds(path: str, source: str, reps: int) -> float:
 def segment_agreement(path: Path, dx: float, dy: float, w: int, h: int, source: str) -> tuple[float, float]:
     """(worst angle in degrees to the true pan, median magnitude ratio) over the segments."""
     f = extract_video(str(path), MVConfig(segments=4, grid=(15, 20), source=source), 2)
-    truth = np.array([dx / w * 100, dy / h * 100])  # % of the frame size per frame
+    truth = np.array([dx / w * 100, dy / h * 100]) * 25  # % of the frame size per second (make_video: 25 fps)
     angles, ratios = [], []
     for seg, n in zip(f.motion.values, f.motion.valid):
         if n == 0:

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from moclip.config import recorded_schema, schema_problem
 from moclip.files import atomic_path, atomic_write_text, file_sha256
 
 BUNDLE_FORMAT = 2  # 2: temperatures ("calibration"), "active" standardisation buffers
@@ -56,6 +57,11 @@ def check_format(meta: dict, where: str | Path = META_NAME) -> dict:
     if meta.get("format") not in READABLE_FORMATS:
         raise BundleError(f"{where}: bundle format {meta.get('format')!r}, this moclip reads "
                           f"{', '.join(map(str, READABLE_FORMATS))}")
+    settings = (meta.get("features") or {}).get("settings")
+    problem = schema_problem(recorded_schema(settings)) if isinstance(settings, dict) else None
+    if problem:
+        raise BundleError(f"{where}: trained on {problem}: train it again on a dataset indexed by this moclip "
+                          "(`moclip index` re-indexes an old dataset)")
     return meta
 
 

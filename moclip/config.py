@@ -16,7 +16,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # of stored features: a change makes old datasets re-index and old bundles refused
+SCHEMA_VERSIONS = {
+    1: "motion in % of the frame per frame, each block in the one cell under its centre",
+    2: "motion in % of the displayed frame per second, each block spread over the cells it overlaps",
+}
 ACTIVATIONS = ("auto", "gelu", "quickgelu")  # ClipConfig.activation: see moclip.clip.pretrained
 
 VIDEO_EXTENSIONS = (
@@ -174,9 +178,22 @@ class TimelineConfig(Settings):
                                                           "gets no label in segments.parquet (no confident label)")
     smooth: int = Field(5, ge=1, le=101, description="probabilities averaged over this many windows' worth of time "
                                                      "(a centred moving average) before segments are cut (1: none)")
-    min_motion: float = Field(0.02, ge=0, description="a stretch whose motion is below this (99th-percentile cell "
-                                                      "speed, % of the frame per frame, over ~0.5 s) shows no "
-                                                      "action: no label (0: off)")
+    min_motion: float = Field(0.5, ge=0, description="a stretch whose motion is below this (99th-percentile cell "
+                                                     "speed, % of the frame per second, over ~0.5 s) shows no "
+                                                     "action: no label (0: off)")
+
+
+def schema_problem(version: Any) -> str | None:
+    """None for this moclip's feature schema; else what differs, in words."""
+    if version == SCHEMA_VERSION:
+        return None
+    return (f"feature schema {version} ({SCHEMA_VERSIONS.get(version, 'unknown to this moclip')}); this moclip's "
+            f"features are schema {SCHEMA_VERSION} ({SCHEMA_VERSIONS[SCHEMA_VERSION]})")
+
+
+def recorded_schema(settings: dict) -> Any:
+    """The feature schema recorded settings (a manifest's or a bundle's) were made with (1 before it was recorded)."""
+    return settings.get("schema_version", 1)
 
 
 class FeatureSettings(Settings):
@@ -185,7 +202,15 @@ class FeatureSettings(Settings):
     mv: MVConfig = Field(default_factory=MVConfig)
     clip: ClipConfig = Field(default_factory=ClipConfig)
     window: WindowConfig = Field(default_factory=WindowConfig, description="time windows (long, untrimmed videos)")
-    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="version of the feature layout (fixed)")
+    schema_version: int = Field(SCHEMA_VERSION, description="version of the feature layout (fixed)")
+
+    @field_validator("schema_version")
+    @classmethod
+    def _this_schema(cls, v: int) -> int:
+        problem = schema_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
 
     @model_serializer(mode="wrap")
     def _no_unset_window(self, handler: Any) -> dict:

@@ -20,6 +20,8 @@ from moclip.config import (
     TimelineConfig,
     TrainConfig,
     WindowConfig,
+    recorded_schema,
+    schema_problem,
 )
 
 __all__ = ["ArchiveSpec", "DemoParams", "EvaluateParams", "IndexParams", "LabelParams", "TrainParams"]
@@ -63,7 +65,12 @@ class IndexParams(Settings):
                          + " as the dataset recorded it (give --layout and the split options to change it)")
         features = self.features
         if manifest.get("settings"):
-            features = FeatureSettings.model_validate(_fill_unset(self.features, manifest["settings"]))
+            recorded = dict(manifest["settings"])
+            problem = schema_problem(recorded_schema(recorded))
+            recorded.pop("schema_version", None)  # never adopted: this moclip writes its own
+            if problem:
+                notes.append(f"the dataset was indexed with {problem}: every video is indexed again")
+            features = FeatureSettings.model_validate(_fill_unset(self.features, recorded))
             clip = features.clip
             if clip.precision == "fp16" and "precision" not in self.features.clip.model_fields_set:
                 from moclip.precision import device_type  # torch

@@ -2,7 +2,8 @@
 correctly, and the rest of the shard is indexed. Every input is generated here with PyAV's encoders.
 
 Frame sampling is by display-order frame index, not by time: a variable-frame-rate video gets its T MV
-segments and K CLIP frames at equal shares of its *frames*, and MV velocities are per frame (see the VFR test).
+segments and K CLIP frames at equal shares of its *frames*, and MV velocities are per second, each frame's from its
+own timestamps (see the VFR test).
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def features(indexed):
 
 
 def pan_velocity(row) -> tuple[float, float]:
-    """Mean (x, y) velocity in % of the frame size per frame over the cells that got MVs."""
+    """Mean (x, y) velocity in % of the frame size per second over the cells that got MVs."""
     mv = np.asarray(row["mv"]).reshape(row["mv_shape"])
     used = mv[np.asarray(row["mv_valid"]) > 0]
     cells = (used != 0).any(axis=1)
@@ -156,8 +157,8 @@ def test_4k_video_is_indexed_at_the_configured_grid(features):
     assert (row["width"], row["height"], row["n_frames"]) == (3840, 2160, 3)
     assert list(row["mv_shape"]) == MV_SHAPE and row["mv_valid"].sum() == 2  # two P-frames
     assert list(row["clip_shape"])[0] == 2 and len(row["clip"]) == np.prod(row["clip_shape"])
-    vx, vy = pan_velocity(row)  # 2 px left, 1 px up per frame, in % of the frame size
-    assert vx == pytest.approx(-2 / 3840 * 100, rel=0.2) and vy == pytest.approx(-1 / 2160 * 100, rel=0.2)
+    vx, vy = pan_velocity(row)  # 2 px left, 1 px up per frame at 10 fps, in % of the frame size per second
+    assert vx == pytest.approx(-2 / 3840 * 1000, rel=0.2) and vy == pytest.approx(-1 / 2160 * 1000, rel=0.2)
 
 
 @pytest.mark.parametrize("name", ["odd_321x241_mpeg4.avi", "odd_321x241_h264_444.mp4"])
@@ -167,7 +168,7 @@ def test_odd_frame_sizes_are_indexed(features, name):
     assert (row["width"], row["height"], row["n_frames"]) == (321, 241, 12)
     assert list(row["mv_shape"]) == MV_SHAPE and list(row["clip_shape"])[0] == 2
     vx, vy = pan_velocity(row)
-    assert vx == pytest.approx(-2 / 321 * 100, rel=0.2) and vy == pytest.approx(-1 / 241 * 100, rel=0.2)
+    assert vx == pytest.approx(-2 / 321 * 1000, rel=0.2) and vy == pytest.approx(-1 / 241 * 1000, rel=0.2)
 
 
 def test_variable_frame_rate_is_sampled_by_frame_index(features):
@@ -179,8 +180,14 @@ def test_variable_frame_rate_is_sampled_by_frame_index(features):
     assert list(row["frame_indices"]) == sample_indices(n, 2) == [4, 12]
     # MV segments: n / T = 2 frames each, whatever the time gaps; frame 0 is the I-frame
     assert list(row["mv_valid"]) == [1] + [2] * (SETTINGS.mv.segments - 1)
-    vx, vy = pan_velocity(row)  # per frame, not per second: a 10 ms step and a 1.1 s gap count the same
-    assert vx == pytest.approx(-2 / 160 * 100, rel=0.2) and vy == pytest.approx(-1 / 120 * 100, rel=0.2)
+    # per second, frame by frame: the content moves 2 px left each frame, so a 10 ms step is 110x a 1.1 s gap's speed
+    mv = np.asarray(row["mv"]).reshape(row["mv_shape"])
+    step_s = np.diff(VFR_PTS_MS) / 1000  # frame i + 1 against frame i
+    for seg in range(1, SETTINGS.mv.segments):
+        frames = [2 * seg, 2 * seg + 1]  # n / T = 2 frames a segment
+        want = np.mean([-2 / 160 * 100 / step_s[i - 1] for i in frames])
+        cells = (mv[seg] != 0).any(axis=0)
+        assert mv[seg, 0][cells].mean() == pytest.approx(want, rel=0.2), (seg, want)
 
 
 def test_bare_mpeg4_elementary_stream_named_mp4_is_probed(indexed, features):

@@ -18,8 +18,31 @@ from moclip.inference.meta import validate_meta
 from moclip.models import FusionHead, LinearProbe, create_mvnet, mvnet_config
 from moclip.train import calibrate
 
-# bundle.json exactly as `train` wrote it before `architecture` existed (tests/test_train.py's corpus, K = 2)
-FORMAT2 = json.loads((Path(__file__).parent / "data" / "bundle_format2.json").read_text())
+# bundle.json exactly as `train` wrote it before `architecture` existed (tests/test_train.py's corpus, K = 2), of
+# feature schema 1 (motion per frame)
+SCHEMA1 = json.loads((Path(__file__).parent / "data" / "bundle_format2.json").read_text())
+
+
+def schema2(m: dict) -> dict:
+    """The same bundle.json as a model retrained on schema-2 features has it: the schema and its settings hash."""
+    m = copy.deepcopy(m)
+    m["features"]["settings"]["schema_version"] = 2
+    m["features"]["settings_hash"] = FeatureSettings.model_validate(m["features"]["settings"]).settings_hash(
+        m["clip"]["weights_id"])
+    return m
+
+
+FORMAT2 = schema2(SCHEMA1)
+
+
+def test_a_bundle_of_older_features_is_refused_with_what_to_do(tmp_path):
+    """A model trained on per-frame motion would read per-second motion 25x too fast: refused, never used."""
+    with pytest.raises(BundleError, match=r"trained on feature schema 1 \(motion in % of the frame per frame.*"
+                                          r"train it again"):
+        validate_meta(SCHEMA1)
+    (tmp_path / "bundle.json").write_text(json.dumps(SCHEMA1))
+    with pytest.raises(BundleError, match="feature schema 1"):
+        read_meta(tmp_path)
 
 
 def format1(m: dict) -> dict:

@@ -1,6 +1,6 @@
 """Every codec gets motion features: H.264, MPEG-4 Part 2 and MPEG-2 natively, HEVC, VP9, AV1, VP8, MJPEG and GIF
 through the in-memory MPEG-4 Part 2 re-encode (``moclip.video.reencode``), with the motion's direction and size
-right. Every clip is generated here with PyAV: a textured scene panning 2 px left and 1 px up per frame."""
+right. Every clip is generated here with PyAV: a textured scene panning 2 px left and 1 px up per frame at 10 fps."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from moclip.indexing.shard import ShardTarget, index_shard
 from moclip.video.extract import extract_video
 
 SIZE = (160, 120)
-PAN = (-2 / SIZE[0] * 100, -1 / SIZE[1] * 100)  # % of the frame size per frame: -1.25 % in x, -0.83 % in y
+FPS = 10  # helpers.videos.encode
+PAN = (-2 / SIZE[0] * 100 * FPS, -1 / SIZE[1] * 100 * FPS)  # % of the frame size per second: -12.5 % x, -8.3 % y
 AV1 = next((c for c in ("libaom-av1", "libsvtav1", "librav1e") if c in av.codecs_available), None)
 # file, encoder, pixel format, MVs FFmpeg exports natively
 CODECS = [

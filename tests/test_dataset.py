@@ -116,12 +116,13 @@ def test_settings_hash_ignores_run_only_fields():
 
 
 def test_settings_hash_values_are_stable_and_need_a_resolved_precision():
-    """Hashes made before the settings became pydantic models (dataclasses, up to f9bd05f): an upgrade must not
-    re-index existing datasets. An unresolved precision ("auto") names no feature bytes and is refused."""
-    assert SETTINGS.settings_hash("random-init") == "04dc3ff99aef80be"
+    """Hashes of feature schema 2 (schema 1's were 04dc3ff99aef80be and 525316b05faccfe5, unchanged from the
+    dataclass settings up to f9bd05f to the schema bump): an upgrade that keeps the schema must not re-index
+    existing datasets. An unresolved precision ("auto") names no feature bytes and is refused."""
+    assert SETTINGS.settings_hash("random-init") == "3d8cadb552f94b2f"
     other = FeatureSettings(mv=MVConfig(segments=4, grid="3x4", backend="mvextractor", max_frames=7),
                             clip=ClipConfig(weights="x.pt", frames=3, precision="bf16", activation="quickgelu"))
-    assert other.settings_hash("sha:abc") == "525316b05faccfe5"
+    assert other.settings_hash("sha:abc") == "4ff6128806ceb422"
     assert FeatureSettings.model_validate(json.loads(json.dumps(other.model_dump()))) == other  # manifest round trip
     with pytest.raises(ValueError, match="resolve the CLIP precision first"):
         FeatureSettings().settings_hash("x")

@@ -18,15 +18,15 @@ def inner_mean(values: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("codec", ["libx264", "mpeg4"])
 @pytest.mark.parametrize("bframes", [0, 2])
-def test_velocity_in_percent_of_frame_per_frame(tmp_path, codec, bframes):
-    # An IBBP GOP makes P-frame MVs span 3 frames; the tensor must still report per-frame motion.
+def test_velocity_in_percent_of_frame_per_second(tmp_path, codec, bframes):
+    # An IBBP GOP makes P-frame MVs span 3 frames; the tensor must still report the speed (25 fps: 1/25 s a frame).
     path = make_video(tmp_path / f"pan.{ 'mp4' if codec == 'libx264' else 'avi'}", codec=codec, bframes=bframes,
                       dx=3, dy=-2)
     feats = extract_video(str(path), MVConfig(), n_rgb=4)
     assert feats.motion.values.shape == (8, 2, 15, 20)
     vx, vy = inner_mean(feats.motion.values)
-    assert vx == pytest.approx(3 / 320 * 100, rel=0.05)
-    assert vy == pytest.approx(-2 / 240 * 100, rel=0.05)
+    assert vx == pytest.approx(3 / 320 * 100 * 25, rel=0.05)
+    assert vy == pytest.approx(-2 / 240 * 100 * 25, rel=0.05)
     assert (feats.motion.valid > 0).all()
 
 
@@ -78,7 +78,7 @@ def test_bins_merge_for_long_videos():
     out = acc.finish()
     assert out.n_frames == 5000 and out.n_mv_frames == 4999
     assert acc.bin_width > 1
-    np.testing.assert_allclose(out.values[:, 0, 0, 0], 4 / 320 * 100)
+    np.testing.assert_allclose(out.values[:, 0, 0, 0], 4 / 320 * 100 * 25)  # no timestamps: the fallback 25 fps
     assert abs(int(out.valid.sum()) - 4999) == 0
     # segments stay balanced to within one (merged) bin
     assert np.abs(out.valid - 5000 / 8).max() <= acc.bin_width

@@ -123,7 +123,7 @@ SHARP = TimelineConfig(min_score=0.5, smooth=1)  # no smoothing: the tests see e
 
 def _windows(moving_bins: list[int], n_bins: int = 6, per_window: int = 2, cells: int = 2):
     """Windows of ``per_window`` 1-s bins, one starting at every bin, and their segments' speeds
-    (``segment_speed``): one cell moves at 1 %/frame in ``moving_bins``."""
+    (``segment_speed``): one cell moves at 1 %/s in ``moving_bins``."""
     starts = np.arange(n_bins - per_window + 1, dtype=float)
     mv = np.zeros((len(starts), per_window, 2, cells, cells), np.float32)
     for w, s in enumerate(starts.astype(int)):

@@ -117,10 +117,11 @@ def test_bad_window_settings_are_refused(window, match):
 
 def test_no_window_keeps_todays_settings_hash():
     plain = FeatureSettings(clip=ClipConfig(precision="fp32"))
-    # the hashes of moclip before windows existed (so every dataset indexed then stays current)
-    assert plain.settings_hash() == "fb81e7cdcd68aa06"
+    # the hash of the same settings without the window field (schema 1's were fb81e7cdcd68aa06 and 4343be7bfa8c574c,
+    # the same with and without windows existing): no window changes nothing
+    assert plain.settings_hash() == "e58be6b2b5228474"
     assert FeatureSettings(clip=ClipConfig(precision="fp32"), mv=MVConfig(source="reencode")).settings_hash("w1") \
-        == "4343be7bfa8c574c"
+        == "ac272ad66ef3e38b"
     windowed = FeatureSettings(clip=ClipConfig(precision="fp32"), window=WindowConfig(seconds=4))
     assert windowed.settings_hash() != plain.settings_hash()
     assert windowed.without_window().settings_hash() == plain.settings_hash()

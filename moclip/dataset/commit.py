@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from moclip.config import SCHEMA_VERSION, FeatureSettings
+from moclip.config import SCHEMA_VERSION, FeatureSettings, recorded_schema, schema_problem
 from moclip.dataset.incremental import IndexPlan
 from moclip.dataset.schema import STATUS_DELETED, STATUS_OK, conform, rows_to_table
 from moclip.dataset.storage import MANIFEST_NAME, Store
@@ -116,7 +116,21 @@ def read_run_details(url: str, run: dict, storage_options: dict | None = None) -
     return Store(url, storage_options).read_json(name) if name else None
 
 
-def read_settings(manifest: dict) -> FeatureSettings:
+class StaleFeatures(ValueError):
+    """A dataset whose features an older moclip made, in another feature schema (``moclip.config.SCHEMA_VERSIONS``)."""
+
+
+def check_schema(manifest: dict, where: str = "the dataset") -> None:
+    """Refuse a manifest whose features are of another feature schema, saying how to make them new."""
+    problem = schema_problem(recorded_schema(manifest.get("settings") or {}))
+    if manifest.get("settings") and problem:
+        raise StaleFeatures(f"{where}: indexed with {problem}: index it again with this moclip (`moclip index` on "
+                            "the same --out re-indexes every video; so does a label run)")
+
+
+def read_settings(manifest: dict, where: str = "the dataset") -> FeatureSettings:
     """The feature settings a manifest (or a bundle's ``features``) recorded, validated; fields that older
-    versions did not record (e.g. ``max_frames``, ``activation``) get their defaults."""
+    versions did not record (e.g. ``max_frames``, ``activation``) get their defaults. Features of another schema:
+    ``StaleFeatures``."""
+    check_schema(manifest, where)
     return FeatureSettings.model_validate(manifest["settings"])

@@ -20,6 +20,7 @@ import torch
 from moclip import zeroshot
 from moclip.bundle import Bundle, load_bundle
 from moclip.config import FeatureSettings
+from moclip.dataset import read_settings
 from moclip.inference.features import Inputs, fused_features
 from moclip.inference.meta import BundleMeta, validate_meta
 from moclip.inference.text import class_embeddings
@@ -100,7 +101,7 @@ class Predictor:
     def check_dataset(self, url: str, manifest: dict) -> None:
         """Refuse a dataset indexed with other feature settings (or other CLIP weights) than the model's."""
         have, want = manifest.get("settings_hash"), self.meta.features.settings_hash
-        settings = FeatureSettings.model_validate(manifest.get("settings") or {})
+        settings = read_settings(manifest, url) if manifest.get("settings") else FeatureSettings()
         if settings.window.enabled:  # windows of whole-clip features: compared as the whole-clip settings
             have = settings.without_window().settings_hash(manifest.get("clip_weights_id"))
         if have != want:

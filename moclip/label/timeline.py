@@ -7,7 +7,7 @@ of the video's MV bins (window / T seconds: 0.5 s for 4 s windows), which overla
    moving average over that many windows' worth of bins;
 2. each bin gets its best class, or none (``label`` null: "no confident label") when that probability is below
    ``min_score``, or when nothing moves there: its motion (the 99th-percentile cell speed, in % of the frame
-   size per frame, averaged over ~0.5 s of bins with usable motion vectors) is below ``min_motion``. A model
+   size per second, averaged over ~0.5 s of bins with usable motion vectors) is below ``min_motion``. A model
    trained on action clips only knows actions: it calls a still stretch *some* action, often confidently;
    stillness is what motion vectors measure directly;
 3. neighbouring bins with the same label merge into a segment; its ``score`` is the mean of its bins' probability
@@ -57,7 +57,7 @@ def smooth(probs: np.ndarray, k: int) -> np.ndarray:
 
 def segment_speed(mv: np.ndarray) -> np.ndarray:
     """[N, T, 2, H, W] MV tensors -> [N, T]: each segment's 99th-percentile cell speed (% of the frame size per
-    frame). A window's ``motion`` is its mean; segments cut stillness from it, bin by bin."""
+    second). A window's ``motion`` is its mean; segments cut stillness from it, bin by bin."""
     if len(mv) == 0:
         return np.zeros(mv.shape[:2])
     speed = np.sqrt((mv.astype(np.float64) ** 2).sum(axis=2)).reshape(mv.shape[0], mv.shape[1], -1)

@@ -21,7 +21,7 @@ import torch
 
 from moclip.bundle import META_NAME, Bundle, save_bundle
 from moclip.config import TrainConfig
-from moclip.dataset import FeatureSet, load_features, read_manifest, read_metadata, read_settings
+from moclip.dataset import FeatureSet, check_schema, load_features, read_manifest, read_metadata, read_settings
 from moclip.dataset.reader import mv_source_of
 from moclip.inference.features import Inputs, fused_features
 from moclip.inference.meta import CALIBRATED, Architecture, BundleMeta, FusionArgs, MVNetArgs, ProbeArgs
@@ -109,6 +109,7 @@ def _train(url: str, out: str | Path, cfg: TrainConfig, log: Callable[[str], Non
     precision = train_precision(device, cfg.precision)
     torch.manual_seed(cfg.seed)
     manifest = read_manifest(url) or {}
+    check_schema(manifest, url)  # before reading features: an older moclip's need indexing again
     if manifest.get("settings"):
         check_clip_weights(url, manifest)  # before training, not after: the text tower is built last
     p = prepare(url, cfg, device)

@@ -67,7 +67,8 @@ def motion_accumulator(info: VideoInfo, mv: MVConfig, **kwargs) -> MotionAccumul
                           "re-encodes the others)")
     width, height = (info.width, info.height) if info.mv_source == "native" else reencode_size(info.width,
                                                                                                info.height)
-    return MotionAccumulator(mv.segments, mv.grid, width, height, orientation=info.orientation, **kwargs)
+    return MotionAccumulator(mv.segments, mv.grid, width, height, orientation=info.orientation, fps=info.fps,
+                             **kwargs)
 
 
 def extract_video(

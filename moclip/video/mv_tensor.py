@@ -2,18 +2,21 @@
 
 Rules (docs/MOTION_VECTORS.md explains why):
 
-* Units: every MV becomes a forward-time velocity in **percent of the frame size per frame**
-  (x: of the width, y: of the height), so any resolution or aspect ratio gives the same shape and scale.
+* Units: every MV becomes a forward-time velocity in **percent of the displayed frame size per second** (x: of
+  the width, y: of the height), so any resolution, aspect ratio or frame rate gives the same shape and scale: a
+  pan reads the same at 25, 30 or 60 fps, and a variable-frame-rate video gets each frame's own speed.
 * Reference distance: FFmpeg's ``source`` is only a direction (-1 past, +1 future). A P-frame in an IBBP GOP
-  points 3 frames back, so its raw MVs are 3x the per-frame motion. We divide by the display-order distance to
-  the nearest anchor (I/P frame) in that direction. (Multi-reference H.264 and B-pyramids can still point
+  points 3 frames back, so its raw MVs are 3 frames' motion. We divide by the time from the nearest anchor (I/P
+  frame) in that direction, from the frames' timestamps; where those are missing or broken (not rising, or a jump
+  of more than ``MAX_GAP_S``), by the frame distance / fps. (Multi-reference H.264 and B-pyramids can still point
   elsewhere; that part is unknowable from the exported MVs and left as is.)
 * Usable frames: I-frames and frames without MVs add nothing; B-frames whose MVs are all zero are skipped (FFmpeg
   exports all-zero MVs for MPEG-4 Part 2 B-frames). A P-frame with all-zero MVs is real evidence of no motion
   and counts.
-* Pooling: each MV adds ``area * velocity`` to the cell holding its block centre; a cell's value is the
-  area-weighted mean over the MVs that landed in it across all usable frames of the segment. Cells with no
-  MVs (intra blocks) are 0 and do not dilute their neighbours; ``valid`` counts usable frames per segment.
+* Pooling: each MV adds ``area * velocity`` to the grid cells its block overlaps, split by overlap area (a frame
+  with fewer blocks than the grid has cells still reaches every cell); a cell's value is the area-weighted mean
+  over the MVs that reached it across all usable frames of the segment. Cells no MV reached (intra blocks) are
+  0 and do not dilute their neighbours; ``valid`` counts usable frames per segment.
 * Memory is bounded for any length: frames are pooled into at most ``max_bins`` temporal bins whose width
   doubles when needed; bins are assigned to segments by their centre once the true frame count is known.
 """
@@ -26,6 +29,9 @@ import numpy as np
 
 from moclip.video.frames import DecodedFrame, mv_column
 from moclip.video.orientation import UPRIGHT, Orientation
+
+MAX_GAP_S = 60.0  # a longer time between a frame and its reference is a broken clock: frame distance / fps instead
+FALLBACK_FPS = 25.0  # for a stream without timestamps that does not say its frame rate either
 
 
 @dataclass
@@ -73,9 +79,10 @@ class MotionAccumulator:
     """Feed frames in display order with :meth:`add`; call :meth:`finish` once."""
 
     def __init__(self, segments: int, grid: tuple[int, int], width: int, height: int, max_bins: int = 1024,
-                 expected_frames: int = 0, orientation: Orientation = UPRIGHT):
+                 expected_frames: int = 0, orientation: Orientation = UPRIGHT, fps: float = 0.0):
         """``width`` x ``height``: the coded picture the MVs are in; ``orientation``: how it is turned for display
-        (``moclip.video.orientation``): the grid then lies over the displayed picture and x, y are its axes."""
+        (``moclip.video.orientation``): the grid then lies over the displayed picture and x, y are its axes.
+        ``fps``: the stream's frame rate, for frames without usable timestamps."""
         if width <= 0 or height <= 0:
             raise ValueError(f"bad frame size {width}x{height}")
         self.T = segments
@@ -92,15 +99,15 @@ class MotionAccumulator:
         self.n_frames = 0
         self.n_mv_frames = 0
         self._last_anchor: int | None = None
+        self._last_anchor_t: float | None = None
+        self._frame_s = 1.0 / (fps if fps > 0 else FALLBACK_FPS)
         self._pending_b: list[tuple[DecodedFrame, int]] = []
         self.chunk_frames = 64
         self._chunk: list[tuple[np.ndarray, float, float, int]] = []  # usable frames not pooled yet
-        # coded pixel -> displayed cell, one table per coded axis (block centres of padded macroblocks may lie past
-        # the visible frame: clipped)
-        self._cell_of_x, self._cell_of_y = orientation.axis_tables(width, height, grid)
+        self._x_axis, self._y_axis = orientation.axes(width, height, grid)  # coded axis -> displayed grid axis
         self._turn = None if orientation.upright else orientation.linear  # motion (x, y) -> displayed (x, y)
         shown_w, shown_h = orientation.display_size(width, height)
-        self._sx, self._sy = 100.0 / shown_w, 100.0 / shown_h  # px/frame -> % of the displayed size per frame
+        self._sx, self._sy = 100.0 / shown_w, 100.0 / shown_h  # px/s -> % of the displayed size per second
 
     def add(self, frame: DecodedFrame, key: int | None = None) -> None:
         """``key``: the frame's time bin (``moclip.video.windows``); default: its index, binned as said above."""
@@ -112,27 +119,37 @@ class MotionAccumulator:
         if frame.pict_type == "B":
             self._pending_b.append((frame, key))
             return
-        last = self._last_anchor
         if frame.pict_type != "I":  # P, and MPEG-4's S (GMC) frames
-            self._pool(frame, key, i - last if last is not None and i > last else 1, 1)
+            self._pool(frame, key, self._seconds(self._last_anchor, self._last_anchor_t, i, frame.time_s),
+                       self._frame_s)
         if self._pending_b:
-            self._flush_b(next_anchor=i)
-        self._last_anchor = i
+            self._flush_b(next_anchor=i, next_t=frame.time_s)
+        self._last_anchor, self._last_anchor_t = i, frame.time_s
 
-    def _flush_b(self, next_anchor: int | None) -> None:
-        last, pending = self._last_anchor, self._pending_b
+    def _seconds(self, i0: int | None, t0: float | None, i1: int, t1: float | None) -> float:
+        """The time from frame ``i0`` (shown at ``t0``) to frame ``i1`` (at ``t1``): from the timestamps where both
+        exist and rise by at most ``MAX_GAP_S``, else the frame distance / fps (one frame when ``i0`` is unknown)."""
+        if t0 is not None and t1 is not None and 0 < t1 - t0 <= MAX_GAP_S:
+            return t1 - t0
+        return max(i1 - i0 if i0 is not None else 1, 1) * self._frame_s
+
+    def _flush_b(self, next_anchor: int | None, next_t: float | None = None) -> None:
+        last, last_t, pending = self._last_anchor, self._last_anchor_t, self._pending_b
         for k, (b, key) in enumerate(pending):
-            d_past = b.index - last if last is not None else 1
-            # At the end of a stream the next anchor is unknown: assume it directly follows the last B.
-            d_future = (next_anchor - b.index) if next_anchor is not None else len(pending) - k
-            self._pool(b, key, max(d_past, 1), max(d_future, 1))
+            d_past = self._seconds(last, last_t, b.index, b.time_s)
+            if next_anchor is not None:
+                d_future = self._seconds(b.index, b.time_s, next_anchor, next_t)
+            else:  # at the end of a stream the next anchor is unknown: assume it directly follows the last B
+                d_future = (len(pending) - k) * self._frame_s
+            self._pool(b, key, d_past, d_future)
         pending.clear()
 
-    def _pool(self, frame: DecodedFrame, key: int, d_past: int, d_future: int) -> None:
+    def _pool(self, frame: DecodedFrame, key: int, d_past: float, d_future: float) -> None:
+        """``d_past``, ``d_future``: seconds to the frames the MVs refer to, behind and ahead."""
         mvs = frame.mvs
         if not frame_is_usable(frame.pict_type, mvs):
             return
-        # forward-time velocity = motion * source / distance / scale (FFmpeg: src = dst + motion / scale)
+        # forward-time velocity = motion * source / time / scale (FFmpeg: src = dst + motion / scale)
         self._chunk.append((mvs, -1.0 / d_past, 1.0 / d_future, key))
         if len(self._chunk) >= self.chunk_frames:
             self._flush_chunk()
@@ -154,21 +171,25 @@ class MotionAccumulator:
         hw = self.H * self.W
         col = {n: mv_column(mvs, n) for n in ("source", "w", "h", "dst_x", "dst_y", "motion_x", "motion_y",
                                                   "motion_scale")}
-        area = col["w"].astype(np.float64) * col["h"]
-        weight = np.where(col["source"] < 0, past, future) / col["motion_scale"] * area  # area-weighted
-        # take(mode="clip") clips the pixel to the frame, as np.clip would, without a pass of its own
-        cell = self._cell_of_y.take(col["dst_y"], mode="clip") + self._cell_of_x.take(col["dst_x"], mode="clip")
-        flat = np.repeat(local, counts) * hw + cell
-        size = nb * hw
+        speed = np.where(col["source"] < 0, past, future) / col["motion_scale"]  # per pixel of motion: 1/s
         mx, my = col["motion_x"], col["motion_y"]
         if self._turn is not None:  # a signed permutation: each displayed axis is one coded axis, maybe reversed
             (a, b), (c, d) = self._turn
             mx, my = a * mx + b * my, c * mx + d * my
-        vx = np.bincount(flat, weights=weight * mx, minlength=size)
-        vy = np.bincount(flat, weights=weight * my, minlength=size)
-        self.sums[bins, 0] += vx.reshape(nb, hw) * self._sx
-        self.sums[bins, 1] += vy.reshape(nb, hw) * self._sy
-        self.sums[bins, 2] += np.bincount(flat, weights=area, minlength=size).reshape(nb, hw)
+        vx, vy = speed * mx * self._sx, speed * my * self._sy  # % of the displayed size per second
+        base = np.repeat(local, counts) * hw
+        size = nb * hw
+        xs = self._x_axis.spans(col["dst_x"].astype(np.float64), col["w"].astype(np.float64))
+        ys = self._y_axis.spans(col["dst_y"].astype(np.float64), col["h"].astype(np.float64))
+        for j, (cx, ox) in enumerate(xs):  # each cell a block overlaps, by overlap area (one pass when blocks fit)
+            for i, (cy, oy) in enumerate(ys):
+                area, flat, wx, wy = ox * oy, base + cx + cy, vx, vy
+                if i or j:  # the blocks that straddle a cell edge
+                    hit = np.flatnonzero(area)
+                    area, flat, wx, wy = area[hit], flat[hit], vx[hit], vy[hit]
+                self.sums[bins, 0] += np.bincount(flat, weights=area * wx, minlength=size).reshape(nb, hw)
+                self.sums[bins, 1] += np.bincount(flat, weights=area * wy, minlength=size).reshape(nb, hw)
+                self.sums[bins, 2] += np.bincount(flat, weights=area, minlength=size).reshape(nb, hw)
         self.counts[bins] += np.bincount(local, minlength=nb)
         self.n_mv_frames += len(chunk)
 

@@ -31,6 +31,38 @@ _OPS = {
 
 
 @dataclass(frozen=True)
+class Axis:
+    """One coded picture axis of ``pixels`` as it is displayed: ``cells`` grid cells along it (``reversed``: the
+    displayed axis runs the other way), cell ``k`` at flat index ``stride * k``."""
+
+    pixels: int
+    cells: int
+    stride: int
+    reversed: bool
+
+    def spans(self, centre: np.ndarray, size: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Blocks of ``size`` pixels centred at ``centre`` (coded pixels) -> [(flat index, overlap in pixels)], one
+        pair per cell offset: every block's share of each displayed cell it overlaps (clipped to the picture, so a
+        padded macroblock past the edge counts for its visible part)."""
+        n, m = float(self.pixels), self.cells
+        lo = np.clip(centre - size / 2.0, 0.0, n)
+        hi = np.clip(centre + size / 2.0, 0.0, n)
+        if self.reversed:
+            lo, hi = n - hi, n - lo
+        step = n / m
+        first = np.minimum((lo / step).astype(np.int64), m - 1)
+        reach = int(np.max((hi - lo) / step, initial=0.0)) + 2  # cells a block can touch, at most
+        out = []
+        for j in range(reach):
+            k = first + j
+            overlap = np.minimum(hi, (k + 1) * step) - np.maximum(lo, k * step)
+            if j and not (overlap > 0).any():
+                break
+            out.append((np.minimum(k, m - 1) * self.stride, np.maximum(overlap, 0.0)))
+        return out
+
+
+@dataclass(frozen=True)
 class Orientation:
     """How a decoded picture is turned for display: FFmpeg's autorotate operations, applied in order."""
 
@@ -65,22 +97,18 @@ class Orientation:
     def display_size(self, width: int, height: int) -> tuple[int, int]:
         return (height, width) if self.transposed else (width, height)
 
-    def axis_tables(self, width: int, height: int, grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """(by coded x, by coded y): the flat displayed grid cell of a coded pixel is ``tx[x] + ty[y]`` (each
-        coded axis lands on one displayed axis). ``grid`` = (rows, columns) over the displayed picture."""
+    def axes(self, width: int, height: int, grid: tuple[int, int]) -> tuple[Axis, Axis]:
+        """(coded x, coded y): the displayed grid axis each coded axis lies along. ``grid`` = (rows, columns) over
+        the displayed picture; a displayed cell's flat index is the sum of its two axes' ``stride * cell``."""
         rows, cols = grid
-        dw, dh = self.display_size(width, height)
         a = self.linear
-        tables = []
+        out = []
         for axis, n in ((0, width), (1, height)):  # coded x, then coded y
-            p = np.arange(n)
-            if a[0, axis]:  # lands on the displayed column u
-                u = p if a[0, axis] > 0 else (n - 1) - p
-                tables.append(u * cols // dw)
-            else:  # on the displayed row v
-                v = p if a[1, axis] > 0 else (n - 1) - p
-                tables.append((v * rows // dh) * cols)
-        return tables[0], tables[1]
+            if a[0, axis]:  # lands on the displayed columns
+                out.append(Axis(n, cols, 1, bool(a[0, axis] < 0)))
+            else:  # on the displayed rows
+                out.append(Axis(n, rows, cols, bool(a[1, axis] < 0)))
+        return out[0], out[1]
 
     @property
     def label(self) -> str | None:
