@@ -67,6 +67,8 @@ class DecodedFrame:
     mvs: np.ndarray  # (N, 10) int32 in MV_COLUMNS order, or FFmpeg's record array (see mv_columns); may be empty
     rgb: np.ndarray | None = field(default=None)  # uint8 HxWx3 when requested
     time_s: float | None = None  # presentation time (pts x time base) when the stream has one
+    # the decoded luma plane (H.264: which frame each block refers to is found by matching it, mv_tensor.References)
+    luma: np.ndarray | None = field(default=None)
 
 
 def sample_indices(n_frames: int, k: int) -> list[int]:

@@ -6,10 +6,13 @@ Rules (docs/MOTION_VECTORS.md explains why):
   the width, y: of the height), so any resolution, aspect ratio or frame rate gives the same shape and scale: a
   pan reads the same at 25, 30 or 60 fps, and a variable-frame-rate video gets each frame's own speed.
 * Reference distance: FFmpeg's ``source`` is only a direction (-1 past, +1 future). A P-frame in an IBBP GOP
-  points 3 frames back, so its raw MVs are 3 frames' motion. We divide by the time from the nearest anchor (I/P
-  frame) in that direction, from the frames' timestamps; where those are missing or broken (not rising, or a jump
-  of more than ``MAX_GAP_S``), by the frame distance / fps. (Multi-reference H.264 and B-pyramids can still point
-  elsewhere; that part is unknowable from the exported MVs and left as is.)
+  points 3 frames back, so its raw MVs are 3 frames' motion. We divide by the time to the frame the MV refers to,
+  from the frames' timestamps; where those are missing or broken (not rising, or a jump of more than
+  ``MAX_GAP_S``), by the frame distance / fps. Which frame that is: for MPEG-4 Part 2, MPEG-1/2 and H.263 the
+  nearest anchor (I/P frame) in that direction; H.264 may refer to any of up to 16 frames (x264's defaults: 3
+  references and B-pyramids) and FFmpeg does not export which, so each block's reference is found by matching:
+  the decoded picture under the block against each candidate frame's picture where the MV points
+  (``References``).
 * Usable frames: I-frames and frames without MVs add nothing; B-frames whose MVs are all zero are skipped (FFmpeg
   exports all-zero MVs for MPEG-4 Part 2 B-frames). A P-frame with all-zero MVs is real evidence of no motion
   and counts.
@@ -23,6 +26,7 @@ Rules (docs/MOTION_VECTORS.md explains why):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +34,9 @@ import numpy as np
 from moclip.video.frames import DecodedFrame, mv_column
 from moclip.video.orientation import UPRIGHT, Orientation
 
+MAX_REF_BACK = 12  # frames searched for an H.264 block's reference, each way (x264's defaults reach ~9 back)
+SAMPLE_BLOCKS = 64  # blocks matched against every candidate; the rest only against the candidates they voted for
+PATCH = 4  # half the side of the matched square of pixels (8 x 8 around the block centre)
 MAX_GAP_S = 60.0  # a longer time between a frame and its reference is a broken clock: frame distance / fps instead
 FALLBACK_FPS = 25.0  # for a stream without timestamps that does not say its frame rate either
 
@@ -75,6 +82,86 @@ def _motion_word(dtype: np.dtype) -> tuple[int, int] | None:
     return _WORDS[dtype]
 
 
+class References:
+    """The decoded luma planes of recent frames, and which of them each block's MV refers to.
+
+    A block at ``dst`` whose MV points to ``src`` shows, in its reference frame, at ``src`` the picture it shows
+    itself at ``dst``; in any other frame it does not (unless the picture is flat or still there, when every
+    candidate matches: then the nearest is taken, as without matching). So each candidate frame is scored by the
+    sum of absolute differences of the 8 x 8 pixels around ``dst`` and ``src``. ``SAMPLE_BLOCKS`` blocks are scored
+    against every candidate within ``MAX_REF_BACK`` frames; the candidates they pick (most frames: one) are then
+    scored for every block."""
+
+    def __init__(self) -> None:
+        self.frames: dict[int, tuple[float | None, np.ndarray]] = {}
+
+    def keep(self, frame: DecodedFrame) -> None:
+        if frame.luma is not None:
+            self.frames[frame.index] = (frame.time_s, frame.luma)
+
+    def forget_before(self, index: int) -> None:
+        for i in [i for i in self.frames if i < index]:
+            del self.frames[i]
+
+    def inverse_seconds(self, frame: DecodedFrame, seconds: Callable[[int, float | None, int, float | None], float],
+                        ) -> np.ndarray | None:
+        """Per MV of ``frame``: ``source`` / the seconds to the frame it refers to (None: no candidates kept)."""
+        source = mv_column(frame.mvs, "source")
+        out = np.empty(len(source), dtype=np.float64)
+        for direction in (-1, 1):
+            rows = np.flatnonzero(source == direction)
+            if not len(rows):
+                continue
+            step = -1 if direction < 0 else 1
+            cands = [j for j in range(frame.index + step, frame.index + step * (MAX_REF_BACK + 1), step)
+                     if j in self.frames]
+            if not cands:
+                return None
+            best = self._match(frame.luma, frame.mvs[rows], cands)
+            span = np.array([seconds(j, self.frames[j][0], frame.index, frame.time_s) if j < frame.index else
+                             seconds(frame.index, frame.time_s, j, self.frames[j][0]) for j in cands])
+            out[rows] = direction / span[best]
+        return out
+
+    def _match(self, cur: np.ndarray, mvs: np.ndarray, cands: list[int]) -> np.ndarray:
+        """Per MV, the position in ``cands`` of the frame its block is found in (0, the nearest, when unknown)."""
+        h, w = cur.shape
+        dx, dy = mv_column(mvs, "dst_x").astype(np.int64), mv_column(mvs, "dst_y").astype(np.int64)
+        sx, sy = mv_column(mvs, "src_x").astype(np.int64), mv_column(mvs, "src_y").astype(np.int64)
+        moving = (mv_column(mvs, "motion_x") != 0) | (mv_column(mvs, "motion_y") != 0)  # still: any reference
+        inside = np.flatnonzero(moving & (dx >= PATCH) & (dx < w - PATCH) & (dy >= PATCH) & (dy < h - PATCH)
+                                & (sx >= PATCH) & (sx < w - PATCH) & (sy >= PATCH) & (sy < h - PATCH))
+        best = np.zeros(len(mvs), dtype=np.int64)
+        if not len(inside) or len(cands) == 1:
+            return best
+        here, there = dy * w + dx, sy * w + sx  # flat pixel index of each block's centre, and where its MV points
+        sample = inside[np.linspace(0, len(inside) - 1, min(len(inside), SAMPLE_BLOCKS)).astype(np.int64)]
+        sads = self._sads(cur, here[sample], there[sample], cands, self._square(w, PATCH))
+        votes = np.bincount(sads.argmin(axis=0), minlength=len(cands))
+        kept = np.flatnonzero(votes >= max(2, len(sample) // 10))
+        if len(kept) <= 1:
+            best[:] = kept[0] if len(kept) else int(votes.argmax())
+            return best
+        best[:] = kept[int(votes[kept].argmax())]  # blocks at the edges: the most common reference
+        # every moving block, between the few candidates the sample picked: a 4 x 4 square tells them apart
+        sads = self._sads(cur, here[inside], there[inside], [cands[k] for k in kept], self._square(w, PATCH // 2))
+        best[inside] = kept[sads.argmin(axis=0)]
+        return best
+
+    @staticmethod
+    def _square(width: int, half: int) -> np.ndarray:
+        """Flat offsets of the 2 half x 2 half pixels around a pixel, in a plane ``width`` wide."""
+        oy, ox = np.mgrid[-half:half, -half:half]
+        return (oy * width + ox).reshape(-1)
+
+    def _sads(self, cur: np.ndarray, here: np.ndarray, there: np.ndarray, cands: list[int], square: np.ndarray,
+              ) -> np.ndarray:
+        """[len(cands), blocks]: each block's sum of absolute differences against each candidate frame."""
+        mine = cur.reshape(-1).take(here[:, None] + square).astype(np.int32)
+        there = there[:, None] + square  # the same pixels in every candidate
+        return np.stack([np.abs(self.frames[j][1].reshape(-1).take(there) - mine).sum(axis=1) for j in cands])
+
+
 class MotionAccumulator:
     """Feed frames in display order with :meth:`add`; call :meth:`finish` once."""
 
@@ -102,8 +189,10 @@ class MotionAccumulator:
         self._last_anchor_t: float | None = None
         self._frame_s = 1.0 / (fps if fps > 0 else FALLBACK_FPS)
         self._pending_b: list[tuple[DecodedFrame, int]] = []
+        self._refs = References()
         self.chunk_frames = 64
-        self._chunk: list[tuple[np.ndarray, float, float, int]] = []  # usable frames not pooled yet
+        # usable frames not pooled yet: (MVs, -1 / seconds back, 1 / seconds ahead, bin, per MV: source / seconds)
+        self._chunk: list[tuple[np.ndarray, float, float, int, np.ndarray | None]] = []
         self._x_axis, self._y_axis = orientation.axes(width, height, grid)  # coded axis -> displayed grid axis
         self._turn = None if orientation.upright else orientation.linear  # motion (x, y) -> displayed (x, y)
         shown_w, shown_h = orientation.display_size(width, height)
@@ -116,6 +205,7 @@ class MotionAccumulator:
             self.n_frames = i + 1
         if key is None:
             key = i
+        self._refs.keep(frame)
         if frame.pict_type == "B":
             self._pending_b.append((frame, key))
             return
@@ -125,6 +215,7 @@ class MotionAccumulator:
         if self._pending_b:
             self._flush_b(next_anchor=i, next_t=frame.time_s)
         self._last_anchor, self._last_anchor_t = i, frame.time_s
+        self._refs.forget_before(i - MAX_REF_BACK)  # the B-frames still to come refer to no older frame
 
     def _seconds(self, i0: int | None, t0: float | None, i1: int, t1: float | None) -> float:
         """The time from frame ``i0`` (shown at ``t0``) to frame ``i1`` (at ``t1``): from the timestamps where both
@@ -150,7 +241,8 @@ class MotionAccumulator:
         if not frame_is_usable(frame.pict_type, mvs):
             return
         # forward-time velocity = motion * source / time / scale (FFmpeg: src = dst + motion / scale)
-        self._chunk.append((mvs, -1.0 / d_past, 1.0 / d_future, key))
+        matched = self._refs.inverse_seconds(frame, self._seconds) if frame.luma is not None else None
+        self._chunk.append((mvs, -1.0 / d_past, 1.0 / d_future, key, matched))
         if len(self._chunk) >= self.chunk_frames:
             self._flush_chunk()
 
@@ -161,8 +253,6 @@ class MotionAccumulator:
         chunk, self._chunk = self._chunk, []
         counts = np.fromiter((len(c[0]) for c in chunk), dtype=np.int64, count=len(chunk))
         mvs = _concat_records([c[0] for c in chunk])
-        past = np.repeat(np.fromiter((c[1] for c in chunk), dtype=np.float64, count=len(chunk)), counts)
-        future = np.repeat(np.fromiter((c[2] for c in chunk), dtype=np.float64, count=len(chunk)), counts)
         index = np.fromiter((c[3] for c in chunk), dtype=np.int64, count=len(chunk))
         self._make_room(int(index.max()))
         # Only the bins this chunk's frames fall in (an MPEG-4 IBBP chunk skips 2 of every 3 frames).
@@ -171,7 +261,14 @@ class MotionAccumulator:
         hw = self.H * self.W
         col = {n: mv_column(mvs, n) for n in ("source", "w", "h", "dst_x", "dst_y", "motion_x", "motion_y",
                                                   "motion_scale")}
-        speed = np.where(col["source"] < 0, past, future) / col["motion_scale"]  # per pixel of motion: 1/s
+        if any(c[4] is not None for c in chunk):  # H.264: each block's own reference
+            inverse = np.concatenate([c[4] if c[4] is not None else
+                                      np.where(mv_column(c[0], "source") < 0, c[1], c[2]) for c in chunk])
+        else:
+            past = np.repeat(np.fromiter((c[1] for c in chunk), dtype=np.float64, count=len(chunk)), counts)
+            future = np.repeat(np.fromiter((c[2] for c in chunk), dtype=np.float64, count=len(chunk)), counts)
+            inverse = np.where(col["source"] < 0, past, future)
+        speed = inverse / col["motion_scale"]  # per pixel of motion: 1/s
         mx, my = col["motion_x"], col["motion_y"]
         if self._turn is not None:  # a signed permutation: each displayed axis is one coded axis, maybe reversed
             (a, b), (c, d) = self._turn

@@ -19,6 +19,7 @@ from av.sidedata.sidedata import SideDataContainer
 from av.video.reformatter import VideoReformatter
 
 from moclip.video.frames import EMPTY_MVS, DecodedFrame, DecodeError, VideoInfo
+from moclip.video.h264 import max_reference_frames
 from moclip.video.orientation import UPRIGHT, Orientation, from_display_matrix
 from moclip.video.reencode import Reencoder, size_for
 
@@ -109,6 +110,29 @@ def mv_array(frame: av.VideoFrame) -> np.ndarray:
     return rec if rec.size else EMPTY_MVS
 
 
+# Codecs whose blocks may refer to other frames than the nearest anchor (multiple references, B-pyramids): their
+# luma planes go with the MVs, for mv_tensor.References to find each block's reference, unless the stream keeps
+# a single reference frame (its SPS says so: moclip.video.h264).
+MULTI_REFERENCE_CODECS = frozenset({"h264"})
+
+
+def may_refer_further_back(codec: str, extradata: bytes | None) -> bool:
+    """Whether a block of this stream may refer to another frame than the nearest anchor."""
+    return codec in MULTI_REFERENCE_CODECS and (max_reference_frames(extradata) or 2) > 1
+
+
+def luma_plane(frame: av.VideoFrame) -> np.ndarray | None:
+    """A copy of the frame's luma plane (H x W, uint8, or uint16 above 8 bits); None for RGB and paletted ones."""
+    fmt = frame.format
+    if not fmt.name.startswith(("yuv", "yuvj", "gray", "nv")) or not fmt.components:
+        return None
+    plane = frame.planes[0]
+    bits = fmt.components[0].bits
+    dtype = np.dtype(np.uint8) if bits <= 8 else np.dtype("<u2")
+    rows = np.frombuffer(plane, dtype=dtype).reshape(plane.height, plane.line_size // dtype.itemsize)
+    return rows[:, :frame.width].copy()
+
+
 def frame_orientation(frame: av.VideoFrame) -> Orientation:
     """How ``frame`` is turned for display: its display matrix (FFmpeg puts the stream's on every frame)."""
     sd = SideDataContainer(frame).get("DISPLAYMATRIX")
@@ -155,6 +179,7 @@ def iter_frames(
     if mv_source == "auto":
         mv_source = "native" if info.has_mvs else "reencode"
     reencode = export_mvs and mv_source == "reencode"
+    with_luma = export_mvs and not reencode and may_refer_further_back(info.codec, stream.codec_context.extradata)
     info = dataclasses.replace(info, mv_source="reencoded" if reencode else "native")
     cc = stream.codec_context
     cc.thread_type = "SLICE"
@@ -218,7 +243,7 @@ def iter_frames(
                 else:
                     mvs = mv_array(frame) if export_mvs else EMPTY_MVS
                     yield DecodedFrame(index=index, pict_type=pict_letter(frame.pict_type), mvs=mvs, rgb=rgb,
-                                       time_s=t)
+                                       time_s=t, luma=luma_plane(frame) if with_luma else None)
                 index += 1
             if reencoder is not None:
                 yield from paired(reencoder.finish())
