@@ -33,7 +33,10 @@ def test_every_recording_gives_the_reference_motion(reference, tmp_path, r):
     v = mean_motion(f.motion.values, f.motion.valid)
     assert disagreement(v, ref) < TOLERANCE, (r.name, v, ref)
     assert f.motion.values.shape == reference.motion.values.shape and (f.motion.valid > 0).all()
-    if r.fps == REFERENCE.fps and not r.drop_every:  # the same frame times: the same upright pictures
+    assert f.info.interlaced == r.fields
+    if r.fields and r.codec == "libx264":  # field macroblocks' MVs are in field lines: re-encoded under "auto"
+        assert f.mv_source == "reencoded"
+    if r.fps == REFERENCE.fps and not r.drop_every and not r.fields:  # the same times: the same upright pictures
         for a, b in zip(reference.frames, f.frames):
             assert a.shape == b.shape, r.name
             assert np.abs(a.astype(int) - b.astype(int)).mean() < 12, r.name  # codec noise, the squeeze's blur
@@ -84,3 +87,26 @@ def test_a_portrait_clip_narrower_than_the_grid_has_motion_in_every_cell(tmp_pat
     assert (np.abs(used).sum(axis=1) > 0).all()  # every inner cell of every segment
     truth = np.array([3 / 240, 2 / 320]) * 100 * 25
     assert disagreement(used.mean(axis=(0, 2, 3)), truth) < 0.05, used.mean(axis=(0, 2, 3))
+
+
+def combing(picture: np.ndarray) -> float:
+    """How much each line differs from the mean of its neighbours: a woven frame of a moving scene zigzags."""
+    p = picture.astype(float).mean(axis=2)
+    return float(np.abs(2 * p[1:-1] - p[:-2] - p[2:]).mean())
+
+
+@pytest.mark.parametrize("r", [r for r in RECORDINGS if r.fields], ids=lambda r: r.name)
+def test_interlaced_frames_reach_clip_without_combing(reference, tmp_path, r):
+    """Each frame's two fields show the pan 1/50 s apart: where it moves, the woven frame is combed. CLIP gets the
+    top field (the frame's own time) scaled to full height: much closer to the progressive frame than the weave."""
+    path = str(record(r, tmp_path))
+    f = extract_video(path, MVConfig(source=r.mv_source), 4)
+    with av.open(path) as c:
+        woven = {i: fr.to_ndarray(format="rgb24") for i, fr in enumerate(c.decode(video=0)) if i in f.frame_indices}
+    for i, ref, got in zip(f.frame_indices, reference.frames, f.frames):
+        assert combing(got) < 1.2 * combing(ref) and combing(woven[i]) > 1.5 * combing(ref), (
+            i, combing(got), combing(ref), combing(woven[i]))
+    native = extract_video(path, MVConfig(source="native"), 2)
+    if r.codec == "libx264":  # what "auto" avoids: FFmpeg exports field macroblocks' vertical MVs in field lines
+        y = mean_motion(native.motion.values, native.motion.valid)[1]
+        assert y < 0.75 * TRUTH[1], y

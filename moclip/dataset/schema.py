@@ -40,7 +40,10 @@ SCHEMA = pa.schema([
     # with a note when the matrix is no quarter turn); null when upright, and in shards written before the column
     # existed. The MV tensor and the CLIP frames are of the displayed picture (moclip.video.orientation)
     pa.field("orientation", pa.string()),
-    pa.field("mv", pa.list_(pa.float32())),  # T*2*H*W, % of frame size per frame
+    # whether the first frame is interlaced (two fields): its CLIP frames are deinterlaced, and H.264's MVs come
+    # from a re-encode (moclip.video.pyav_reader); null in shards written before the column existed
+    pa.field("interlaced", pa.bool_()),
+    pa.field("mv", pa.list_(pa.float32())),  # T*2*H*W, % of the displayed frame per second (feature schema 2)
     pa.field("mv_shape", pa.list_(pa.int32())),  # [T, 2, H, W]
     pa.field("mv_valid", pa.list_(pa.int32())),  # [T] usable MV frames per segment
     pa.field("clip", pa.list_(pa.float32())),  # K*D image embeddings (not normalised)

@@ -107,7 +107,7 @@ def video_row(
             duration_s=info.duration_s or (motion.n_frames / info.fps if info.fps else None),
             mv=motion.values.ravel(), mv_shape=list(motion.values.shape), mv_valid=motion.valid.tolist(),
             frame_indices=feats.frame_indices, n_clip_frames=feats.n_real_frames, mv_source=feats.mv_source,
-            orientation=info.orientation.label,
+            orientation=info.orientation.label, interlaced=info.interlaced,
         )
         if feats.windows is not None:
             w = feats.windows

@@ -49,6 +49,8 @@ class VideoInfo:
     # sample (pixel) aspect ratio: a coded pixel is this many times as wide as tall (anamorphic DVD, broadcast);
     # the picture is shown width x sar wide
     sar: float = 1.0
+    # two fields per frame (the first frame says; None: not known, e.g. the mv-extractor backend)
+    interlaced: bool | None = None
 
     @property
     def has_mvs(self) -> bool:

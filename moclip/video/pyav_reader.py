@@ -133,6 +133,25 @@ def luma_plane(frame: av.VideoFrame) -> np.ndarray | None:
     return rows[:, :frame.width].copy()
 
 
+# Codecs whose exported MVs of field-coded blocks are in field lines (FFmpeg doubles only 16x8 partitions'): an
+# interlaced stream of theirs gets its MVs from a re-encode under mv_source "auto" (MPEG-2's come in frame lines).
+FIELD_MV_CODECS = frozenset({"h264"})
+
+
+def _rgb(frame: av.VideoFrame, sar: float, rgb_size: Callable[[int, int], tuple[int, int]] | None,
+         reformatter: VideoReformatter) -> np.ndarray:
+    """The frame as RGB at ``rgb_size`` of its displayed shape (``sar``: anamorphic pixels), bicubic. An interlaced
+    frame holds two fields shown 1/50 or 1/60 s apart, combed wherever something moves: CLIP gets its top field
+    alone, scaled to the frame's height (what a deinterlacer's spatial mode does, at CLIP's 224 lines no loss)."""
+    shown_w = max(1, round(frame.width * sar))  # anamorphic: CLIP sees the displayed shape
+    w, h = rgb_size(shown_w, frame.height) if rgb_size else (shown_w, frame.height)
+    if not frame.interlaced_frame:
+        return reformatter.reformat(frame, width=w, height=h, format="rgb24", interpolation="BICUBIC").to_ndarray()
+    full = reformatter.reformat(frame, width=w, height=frame.height, format="rgb24").to_ndarray()
+    field = av.VideoFrame.from_ndarray(np.ascontiguousarray(full[::2]), format="rgb24")
+    return VideoReformatter().reformat(field, width=w, height=h, interpolation="BICUBIC").to_ndarray()
+
+
 def frame_orientation(frame: av.VideoFrame) -> Orientation:
     """How ``frame`` is turned for display: its display matrix (FFmpeg puts the stream's on every frame)."""
     sd = SideDataContainer(frame).get("DISPLAYMATRIX")
@@ -176,15 +195,10 @@ def iter_frames(
     """
     container, stream = open_video(path)
     info = _info(container, stream)
-    if mv_source == "auto":
-        mv_source = "native" if info.has_mvs else "reencode"
-    reencode = export_mvs and mv_source == "reencode"
-    with_luma = export_mvs and not reencode and may_refer_further_back(info.codec, stream.codec_context.extradata)
-    info = dataclasses.replace(info, mv_source="reencoded" if reencode else "native")
     cc = stream.codec_context
     cc.thread_type = "SLICE"
     cc.thread_count = 1
-    if export_mvs and not reencode:
+    if export_mvs and (mv_source == "native" or (mv_source == "auto" and info.has_mvs)):
         cc.options = {"flags2": "+export_mvs"}
 
     file_size = os.path.getsize(path)
@@ -209,7 +223,14 @@ def iter_frames(
         container.close()
         raise
     orientation = frame_orientation(first) if first is not None else UPRIGHT
-    info = dataclasses.replace(info, orientation=orientation)
+    interlaced = bool(first is not None and first.interlaced_frame)
+    if mv_source == "auto":  # H.264's field macroblocks export their MVs in field lines: re-encoded instead
+        native = info.has_mvs and not (interlaced and info.codec in FIELD_MV_CODECS)
+        mv_source = "native" if native else "reencode"
+    reencode = export_mvs and mv_source == "reencode"
+    with_luma = export_mvs and not reencode and may_refer_further_back(info.codec, cc.extradata)
+    info = dataclasses.replace(info, orientation=orientation, interlaced=interlaced,
+                               mv_source="reencoded" if reencode else "native")
 
     def gen() -> Iterator[DecodedFrame]:
         start = time.monotonic()
@@ -233,10 +254,7 @@ def iter_frames(
                 rgb = None
                 t = frame.time
                 if rgb_wanted is not None and rgb_wanted(index, t):
-                    shown_w = max(1, round(frame.width * info.sar))  # anamorphic: CLIP sees the displayed shape
-                    w, h = rgb_size(shown_w, frame.height) if rgb_size else (shown_w, frame.height)
-                    rgb = orientation.image(reformatter.reformat(frame, width=w, height=h, format="rgb24",
-                                                                 interpolation="BICUBIC").to_ndarray())
+                    rgb = orientation.image(_rgb(frame, info.sar, rgb_size, reformatter))
                 if reencoder is not None:
                     waiting.append((index, rgb, t))
                     yield from paired(reencoder.push(frame))

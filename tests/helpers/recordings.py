@@ -16,7 +16,7 @@ import numpy as np
 W, H = 320, 240  # the displayed picture
 SPEED = (150.0, 75.0)  # the content moves right and down, px per second of the displayed picture
 TRUTH = (100 * SPEED[0] / W, 100 * SPEED[1] / H)  # % of the displayed frame per second: 46.875, 31.25
-DURATION_S = 2.0
+DURATION_S = 2.0  # and half a frame more for the last frame's second field
 OVERSAMPLE = 4  # rendered at 4x and averaged down: every frame rate above lands on whole 4x pixels
 X264_DEFAULTS = "H.264 x264 defaults (3 B-frames, B-pyramid, 3 refs)"  # what web video is
 SIMPLE_X264 = {"bf": "0", "preset": "veryfast", "tune": "zerolatency", "threads": "1", "refs": "1"}
@@ -37,6 +37,7 @@ class Recording:
     sar: Fraction | None = None  # anamorphic: the picture is stored this many times narrower
     mv_source: str = "auto"
     bit_rate: int | None = None
+    fields: bool = False  # interlaced: each frame's bottom field shows the scene half a frame time later
 
 
 RECORDINGS = [
@@ -57,6 +58,10 @@ RECORDINGS = [
     Recording("rotated 270", degrees=-90),
     Recording("mirrored", hflip=True),
     Recording("anamorphic (stored 240 px wide, SAR 4:3)", sar=Fraction(4, 3)),
+    Recording("MPEG-2 interlaced (fields 1/50 s apart)", codec="mpeg2video", ext="mpg", bit_rate=3_000_000,
+              options={"bf": "2", "flags": "+ilme+ildct", "top": "1", "threads": "1"}, fields=True),
+    Recording("H.264 interlaced (MBAFF, fields 1/50 s apart; re-encoded MVs)", fields=True,
+              options={**SIMPLE_X264, "x264-params": "interlaced=1:tff=1"}),
 ]
 REFERENCE = RECORDINGS[0]
 
@@ -69,7 +74,7 @@ def frame_times(r: Recording) -> list[float]:
 def displayed(times: list[float], seed: int = 7) -> list[np.ndarray]:
     """The scene as a viewer sees it at ``times``: a W x H crop of a textured plane that moves at SPEED."""
     k = OVERSAMPLE
-    reach = [int(np.ceil(s * DURATION_S)) + 8 for s in SPEED]
+    reach = [int(np.ceil(s * (DURATION_S + 0.05))) + 8 for s in SPEED]
     rng = np.random.default_rng(seed)
     cells = rng.integers(0, 256, ((H + reach[1]) // 8 + 2, (W + reach[0]) // 8 + 2, 3), dtype=np.uint8)
     plane = np.kron(cells, np.ones((8 * k, 8 * k, 1), dtype=np.uint8)) // 2
@@ -93,7 +98,12 @@ def coded_from_displayed(picture: np.ndarray, degrees: int, hflip: bool) -> np.n
 def record(r: Recording, folder: Path) -> Path:
     """Write the scene as ``r`` says; the file's path."""
     times = frame_times(r)
-    frames = [coded_from_displayed(f, r.degrees, r.hflip) for f in displayed(times)]
+    frames = displayed(times)
+    if r.fields:  # woven: even lines at t, odd lines half a frame time later
+        later = displayed([t + 0.5 / r.fps for t in times])
+        for f, g in zip(frames, later):
+            f[1::2] = g[1::2]
+    frames = [coded_from_displayed(f, r.degrees, r.hflip) for f in frames]
     if r.sar:
         frames = [cv2.resize(f, (round(f.shape[1] / r.sar), f.shape[0]), interpolation=cv2.INTER_AREA)
                   for f in frames]
