@@ -319,6 +319,9 @@ class TrainConfig(Settings):
     dropout: float = Field(0.5, ge=0, lt=1)
     stream_dropout: float = Field(0.3, ge=0, lt=1, description="fusion head: chance a training sample loses one "
                                                                "whole stream")
+    clip_subsets: bool = Field(True, description="fusion head: train on the mean of a random k of each clip's K frame "
+                                                 "embeddings (k from 1 to K), as time windows embed fewer frames "
+                                                 "than training clips (docs/BENCHMARKS.md)")
     flip: bool = Field(True, description="horizontal-flip augmentation (off when classes depend on left vs right)")
     val_fraction: float = Field(0.15, gt=0, lt=1, description="share of train held out for validation")
     seed: int = Field(0, ge=0)

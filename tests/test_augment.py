@@ -39,3 +39,34 @@ def test_temporal_jitter_keeps_shape_and_segment_order():
     assert out.shape == mv.shape and v.shape == valid.shape
     assert (out[:, 1:, 0, 0, 0] >= out[:, :-1, 0, 0, 0]).all()  # time never runs backwards
     assert torch.equal(out[:, :, 0, 0, 0].long(), v)  # MVs and their validity move together
+
+
+def test_fusion_batches_train_on_means_of_random_frame_subsets():
+    """``clip_subsets``: a training batch's CLIP part is the normalised mean of k of each clip's K frames (k from 1
+    to K, one per batch), so a 2-frame window is no stranger to the head than an 8-frame clip; validation batches
+    and the MV part are untouched."""
+    import numpy as np
+    import torch
+
+    from moclip.train.pipeline import _fusion_batches
+
+    n, k_max, mv_dim = 6, 8, 3
+    frames = torch.eye(k_max).repeat(n, 1, 1)  # frame j of every clip: the unit vector e_j
+    clip = torch.nn.functional.normalize(frames.mean(1), dim=1)  # the 8-frame mean the head is trained beside
+    fused = torch.cat([torch.arange(n * mv_dim, dtype=torch.float32).reshape(n, mv_dim), clip], dim=1)
+    y, missing = np.arange(n), torch.zeros(n, dtype=torch.bool)
+    batches = _fusion_batches(fused, y, missing, frames, seed=0)
+    idx = np.arange(n)
+    (x_val, _), _ = batches(idx, False)
+    assert torch.equal(x_val, fused)
+    ks = set()
+    for _ in range(40):
+        (x, miss), labels = batches(idx, True)
+        assert torch.equal(x[:, :mv_dim], fused[:, :mv_dim]) and torch.equal(labels, torch.from_numpy(y))
+        used = (x[:, mv_dim:] > 0).sum(1)  # how many frames went into each row's mean
+        assert (used == used[0]).all()  # one k per batch
+        k = int(used[0])
+        assert torch.allclose(x[:, mv_dim:][x[:, mv_dim:] > 0], torch.full((n * k,), k ** -0.5))  # a mean, normalised
+        ks.add(k)
+    assert ks == set(range(1, k_max + 1))  # every k from 1 to K occurs
+    assert torch.equal(_fusion_batches(fused, y, missing, None, seed=0)(idx, True)[0][0], fused)  # off: as stored

@@ -65,7 +65,7 @@ def test_todays_bundle_json_validates_and_gets_its_architecture():
                                      "stream_dropout": 0.3}
     assert a.probe.model_dump() == {"dim": 512, "num_classes": 4}
     assert isinstance(m.train_config, TrainConfig) and m.train_config == TrainConfig.model_validate(
-        FORMAT2["train_config"])
+        {**FORMAT2["train_config"], "clip_subsets": False})  # trained before frame subsets existed
     assert isinstance(m.features.settings, FeatureSettings) and m.features.settings.clip.frames == 2
     assert m.features.settings.settings_hash("random-init") == FORMAT2["features"]["settings_hash"]
     assert m.clip.random_init is True and m.clip.weights_id == "random-init"
@@ -80,6 +80,7 @@ def test_a_new_bundle_json_keeps_every_key_of_todays():
     dumped = BundleMeta.model_validate(FORMAT2).model_dump(mode="json")
     # a feature setting added since this file was written, at the default that keeps its behaviour (and hash)
     assert dumped["features"]["settings"]["mv"].pop("source") == "auto"
+    assert dumped["train_config"].pop("clip_subsets") is False  # trained before k-of-K frame subsets existed
     # a field added since, None when read from this file (the training videos' MV sources were not recorded)
     assert dumped.pop("mv_sources") is None
     assert set(dumped) - set(FORMAT2) == {"architecture"}

@@ -189,6 +189,9 @@ class BundleMeta(_Meta):
     def _migrate(cls, data: Any) -> Any:
         if isinstance(data, dict) and "architecture" not in data:
             data = {**data, "architecture": architecture_of_old_bundle(data)}
+        tc = data.get("train_config") if isinstance(data, dict) else None
+        if isinstance(tc, dict) and "clip_subsets" not in tc:  # bundles from before trained on K-frame means only
+            data = {**data, "train_config": {**tc, "clip_subsets": False}}
         return data
 
     @property

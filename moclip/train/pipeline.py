@@ -93,6 +93,30 @@ def _feature_batches(x: torch.Tensor, y_np: np.ndarray, missing: torch.Tensor | 
     return batch
 
 
+def _fusion_batches(fused: torch.Tensor, y_np: np.ndarray, missing: torch.Tensor, frames: torch.Tensor | None,
+                    seed: int) -> Callable:
+    """The fusion head's batches. With ``frames`` ([N, K, D] L2-normalised frame embeddings; ``clip_subsets``), a
+    training batch's CLIP part is the mean of a random k of each clip's K frames (one k per batch, 1..K), normalised
+    as ``zeroshot.video_embedding`` does: a window of 2 frames is then no stranger to the head than a clip of 8."""
+    plain = _feature_batches(fused, y_np, missing)
+    if frames is None or frames.shape[1] < 2:
+        return plain
+    gen = torch.Generator().manual_seed(seed)
+    k_max, dim = frames.shape[1], frames.shape[2]
+
+    def batch(idx: np.ndarray, train: bool):
+        (x, miss), y = plain(idx, train)
+        if not train:
+            return (x, miss), y
+        k = int(torch.randint(1, k_max + 1, (1,), generator=gen))
+        pick = torch.rand(len(idx), k_max, generator=gen).argsort(dim=1)[:, :k].to(frames.device)
+        sub = frames[torch.from_numpy(idx).to(frames.device)].gather(1, pick[..., None].expand(-1, -1, dim))
+        clip = torch.nn.functional.normalize(sub.mean(1), dim=1)
+        return (torch.cat([x[:, :x.shape[1] - dim], clip], dim=1), miss), y
+
+    return batch
+
+
 def train(url: str, out: str | Path, cfg: TrainConfig | None = None,
           log: Callable[[str], None] = print) -> Bundle:
     """Train everything on the dataset at ``url``; write the model bundle to ``out``. Never touches test. Seeded:
@@ -151,7 +175,9 @@ def _train(url: str, out: str | Path, cfg: TrainConfig, log: Callable[[str], Non
     head_batch = max(16, min(cfg.head_batch_size, math.ceil(len(s.train) / 8)))
     fit_head = FitConfig(epochs=cfg.head_epochs, batch_size=head_batch, lr=cfg.head_lr,
                          weight_decay=cfg.weight_decay, patience=cfg.patience, seed=cfg.seed, precision=precision)
-    h_fusion = fit(head, _feature_batches(fused, p.y, p.mv_missing), s.train, s.val, fit_head)
+    frames = (torch.nn.functional.normalize(torch.from_numpy(p.clip_frames).float(), dim=2).to(device)
+              if cfg.clip_subsets else None)
+    h_fusion = fit(head, _fusion_batches(fused, p.y, p.mv_missing, frames, cfg.seed), s.train, s.val, fit_head)
     times["fusion_head"] = time.perf_counter() - t
 
     t = time.perf_counter()
