@@ -322,6 +322,10 @@ class TrainConfig(Settings):
     clip_subsets: bool = Field(True, description="fusion head: train on the mean of a random k of each clip's K frame "
                                                  "embeddings (k from 1 to K), as time windows embed fewer frames "
                                                  "than training clips (docs/BENCHMARKS.md)")
+    mv_folds: int = Field(0, ge=0, le=20, description="fusion head: train it on out-of-fold MV-net probabilities "
+                                                      "from this many folds of the training videos (one extra MV "
+                                                      "net per fold; measured worse on the demo, docs/BENCHMARKS.md)"
+                                                      "; 0: on the features of the MV net fitted on the same videos")
     flip: bool = Field(True, description="horizontal-flip augmentation (off when classes depend on left vs right)")
     val_fraction: float = Field(0.15, gt=0, lt=1, description="share of train held out for validation")
     seed: int = Field(0, ge=0)

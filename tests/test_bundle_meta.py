@@ -81,6 +81,8 @@ def test_a_new_bundle_json_keeps_every_key_of_todays():
     # a feature setting added since this file was written, at the default that keeps its behaviour (and hash)
     assert dumped["features"]["settings"]["mv"].pop("source") == "auto"
     assert dumped["train_config"].pop("clip_subsets") is False  # trained before k-of-K frame subsets existed
+    assert dumped["train_config"].pop("mv_folds") == 0  # and before out-of-fold fusion
+    assert dumped["fusion"].pop("mv_input") == "features"
     # a field added since, None when read from this file (the training videos' MV sources were not recorded)
     assert dumped.pop("mv_sources") is None
     assert set(dumped) - set(FORMAT2) == {"architecture"}

@@ -53,6 +53,37 @@ def test_train_is_seeded_and_splits_do_not_overlap(dataset, tmp_path):
     assert EvaluationResults.model_validate(data) == r  # and reads back as it was
 
 
+def test_out_of_fold_fusion_head_takes_probabilities_of_nets_that_never_saw_the_row(dataset, tmp_path):
+    """``mv_folds`` (off by default: it measured worse, docs/BENCHMARKS.md): each training video's MV input to the
+    fusion head comes from an MV net trained without its fold; the bundle says the head takes class
+    probabilities, and scoring computes them from the one full MV net."""
+    logs: list[str] = []
+    bundle = train(dataset, tmp_path / "oof", FAST.model_copy(update={"mv_folds": 3}), log=logs.append)
+    meta = BundleMeta.model_validate(bundle.meta)
+    assert meta.fusion.mv_input == "probabilities" and meta.architecture.fusion.mv_dim == 4  # C, not 256 features
+    assert "mv_folds" in meta.time_per_stage_s and any("3 more MV nets" in line for line in logs)
+    r = evaluate(dataset, tmp_path / "oof", device="cpu")
+    assert r.methods.fusion.n == 8 and r.methods.mv_only.top1 >= 0.6  # the full MV net is the one that scores
+    plain = BundleMeta.model_validate(train(dataset, tmp_path / "plain", FAST, log=lambda m: None).meta)
+    assert plain.fusion.mv_input == "features" and plain.architecture.fusion.mv_dim == plain.mvnet.feature_dim
+
+
+def test_folds_keep_groups_whole():
+    import numpy as np
+    import pandas as pd
+
+    from moclip.train.pipeline import _folds
+
+    meta = pd.DataFrame({"group": ["a", "a", "b", "b", "c", None, None, "d", "d", "e"]})
+    rows = np.arange(10)
+    folds = _folds(meta, rows, 3, seed=0)
+    assert len(folds) == 3 and sorted(np.concatenate(folds).tolist()) == rows.tolist()
+    fold_of = {int(r): f for f, fold in enumerate(folds) for r in fold}
+    for a, b in ((0, 1), (2, 3), (7, 8)):
+        assert fold_of[a] == fold_of[b]  # one group, one fold
+    assert [len(f) for f in _folds(meta.iloc[:2], rows[:2], 5, seed=0)] == [2]  # one group: one fold, not five
+
+
 def test_tampered_bundle_is_refused(dataset, tmp_path):
     train(dataset, tmp_path / "m", FAST, log=lambda m: None)
     assert load_bundle(tmp_path / "m").classes == ["down", "left", "right", "up"]

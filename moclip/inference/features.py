@@ -37,14 +37,18 @@ class Inputs:
 
 @torch.no_grad()
 def mv_features(net: torch.nn.Module, mv: torch.Tensor, valid: torch.Tensor, batch: int = 512,
-                precision: str = "fp32") -> torch.Tensor:
+                precision: str = "fp32", probabilities: bool = False) -> torch.Tensor:
+    """The MV net's penultimate features [N, F] (``probabilities``: its class probabilities [N, C], which nets
+    trained on other videos give on one scale), in eval mode."""
     net.eval()
+    f = net if probabilities else net.features
     with autocast(mv.device, precision):
-        return torch.cat([net.features(mv[i:i + batch], valid[i:i + batch]).float()
-                          for i in range(0, len(mv), batch)])
+        out = torch.cat([f(mv[i:i + batch], valid[i:i + batch]).float() for i in range(0, len(mv), batch)])
+    return out.softmax(dim=1) if probabilities else out
 
 
 def fused_features(net: torch.nn.Module, mv: torch.Tensor, valid: torch.Tensor, clip: torch.Tensor,
-                   precision: str = "fp32") -> torch.Tensor:
-    """What the fusion head sees: [frozen MV-net features || CLIP video embedding]."""
-    return torch.cat([mv_features(net, mv, valid, precision=precision), clip], dim=1)
+                   precision: str = "fp32", mv_input: str = "features") -> torch.Tensor:
+    """What the fusion head sees: [frozen MV-net features (or probabilities: ``mv_input``) || CLIP embedding]."""
+    probabilities = mv_input == "probabilities"
+    return torch.cat([mv_features(net, mv, valid, precision=precision, probabilities=probabilities), clip], dim=1)

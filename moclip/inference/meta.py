@@ -15,7 +15,7 @@ must be indexed with, or whether CLIP was random. ``Predictor.load`` loads the w
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
@@ -112,6 +112,9 @@ class FusionInfo(_Meta):
     hidden: int
     dropout: float
     params: int
+    # what the head takes from the MV net: its penultimate "features", or its class "probabilities" (a head trained
+    # on out-of-fold probabilities, TrainConfig.mv_folds)
+    mv_input: Literal["features", "probabilities"] = "features"
 
 
 class DatasetInfo(_Meta):

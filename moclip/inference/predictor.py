@@ -111,7 +111,7 @@ class Predictor:
 
     def fused(self, x: Inputs) -> torch.Tensor:
         """What the fusion head sees, for every row of ``x``."""
-        return fused_features(self.net, x.mv, x.valid, x.clip, self.precision)
+        return fused_features(self.net, x.mv, x.valid, x.clip, self.precision, self.meta.fusion.mv_input)
 
     def method_scores(self, x: Inputs, idx: np.ndarray) -> dict[str, np.ndarray]:
         """Every method's class scores [len(idx), C] on the rows ``idx`` of ``x``."""

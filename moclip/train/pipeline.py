@@ -23,7 +23,7 @@ from moclip.bundle import META_NAME, Bundle, save_bundle
 from moclip.config import TrainConfig
 from moclip.dataset import FeatureSet, check_schema, load_features, read_manifest, read_metadata, read_settings
 from moclip.dataset.reader import mv_source_of
-from moclip.inference.features import Inputs, fused_features
+from moclip.inference.features import Inputs, fused_features, mv_features
 from moclip.inference.meta import CALIBRATED, Architecture, BundleMeta, FusionArgs, MVNetArgs, ProbeArgs
 from moclip.inference.predictor import Predictor, method_scores
 from moclip.inference.text import check_clip_weights, class_embeddings
@@ -91,6 +91,16 @@ def _feature_batches(x: torch.Tensor, y_np: np.ndarray, missing: torch.Tensor | 
         return ((x[i],) if missing is None else (x[i], missing[i])), y[i]
 
     return batch
+
+
+def _folds(meta: pd.DataFrame, rows: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    """``rows`` in ``k`` folds of whole groups (a UCF101 group's clips share a scene: never on both sides), shuffled
+    with ``seed``; rows without a group are their own."""
+    groups = meta["group"].iloc[rows] if "group" in meta else pd.Series([None] * len(rows))
+    keys = np.array([f"g:{g}" if g is not None and g == g and str(g) else f"r:{r}" for g, r in zip(groups, rows)])
+    unique = np.random.default_rng(seed).permutation(np.unique(keys))
+    fold_of = {key: i % k for i, key in enumerate(unique)}
+    return [rows[np.array([fold_of[key] == f for key in keys], dtype=bool)] for f in range(min(k, len(unique)))]
 
 
 def _fusion_batches(fused: torch.Tensor, y_np: np.ndarray, missing: torch.Tensor, frames: torch.Tensor | None,
@@ -164,9 +174,25 @@ def _train(url: str, out: str | Path, cfg: TrainConfig, log: Callable[[str], Non
     times["mv_net"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    fused = fused_features(net, p.mv, p.valid, p.clip, precision)
+    mv_input = "probabilities" if cfg.mv_folds >= 2 else "features"
+    fused = fused_features(net, p.mv, p.valid, p.clip, precision, mv_input)
+    if cfg.mv_folds >= 2:
+        folds = _folds(p.fs.meta, mv_train, cfg.mv_folds, cfg.seed)
+        log(f"fusion head on out-of-fold MV probabilities: {len(folds)} more MV nets, one per fold of the training "
+            "videos")
+        for f, held in enumerate(folds):
+            rest = np.setdiff1d(mv_train, held)
+            torch.manual_seed(cfg.seed + 1 + f)
+            net_f = mv_args.build().to(device)
+            set_input_scale(net_f, p.mv[torch.from_numpy(rest).to(device)])
+            fit(net_f, _mv_batches(p, cfg.flip, cfg.seed + 1 + f), rest, mv_val if len(mv_val) else s.val, fit_mv)
+            rows = torch.from_numpy(held).to(device)
+            fused[rows, :n] = mv_features(net_f, p.mv[rows], p.valid[rows], precision=precision, probabilities=True)
+        times["mv_folds"] = time.perf_counter() - t
+        t = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    fusion_args = FusionArgs(mv_dim=net.feature_dim, clip_dim=int(p.clip.shape[1]), num_classes=n, hidden=cfg.hidden,
+    mv_dim = n if mv_input == "probabilities" else net.feature_dim
+    fusion_args = FusionArgs(mv_dim=mv_dim, clip_dim=int(p.clip.shape[1]), num_classes=n, hidden=cfg.hidden,
                              dropout=cfg.dropout, stream_dropout=cfg.stream_dropout)
     head = fusion_args.build().to(device)
     train_rows = torch.from_numpy(s.train).to(device)
@@ -210,7 +236,7 @@ def _train(url: str, out: str | Path, cfg: TrainConfig, log: Callable[[str], Non
         # what the architecture says again, as bundles before it had it (a moclip of before reads them)
         mvnet={"config": arch, "name": cfg.mvnet, "params": count_params(net),
                "flops_per_video": flops_per_video(net.cpu(), mv_shape), "feature_dim": net.feature_dim},
-        fusion={"hidden": cfg.hidden, "dropout": cfg.dropout, "params": count_params(head)},
+        fusion={"hidden": cfg.hidden, "dropout": cfg.dropout, "params": count_params(head), "mv_input": mv_input},
         train_config=cfg,
         dataset={"url": url, "split_name": split_name(manifest, url), "split_protocol": s.protocol,
                  "n_train": len(s.train), "n_val": len(s.val), "n_test": len(s.test)},
