@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import warnings
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
@@ -89,7 +90,7 @@ class MVConfig(Settings):
         "auto", description="where motion vectors come from: native (the stream's own: H.264, MPEG-4 Part 2, "
                             "MPEG-1/2, H.263), reencode (every video re-encoded as MPEG-4 Part 2 at 340x256: one "
                             "encoder's motion statistics for any archive), auto (native where the codec has them, "
-                            "else re-encoded)")
+                            "except interlaced H.264; else re-encoded)")
     max_frames: int = Field(216_000, ge=1, description="cap on decoded frames per video (216000: 2 h at 30 fps)")
 
     @field_validator("grid", mode="before")
@@ -182,6 +183,14 @@ class TimelineConfig(Settings):
                                                      "speed, % of the frame per second, over ~0.5 s) shows no "
                                                      "action: no label (0: off)")
 
+    @field_validator("min_motion")
+    @classmethod
+    def _per_second(cls, v: float) -> float:
+        if 0 < v < 0.1:  # e.g. a script's 0.02 from before feature schema 2
+            warnings.warn(f"--min-motion {v:g} is in % of the frame per second since feature schema 2 (it was per "
+                          f"frame: {v:g} per frame is {25 * v:g} per second at 25 fps)", UserWarning, stacklevel=2)
+        return v
+
 
 def schema_problem(version: Any) -> str | None:
     """None for this moclip's feature schema; else what differs, in words."""
@@ -236,8 +245,6 @@ class FeatureSettings(Settings):
         payload["mv"]["grid"] = list(payload["mv"]["grid"])
         payload["clip"]["weights_id"] = weights_id or payload["clip"]["weights"]
         payload["mv"].pop("max_frames", None)  # a cap only decides failure, never feature bytes
-        if payload["mv"]["source"] != "reencode":  # auto and native give a native codec's video the same bytes
-            payload["mv"].pop("source")
         payload["clip"].pop("activation", None)  # the resolved activation is in the weights id
         if self.window.enabled:  # unset, it is not in the dump: today's hashes exactly
             payload["window"] = {**payload["window"], "stride": self.window.stride_s}

@@ -119,10 +119,13 @@ def test_settings_hash_values_are_stable_and_need_a_resolved_precision():
     """Hashes of feature schema 2 (schema 1's were 04dc3ff99aef80be and 525316b05faccfe5, unchanged from the
     dataclass settings up to f9bd05f to the schema bump): an upgrade that keeps the schema must not re-index
     existing datasets. An unresolved precision ("auto") names no feature bytes and is refused."""
-    assert SETTINGS.settings_hash("random-init") == "3d8cadb552f94b2f"
+    assert SETTINGS.settings_hash("random-init") == "545d8573a15c2b47"
     other = FeatureSettings(mv=MVConfig(segments=4, grid="3x4", backend="mvextractor", max_frames=7),
                             clip=ClipConfig(weights="x.pt", frames=3, precision="bf16", activation="quickgelu"))
-    assert other.settings_hash("sha:abc") == "4ff6128806ceb422"
+    assert other.settings_hash("sha:abc") == "8a4c4be509ab5041"
+    # auto re-encodes interlaced H.264 where native does not: another source is other features
+    native = FeatureSettings(mv=MVConfig(source="native"), clip=ClipConfig(precision="fp32"))
+    assert native.settings_hash("x") != FeatureSettings(clip=ClipConfig(precision="fp32")).settings_hash("x")
     assert FeatureSettings.model_validate(json.loads(json.dumps(other.model_dump()))) == other  # manifest round trip
     with pytest.raises(ValueError, match="resolve the CLIP precision first"):
         FeatureSettings().settings_hash("x")

@@ -61,3 +61,17 @@ def test_training_and_scoring_refuse_an_older_dataset(old_dataset, tmp_path):
     assert not (tmp_path / "model").exists()
     with pytest.raises(StaleFeatures, match="schema 2 .motion in % of the displayed frame per second"):
         read_settings(read_manifest(str(out)), str(out))  # what scoring a dataset with a bundle reads first
+
+
+def test_an_old_min_motion_value_warns():
+    """``--min-motion`` is per second now: 0.02 from a script of before is 25x more permissive than it was."""
+    from moclip.config import TimelineConfig
+
+    with pytest.warns(UserWarning, match=r"--min-motion 0.02 is in % of the frame per second .* 0.5 per second"):
+        TimelineConfig(min_motion=0.02)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TimelineConfig(min_motion=0.5)
+        TimelineConfig(min_motion=0)

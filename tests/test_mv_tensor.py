@@ -108,3 +108,33 @@ def test_frame_count_hint_and_columns_layout_do_not_change_the_tensor(tmp_path, 
     assert all(tensor(n) == ref for n in (1, 89, 90, 91, 500, 10**9))
     assert tensor(90, columns=True) == ref
     assert tensor(0, max_bins=16) == tensor(10**9, max_bins=16, columns=True)  # merged bins too
+
+
+def test_a_nudged_duplicate_timestamp_is_not_a_burst_of_speed():
+    """Muxers nudge a repeated timestamp forward by one tick: a 1 ms gap is no real frame time (MIN_GAP), so that
+    frame's motion is per frame distance / fps, not 40x too fast; real gaps (a dropped frame) still count."""
+    mvs = np.array([[-1, 16, 16, 8 - 4, 8, 8, 8, -4 * 4, 0, 4]], dtype=np.int32)  # moved +4 px in x
+    times = [i / 25 for i in range(10)]
+    times[5] = times[4] + 0.001  # nudged
+    times[8:] = [t + 1 / 25 for t in times[8:]]  # a dropped frame before frame 8: 2 frame times
+    acc = MotionAccumulator(10, (1, 1), 320, 240, fps=25)
+    for i, t in enumerate(times):
+        acc.add(DecodedFrame(index=i, pict_type="I" if i == 0 else "P", mvs=mvs, time_s=t))
+    v = acc.finish().values[:, 0, 0, 0]
+    per_second = 4 / 320 * 100 * 25
+    np.testing.assert_allclose(v[[1, 2, 3, 4, 7]], per_second, rtol=1e-6)
+    np.testing.assert_allclose(v[5], per_second, rtol=1e-6)  # the nudged frame: by frame distance, not 40x
+    np.testing.assert_allclose(v[6], per_second * (1 / 25) / (times[6] - times[5]), rtol=1e-6)  # the gap it left
+    np.testing.assert_allclose(v[8], per_second / 2, rtol=1e-6)  # 4 px over 2 frame times
+    np.testing.assert_allclose(v[9], per_second, rtol=1e-6)
+
+
+def test_references_forget_frames_of_another_size_and_look_as_deep_as_the_sps_says():
+    from moclip.video.mv_tensor import MAX_REF_DEPTH, REF_DEPTH, References
+
+    refs = References()
+    refs.keep(DecodedFrame(index=0, pict_type="I", mvs=np.zeros((0, 10), np.int32), luma=np.zeros((8, 8), np.uint8)))
+    refs.keep(DecodedFrame(index=1, pict_type="P", mvs=np.zeros((0, 10), np.int32), luma=np.zeros((4, 8), np.uint8)))
+    assert list(refs.frames) == [1]  # the size changed: frame 0 is no candidate for frame 1's blocks
+    assert References.depth_for(None) == REF_DEPTH and References.depth_for(1) == 4
+    assert References.depth_for(4) == 16 and References.depth_for(16) == MAX_REF_DEPTH

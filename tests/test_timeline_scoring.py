@@ -157,12 +157,12 @@ def test_bins_without_motion_get_no_label_however_sure_the_model_is():
     starts, ends, mv, valid = _windows([0, 1, 4, 5])
     p = np.array([[0.95, 0.05]] * 5)  # sure of x everywhere
     assert mv[0].mean() == pytest.approx(np.percentile([1, 0, 0, 0], 99))  # window 0's motion (both bins move)
-    segs = bin_segments(starts, ends, p, mv, valid, 1.0, ["x", "y"], TimelineConfig(min_motion=0.05, smooth=1))
+    segs = bin_segments(starts, ends, p, mv, valid, 1.0, ["x", "y"], TimelineConfig(min_motion=0.5, smooth=1))
     assert [(s["start_s"], s["end_s"], s["label"]) for s in segs] == [(0, 2, "x"), (2, 4, None), (4, 6, "x")]
     off = bin_segments(starts, ends, p, mv, valid, 1.0, ["x", "y"], TimelineConfig(min_motion=0, smooth=1))
     assert [(s["start_s"], s["end_s"], s["label"]) for s in off] == [(0, 6, "x")]
     valid[:, :] = 0  # no usable MV frames anywhere: nothing is known to be still
-    unknown = bin_segments(starts, ends, p, mv, valid, 1.0, ["x", "y"], TimelineConfig(min_motion=0.05, smooth=1))
+    unknown = bin_segments(starts, ends, p, mv, valid, 1.0, ["x", "y"], TimelineConfig(min_motion=0.5, smooth=1))
     assert [s["label"] for s in unknown] == ["x"]
 
 

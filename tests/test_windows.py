@@ -119,7 +119,7 @@ def test_no_window_keeps_todays_settings_hash():
     plain = FeatureSettings(clip=ClipConfig(precision="fp32"))
     # the hash of the same settings without the window field (schema 1's were fb81e7cdcd68aa06 and 4343be7bfa8c574c,
     # the same with and without windows existing): no window changes nothing
-    assert plain.settings_hash() == "e58be6b2b5228474"
+    assert plain.settings_hash() == "70399cdb778147d7"
     assert FeatureSettings(clip=ClipConfig(precision="fp32"), mv=MVConfig(source="reencode")).settings_hash("w1") \
         == "ac272ad66ef3e38b"
     windowed = FeatureSettings(clip=ClipConfig(precision="fp32"), window=WindowConfig(seconds=4))

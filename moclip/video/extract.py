@@ -11,7 +11,7 @@ import numpy as np
 from moclip.config import MVConfig
 from moclip.video import mvextractor_reader, pyav_reader
 from moclip.video.frames import DecodedFrame, DecodeError, VideoInfo, sample_indices
-from moclip.video.mv_tensor import MotionAccumulator, MotionTensor
+from moclip.video.mv_tensor import MotionAccumulator, MotionTensor, References
 from moclip.video.reencode import size_for as reencode_size
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ def motion_accumulator(info: VideoInfo, mv: MVConfig, **kwargs) -> MotionAccumul
     width, height = (info.width, info.height) if info.mv_source == "native" else reencode_size(info.width,
                                                                                                info.height)
     return MotionAccumulator(mv.segments, mv.grid, width, height, orientation=info.orientation, fps=info.fps,
-                             **kwargs)
+                             reference_depth=References.depth_for(info.reference_frames), **kwargs)
 
 
 def extract_video(

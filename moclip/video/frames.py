@@ -51,6 +51,8 @@ class VideoInfo:
     sar: float = 1.0
     # two fields per frame (the first frame says; None: not known, e.g. the mv-extractor backend)
     interlaced: bool | None = None
+    # H.264: the reference frames its SPS keeps (max_num_ref_frames; None: not H.264, or not known)
+    reference_frames: int | None = None
 
     @property
     def has_mvs(self) -> bool:

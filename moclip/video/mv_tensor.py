@@ -9,7 +9,7 @@ Rules (docs/MOTION_VECTORS.md explains why):
   points 3 frames back, so its raw MVs are 3 frames' motion. We divide by the time to the frame the MV refers to,
   from the frames' timestamps; where those are missing or broken (not rising, or a jump of more than
   ``MAX_GAP_S``), by the frame distance / fps. Which frame that is: for MPEG-4 Part 2, MPEG-1/2 and H.263 the
-  nearest anchor (I/P frame) in that direction; H.264 may refer to any of up to 16 frames (x264's defaults: 3
+  nearest anchor (I/P frame) in that direction; H.264 may refer to any of up to 16 reference frames (x264's defaults: 3
   references and B-pyramids) and FFmpeg does not export which, so each block's reference is found by matching:
   the decoded picture under the block against each candidate frame's picture where the MV points
   (``References``).
@@ -34,7 +34,10 @@ import numpy as np
 from moclip.video.frames import DecodedFrame, mv_column
 from moclip.video.orientation import UPRIGHT, Orientation
 
-MAX_REF_BACK = 12  # frames searched for an H.264 block's reference, each way (x264's defaults reach ~9 back)
+REF_DEPTH = 16  # frames searched for an H.264 block's reference, each way, when the SPS does not say (x264's
+# defaults reach ~9 back); with it, 4 display frames per reference frame it keeps (B-frames between them), up to 32
+MAX_REF_DEPTH = 32
+MIN_GAP = 0.25  # a timestamp gap shorter than this many frame times is a nudged duplicate: frame distance / fps
 SAMPLE_BLOCKS = 64  # blocks matched against every candidate; the rest only against the candidates they voted for
 PATCH = 4  # half the side of the matched square of pixels (8 x 8 around the block centre)
 MAX_GAP_S = 60.0  # a longer time between a frame and its reference is a broken clock: frame distance / fps instead
@@ -89,15 +92,24 @@ class References:
     itself at ``dst``; in any other frame it does not (unless the picture is flat or still there, when every
     candidate matches: then the nearest is taken, as without matching). So each candidate frame is scored by the
     sum of absolute differences of the 8 x 8 pixels around ``dst`` and ``src``. ``SAMPLE_BLOCKS`` blocks are scored
-    against every candidate within ``MAX_REF_BACK`` frames; the candidates they pick (most frames: one) are then
-    scored for every block."""
+    against every candidate within ``depth`` frames; the candidates they pick (most frames: one) are then scored
+    for every block on 4 x 4 pixels."""
 
-    def __init__(self) -> None:
+    def __init__(self, depth: int = REF_DEPTH) -> None:
+        self.depth = depth
         self.frames: dict[int, tuple[float | None, np.ndarray]] = {}
 
+    @staticmethod
+    def depth_for(reference_frames: int | None) -> int:
+        """How far to look, given the SPS's ``max_num_ref_frames`` (None: not known)."""
+        return REF_DEPTH if reference_frames is None else min(MAX_REF_DEPTH, max(4, 4 * reference_frames))
+
     def keep(self, frame: DecodedFrame) -> None:
-        if frame.luma is not None:
-            self.frames[frame.index] = (frame.time_s, frame.luma)
+        if frame.luma is None:
+            return
+        if self.frames and next(iter(self.frames.values()))[1].shape != frame.luma.shape:
+            self.frames.clear()  # the picture size changed mid-stream: earlier frames are no candidates
+        self.frames[frame.index] = (frame.time_s, frame.luma)
 
     def forget_before(self, index: int) -> None:
         for i in [i for i in self.frames if i < index]:
@@ -107,13 +119,13 @@ class References:
                         ) -> np.ndarray | None:
         """Per MV of ``frame``: ``source`` / the seconds to the frame it refers to (None: no candidates kept)."""
         source = mv_column(frame.mvs, "source")
-        out = np.empty(len(source), dtype=np.float64)
+        out = np.zeros(len(source), dtype=np.float64)  # FFmpeg writes only -1 and +1
         for direction in (-1, 1):
             rows = np.flatnonzero(source == direction)
             if not len(rows):
                 continue
             step = -1 if direction < 0 else 1
-            cands = [j for j in range(frame.index + step, frame.index + step * (MAX_REF_BACK + 1), step)
+            cands = [j for j in range(frame.index + step, frame.index + step * (self.depth + 1), step)
                      if j in self.frames]
             if not cands:
                 return None
@@ -166,10 +178,12 @@ class MotionAccumulator:
     """Feed frames in display order with :meth:`add`; call :meth:`finish` once."""
 
     def __init__(self, segments: int, grid: tuple[int, int], width: int, height: int, max_bins: int = 1024,
-                 expected_frames: int = 0, orientation: Orientation = UPRIGHT, fps: float = 0.0):
+                 expected_frames: int = 0, orientation: Orientation = UPRIGHT, fps: float = 0.0,
+                 reference_depth: int = REF_DEPTH):
         """``width`` x ``height``: the coded picture the MVs are in; ``orientation``: how it is turned for display
         (``moclip.video.orientation``): the grid then lies over the displayed picture and x, y are its axes.
-        ``fps``: the stream's frame rate, for frames without usable timestamps."""
+        ``fps``: the stream's frame rate, for frames without usable timestamps. ``reference_depth``: how many frames
+        back and ahead an H.264 block's reference is looked for (``References.depth_for``)."""
         if width <= 0 or height <= 0:
             raise ValueError(f"bad frame size {width}x{height}")
         self.T = segments
@@ -189,7 +203,7 @@ class MotionAccumulator:
         self._last_anchor_t: float | None = None
         self._frame_s = 1.0 / (fps if fps > 0 else FALLBACK_FPS)
         self._pending_b: list[tuple[DecodedFrame, int]] = []
-        self._refs = References()
+        self._refs = References(reference_depth)
         self.chunk_frames = 64
         # usable frames not pooled yet: (MVs, -1 / seconds back, 1 / seconds ahead, bin, per MV: source / seconds)
         self._chunk: list[tuple[np.ndarray, float, float, int, np.ndarray | None]] = []
@@ -215,14 +229,17 @@ class MotionAccumulator:
         if self._pending_b:
             self._flush_b(next_anchor=i, next_t=frame.time_s)
         self._last_anchor, self._last_anchor_t = i, frame.time_s
-        self._refs.forget_before(i - MAX_REF_BACK)  # the B-frames still to come refer to no older frame
+        self._refs.forget_before(i - self._refs.depth)  # the B-frames still to come refer to no older frame
 
     def _seconds(self, i0: int | None, t0: float | None, i1: int, t1: float | None) -> float:
         """The time from frame ``i0`` (shown at ``t0``) to frame ``i1`` (at ``t1``): from the timestamps where both
-        exist and rise by at most ``MAX_GAP_S``, else the frame distance / fps (one frame when ``i0`` is unknown)."""
-        if t0 is not None and t1 is not None and 0 < t1 - t0 <= MAX_GAP_S:
+        exist and rise by at least ``MIN_GAP`` frame times and at most ``MAX_GAP_S``, else the frame distance / fps
+        (one frame when ``i0`` is unknown). A muxer that nudges a repeated timestamp by one tick would otherwise make
+        that frame's motion hundreds of times too fast."""
+        by_index = max(i1 - i0 if i0 is not None else 1, 1) * self._frame_s
+        if t0 is not None and t1 is not None and MIN_GAP * by_index <= t1 - t0 <= MAX_GAP_S:
             return t1 - t0
-        return max(i1 - i0 if i0 is not None else 1, 1) * self._frame_s
+        return by_index
 
     def _flush_b(self, next_anchor: int | None, next_t: float | None = None) -> None:
         last, last_t, pending = self._last_anchor, self._last_anchor_t, self._pending_b

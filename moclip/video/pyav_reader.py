@@ -116,9 +116,10 @@ def mv_array(frame: av.VideoFrame) -> np.ndarray:
 MULTI_REFERENCE_CODECS = frozenset({"h264"})
 
 
-def may_refer_further_back(codec: str, extradata: bytes | None) -> bool:
-    """Whether a block of this stream may refer to another frame than the nearest anchor."""
-    return codec in MULTI_REFERENCE_CODECS and (max_reference_frames(extradata) or 2) > 1
+def may_refer_further_back(codec: str, reference_frames: int | None) -> bool:
+    """Whether a block of this stream may refer to another frame than the nearest anchor (``reference_frames``: what
+    its SPS says, None when it does not: then it may)."""
+    return codec in MULTI_REFERENCE_CODECS and (reference_frames is None or reference_frames > 1)
 
 
 def luma_plane(frame: av.VideoFrame) -> np.ndarray | None:
@@ -188,7 +189,8 @@ def iter_frames(
     (converted at ``rgb_size(w, h)`` with bicubic scaling in swscale), so the other frames skip the colour
     conversion entirely.
     ``mv_source``: "native" (the stream's own MVs), "reencode" (MVs of the frames re-encoded as MPEG-4 Part 2,
-    ``moclip.video.reencode``) or "auto" (native where the codec exports them, else re-encoded); the one used is
+    ``moclip.video.reencode``) or "auto" (native where the codec exports them, except interlaced H.264, whose field
+    macroblocks' MVs FFmpeg exports in field lines; else re-encoded); the one used is
     ``info.mv_source``. The info describes the file (its codec and size), whichever the MVs came from, and how its
     pictures are turned for display (``info.orientation``, from the first frame's display matrix): the RGB frames
     come turned upright; the MVs stay as coded, for ``MotionAccumulator`` to turn.
@@ -228,8 +230,9 @@ def iter_frames(
         native = info.has_mvs and not (interlaced and info.codec in FIELD_MV_CODECS)
         mv_source = "native" if native else "reencode"
     reencode = export_mvs and mv_source == "reencode"
-    with_luma = export_mvs and not reencode and may_refer_further_back(info.codec, cc.extradata)
-    info = dataclasses.replace(info, orientation=orientation, interlaced=interlaced,
+    refs = max_reference_frames(cc.extradata) if info.codec in MULTI_REFERENCE_CODECS else None
+    with_luma = export_mvs and not reencode and may_refer_further_back(info.codec, refs)
+    info = dataclasses.replace(info, orientation=orientation, interlaced=interlaced, reference_frames=refs,
                                mv_source="reencoded" if reencode else "native")
 
     def gen() -> Iterator[DecodedFrame]:
