@@ -111,8 +111,9 @@ def test_frame_count_hint_and_columns_layout_do_not_change_the_tensor(tmp_path, 
 
 
 def test_a_nudged_duplicate_timestamp_is_not_a_burst_of_speed():
-    """Muxers nudge a repeated timestamp forward by one tick: a 1 ms gap is no real frame time (MIN_GAP), so that
-    frame's motion is per frame distance / fps, not 40x too fast; real gaps (a dropped frame) still count."""
+    """Muxers nudge a repeated timestamp forward by one tick: a 1 ms gap is no real frame time (MIN_GAP_S), so that
+    frame's motion is per frame distance / fps, not 40x too fast; real gaps (a dropped frame) still count (and a
+    10 ms step of a variable-frame-rate burst: tests/test_bad_inputs.py)."""
     mvs = np.array([[-1, 16, 16, 8 - 4, 8, 8, 8, -4 * 4, 0, 4]], dtype=np.int32)  # moved +4 px in x
     times = [i / 25 for i in range(10)]
     times[5] = times[4] + 0.001  # nudged

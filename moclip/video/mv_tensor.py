@@ -37,7 +37,9 @@ from moclip.video.orientation import UPRIGHT, Orientation
 REF_DEPTH = 16  # frames searched for an H.264 block's reference, each way, when the SPS does not say (x264's
 # defaults reach ~9 back); with it, 4 display frames per reference frame it keeps (B-frames between them), up to 32
 MAX_REF_DEPTH = 32
-MIN_GAP = 0.25  # a timestamp gap shorter than this many frame times is a nudged duplicate: frame distance / fps
+# a timestamp gap shorter than this is a muxer's nudged duplicate (one tick of 1 ms or 1/90,000 s), not a frame
+# time (a 10 ms step of a variable-frame-rate burst is one): frame distance / fps instead
+MIN_GAP_S = 0.002
 SAMPLE_BLOCKS = 64  # blocks matched against every candidate; the rest only against the candidates they voted for
 PATCH = 4  # half the side of the matched square of pixels (8 x 8 around the block centre)
 MAX_GAP_S = 60.0  # a longer time between a frame and its reference is a broken clock: frame distance / fps instead
@@ -233,13 +235,12 @@ class MotionAccumulator:
 
     def _seconds(self, i0: int | None, t0: float | None, i1: int, t1: float | None) -> float:
         """The time from frame ``i0`` (shown at ``t0``) to frame ``i1`` (at ``t1``): from the timestamps where both
-        exist and rise by at least ``MIN_GAP`` frame times and at most ``MAX_GAP_S``, else the frame distance / fps
-        (one frame when ``i0`` is unknown). A muxer that nudges a repeated timestamp by one tick would otherwise make
-        that frame's motion hundreds of times too fast."""
-        by_index = max(i1 - i0 if i0 is not None else 1, 1) * self._frame_s
-        if t0 is not None and t1 is not None and MIN_GAP * by_index <= t1 - t0 <= MAX_GAP_S:
+        exist and rise by at least ``MIN_GAP_S`` and at most ``MAX_GAP_S``, else the frame distance / fps (one frame
+        when ``i0`` is unknown). A muxer that nudges a repeated timestamp by one tick would otherwise make that
+        frame's motion tens to thousands of times too fast."""
+        if t0 is not None and t1 is not None and MIN_GAP_S <= t1 - t0 <= MAX_GAP_S:
             return t1 - t0
-        return by_index
+        return max(i1 - i0 if i0 is not None else 1, 1) * self._frame_s
 
     def _flush_b(self, next_anchor: int | None, next_t: float | None = None) -> None:
         last, last_t, pending = self._last_anchor, self._last_anchor_t, self._pending_b
