@@ -63,6 +63,6 @@ def test_fusion_needs_and_uses_both_streams(demo):
     assert acc["mv_only", "appearance"] <= 0.5
     assert acc["fusion", "appearance"] >= acc["mv_only", "appearance"] + 0.25
     # overall, fusion beats both single streams. Not by a fixed margin over MV-only: two runs of the same code gave
-    # fusion 0.95 and 0.80 against MV-only 0.775 and 0.725 (40 test videos; index-time CLIP batches differ run to
-    # run, and training follows), so the groups above carry the guarantee
+    # fusion 0.95 and 0.80 against MV-only 0.775 and 0.725 (40 test videos; where the runs differ is not traced yet),
+    # so the groups above carry the guarantee
     assert top1["fusion"] > top1["mv_only"] and top1["fusion"] >= top1["clip_linear_probe"] + 0.2
