@@ -33,7 +33,7 @@ from moclip.train import calibrate, metrics, results
 from moclip.train.augment import augment
 from moclip.train.determinism import deterministic
 from moclip.train.loop import FitConfig, fit
-from moclip.train.splits import Splits, make_splits
+from moclip.train.splits import Splits, has_value, make_splits
 
 
 @dataclass
@@ -97,7 +97,8 @@ def _folds(meta: pd.DataFrame, rows: np.ndarray, k: int, seed: int) -> list[np.n
     """``rows`` in ``k`` folds of whole groups (a UCF101 group's clips share a scene: never on both sides), shuffled
     with ``seed``; rows without a group are their own."""
     groups = meta["group"].iloc[rows] if "group" in meta else pd.Series([None] * len(rows))
-    keys = np.array([f"g:{g}" if g is not None and g == g and str(g) else f"r:{r}" for g, r in zip(groups, rows)])
+    grouped = has_value(groups).to_numpy()  # as make_splits reads groups
+    keys = np.array([f"g:{g}" if has else f"r:{r}" for g, r, has in zip(groups, rows, grouped)])
     unique = np.random.default_rng(seed).permutation(np.unique(keys))
     fold_of = {key: i % k for i, key in enumerate(unique)}
     return [rows[np.array([fold_of[key] == f for key in keys], dtype=bool)] for f in range(min(k, len(unique)))]

@@ -20,7 +20,8 @@ class Splits:
     protocol: str  # how validation (and test, if not official) was chosen, in words
 
 
-def _has(values: pd.Series) -> pd.Series:
+def has_value(values: pd.Series) -> pd.Series:
+    """Where ``values`` holds something: not null, not "" and not the string "None" (labels and groups)."""
     return values.notna() & (values.astype(str) != "") & (values.astype(str) != "None")
 
 
@@ -29,10 +30,10 @@ def make_splits(meta: pd.DataFrame, val_fraction: float = 0.15, test_fraction: f
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     rng = np.random.default_rng(seed)
-    labeled = _has(meta["label"]).to_numpy()
+    labeled = has_value(meta["label"]).to_numpy()
     split = meta["split"].astype(str).to_numpy() if "split" in meta else np.array(["None"] * len(meta))
     groups = meta["group"] if "group" in meta else pd.Series([None] * len(meta))
-    has_group = _has(groups).to_numpy()
+    has_group = has_value(groups).to_numpy()
     official = labeled & np.isin(split, ["train", "test"])
     notes = []
     if official.any():

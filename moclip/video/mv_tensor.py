@@ -7,12 +7,12 @@ Rules (docs/MOTION_VECTORS.md explains why):
   pan reads the same at 25, 30 or 60 fps, and a variable-frame-rate video gets each frame's own speed.
 * Reference distance: FFmpeg's ``source`` is only a direction (-1 past, +1 future). A P-frame in an IBBP GOP
   points 3 frames back, so its raw MVs are 3 frames' motion. We divide by the time to the frame the MV refers to,
-  from the frames' timestamps; where those are missing or broken (not rising, or a jump of more than
-  ``MAX_GAP_S``), by the frame distance / fps. Which frame that is: for MPEG-4 Part 2, MPEG-1/2 and H.263 the
-  nearest anchor (I/P frame) in that direction; H.264 may refer to any of up to 16 reference frames (x264's defaults: 3
-  references and B-pyramids) and FFmpeg does not export which, so each block's reference is found by matching:
-  the decoded picture under the block against each candidate frame's picture where the MV points
-  (``References``).
+  from the frames' timestamps; where those are missing or broken (rising by less than ``MIN_GAP_S``, or a jump
+  of more than ``MAX_GAP_S``), by the frame distance / fps. Which frame that is: for MPEG-4 Part 2, MPEG-1/2
+  and H.263 the nearest anchor (I/P frame) in that direction; H.264 may refer to any of up to 16 reference frames
+  (x264's defaults: 3 references and B-pyramids) and FFmpeg does not export which, so each block's reference is
+  found by matching: the decoded picture under the block against each candidate frame's picture where the MV
+  points (``References``).
 * Usable frames: I-frames and frames without MVs add nothing; B-frames whose MVs are all zero are skipped (FFmpeg
   exports all-zero MVs for MPEG-4 Part 2 B-frames). A P-frame with all-zero MVs is real evidence of no motion
   and counts.
