@@ -19,7 +19,7 @@ from pydantic import AliasChoices, BaseModel, Field, ValidationError, model_vali
 from pydantic_settings import CliApp, CliPositionalArg, CliSettingsSource, CliSubCommand, CliSuppress
 
 from flows.jobs import JobFailed
-from moclip.config import Device, TrainConfig
+from moclip.config import ClipConfig, Device, MVConfig, TrainConfig
 from moclip.params import DemoParams, EvaluateParams, IndexParams, LabelParams, TrainParams
 
 # a second, short name for common options (the dotted name always works); one table for every command
@@ -111,10 +111,20 @@ class EvaluateCommand(BaseModel):
         run_evaluate(EvaluateParams(dataset=self.dataset, model=self.model, report_out=self.out, device=self.device))
 
 
+class _LabelFeatures(BaseModel):
+    """FeatureSettings' options a label job takes (its time windows are its own --window: ``windows``)."""
+
+    mv: MVConfig = Field(default_factory=MVConfig)
+    clip: ClipConfig = Field(default_factory=ClipConfig)
+
+
 class LabelCommand(LabelParams):
-    """label an archive with a trained model (indexes it first, incrementally)"""
+    """label an archive with a trained model, or with none by CLIP zero-shot over class names (--classes); indexes it
+    first, incrementally"""
 
     path: CliPositionalArg[str] = Field(description="archive folder")
+    features: _LabelFeatures = Field(default_factory=_LabelFeatures,
+                                     description=LabelParams.model_fields["features"].description)
 
     @model_validator(mode="before")
     @classmethod

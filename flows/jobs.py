@@ -97,7 +97,8 @@ def run_label(params: LabelParams) -> dict:
 
     workers_clip = None
     with contextlib.suppress(Exception):  # a bad model path is reported by the flow itself
-        workers_clip = params.index_params(read_meta(params.model).features.settings).workers_clip()
+        features = None if params.model is None else read_meta(params.model).features.settings
+        workers_clip = params.index_params(features).workers_clip()
     with prefect_api(("flows.label_flow",), workers_clip):
         from flows.index_flow import outcome
         from flows.label_flow import label_archive
@@ -107,6 +108,8 @@ def run_label(params: LabelParams) -> dict:
     top = ", ".join(f"{k} {v}" for k, v in list(out["top1_counts"].items())[:10])
     print(f"{out['n_labelled']} videos labelled ({out['predicted']} predicted in this run, {out['kept']} unchanged; "
           f"{out['n_failed']} failed to index): {top}")  # failed rows in the features, this run's and earlier
+    if params.model is None:
+        print("zero-shot labels (CLIP over the vocabulary): their probabilities are not calibrated")
     for shard, reason in out["failed"][:20]:
         print(f"  not labelled: shard {shard}: {reason}", file=sys.stderr)
     print(f"predictions: {out['predictions']}/" + (f" and {out['csv']}" if out["csv"] else ""))

@@ -1,4 +1,5 @@
 """Label an archive: index it (incrementally, with the model's feature settings) -> predict shard by shard on Dask.
+With no model, CLIP zero-shot over a vocabulary labels it (indexed with the job's feature options).
 
     index-corpus (subflow) ──> predict-archive (subflow): plan-labels ──> label-shards on Dask (one task per group
                                                            of feature shards: a prediction file per feature shard)
@@ -32,9 +33,9 @@ from flows.runtime import (
     start_worker_forkserver,
     without_heartbeats,
 )
-from moclip.dataset import Store, read_manifest
+from moclip.dataset import Store, read_manifest, read_settings
 from moclip.dataset.lock import LABEL_LOCK, dataset_lock
-from moclip.inference import Predictor
+from moclip.inference import Labeller, Predictor, ZeroShotModel
 from moclip.label import PREDICTIONS_DIR, GroupResult, LabelTarget, ShardWork, group_work, label_key
 from moclip.label.export import (
     ACTIVITYNET_JSON,
@@ -93,6 +94,26 @@ def set_aside(bad: list[tuple[str, str, str]], result: GroupResult, owned: list[
             owned.remove(name)
 
 
+def labeller(params: LabelParams, features: str, manifest: dict) -> tuple[Labeller, str, list | None, bool]:
+    """What labels the dataset ``features``: the bundle (refused for features of other settings) or the zero-shot
+    vocabulary; with the run's label key, the extra classes' text embeddings, and whether it labels time windows."""
+    extra = list(params.extra_classes)
+    if params.model is None:
+        if not manifest.get("settings"):
+            raise ValueError(f"{features}: no indexed features (no manifest): nothing to label")
+        windowed = read_settings(manifest, features).window.enabled  # as indexed (given, or recorded)
+        zs = ZeroShotModel.for_dataset(params.vocabulary, params.prompts, features, manifest, params.run.device)
+        key = label_key({"zero_shot": zs.model_id}, params.top_k, [],
+                        params.timeline.model_dump() if windowed else None)
+        return zs, key, None, windowed
+    predictor = Predictor.load(params.model, params.run.device)
+    predictor.check_dataset(features, manifest)
+    windowed = bool(params.windows.enabled)
+    key = label_key(predictor.meta.files, params.top_k, extra, params.timeline.model_dump() if windowed else None)
+    text = predictor.zero_shot_text(extra, features, manifest).tolist() if extra else None
+    return predictor, key, text, windowed
+
+
 @flow(name="predict-archive")
 def predict_archive(features: str, params: LabelParams) -> dict:
     """Predict every video of the indexed dataset ``features`` into ``params.out`` (see the module docstring)."""
@@ -100,13 +121,11 @@ def predict_archive(features: str, params: LabelParams) -> dict:
     logger = get_run_logger()
     if local_workers(params.run):
         start_worker_forkserver()  # local workers' fork server imports torch while we plan (unless already up)
-    predictor = Predictor.load(params.model, params.run.device)
     manifest = read_manifest(features, params.storage_options) or {}
-    predictor.check_dataset(features, manifest)
+    predictor, key, text, windowed = labeller(params, features, manifest)
+    zero_shot = isinstance(predictor, ZeroShotModel)
+    model = None if zero_shot else str(predictor.path)
     extra = list(params.extra_classes)
-    windowed = bool(params.windows.enabled)
-    key = label_key(predictor.meta.files, params.top_k, extra, params.timeline.model_dump() if windowed else None)
-    text = predictor.zero_shot_text(extra, features, manifest).tolist() if extra else None
     out = Store(params.out, params.storage_options)
     base = params.out.rstrip("/")
     predictions = f"{base}/{PREDICTIONS_DIR}"
@@ -121,10 +140,13 @@ def predict_archive(features: str, params: LabelParams) -> dict:
         if the_plan.unknown:  # e.g. a user's own file: never removed
             logger.info("%s: %d files that are not prediction files, left alone (e.g. %s)", predictions,
                         len(the_plan.unknown), the_plan.unknown[0])
-        target = LabelTarget(model=str(predictor.path), device=run.device, key=key, features=features,
+        target = LabelTarget(model=model, device=run.device, key=key, features=features,
                              predictions=predictions, top_k=params.top_k, extra_classes=tuple(extra),
                              extra_text=text, storage_options=params.storage_options, windows=windows,
-                             segments=segments, timeline=params.timeline if windowed else None)
+                             segments=segments, timeline=params.timeline if windowed else None,
+                             classes=tuple(predictor.classes) if zero_shot else (),
+                             text=predictor.text.tolist() if zero_shot else None,
+                             model_id=predictor.model_id if zero_shot else None)
         result, predict_s = GroupResult(), 0.0
         groups = group_work(the_plan.shards, local_workers(run) or 16)
         if groups:
@@ -160,7 +182,7 @@ def predict_archive(features: str, params: LabelParams) -> dict:
     if params.csv and (changed or recorded is None or csv_stamp(out, owned) != recorded):
         csv, bad = export_csv_task(predictions, params.out, owned, params.storage_options)
         set_aside(bad, result, owned)  # a prediction file unreadable past its summary columns
-    random_clip = predictor.meta.clip.random_init
+    random_clip = predictor.random_init
     page, timeline_md = None, ""
     if windowed and counts.videos:
         try:
@@ -186,13 +208,15 @@ def predict_archive(features: str, params: LabelParams) -> dict:
     }
     write_label_manifest(out, {**summary, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                "top1_counts": counts.top1_counts()},
-                         model=str(predictor.path), model_id=predictor.model_id, label_key=key, features=features,
+                         model=model or "zero-shot", model_id=predictor.model_id, label_key=key, features=features,
                          top_k=params.top_k, extra_classes=extra, clip_random_init=random_clip,
+                         classes=params.classes, calibrated=not zero_shot,
                          csv=csv_stamp(out, owned) if params.csv else None)
-    trained = predictor.meta.mv_sources
+    trained = predictor.mv_sources
     if counts.mv_source_unseen:
         warn(mv_source_warning(counts, trained))
-    create_markdown_artifact(distribution_markdown(counts, bool(extra), random_clip, trained) + timeline_md,
+    create_markdown_artifact(distribution_markdown(counts, bool(extra), random_clip, trained, zero_shot)
+                             + timeline_md,
                              key="label-summary",
                              description=f"{counts.videos} videos labelled -> {predictions}")
     return {**summary, "predictions": predictions, "csv": csv if params.csv else None,
@@ -202,11 +226,13 @@ def predict_archive(features: str, params: LabelParams) -> dict:
 
 @flow(name="label-archive")
 def label_archive(params: LabelParams) -> dict | State:
-    """Top-k labels for every video of an archive, plus zero-shot scores for extra class names. Ends Failed (its
-    data: the summary) when part of the work was not done: index shards not written, feature shards not labelled;
-    a rerun does what is missing."""
-    predictor = Predictor.load(params.model, params.run.device)  # a modified weights file is refused before any work
-    index_params = params.index_params(predictor.settings)
+    """Top-k labels for every video of an archive: by a trained model (plus zero-shot scores for extra class names),
+    or with no model by CLIP zero-shot over a vocabulary. Ends Failed (its data: the summary) when part of the work
+    was not done: index shards not written, feature shards not labelled; a rerun does what is missing."""
+    if params.model is not None:  # a modified weights file is refused before any work
+        index_params = params.index_params(Predictor.load(params.model, params.run.device).settings)
+    else:
+        index_params = params.index_params()
     with without_heartbeats():  # subflows: this flow's heartbeat covers the process
         indexed = outcome(index_corpus(index_params, return_state=True))  # incomplete: label what is there
         labelled = predict_archive(index_params.out, params)

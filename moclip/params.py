@@ -23,6 +23,7 @@ from moclip.config import (
     recorded_schema,
     schema_problem,
 )
+from moclip.vocabulary import Vocabulary, read_vocabulary_file
 
 __all__ = ["ArchiveSpec", "DemoParams", "EvaluateParams", "IndexParams", "LabelParams", "TrainParams"]
 
@@ -152,11 +153,22 @@ class ArchiveSpec(CorpusSpec):
         "unlabeled", description="unlabeled (videos found recursively), manifest (CSV) or folder")
 
 
+Prompts = Literal["short", "clip-ucf101", "plain"]
+
+
 class LabelParams(Settings):
-    """Label an archive with a trained bundle (indexed first, incrementally, with the bundle's feature settings)."""
+    """Label an archive with a trained bundle (``model``), or with no model by CLIP zero-shot over a vocabulary
+    (``classes``); the archive is indexed first, incrementally."""
 
     corpus: ArchiveSpec = Field(description="the archive and how to read it")
-    model: str = Field(description="trained-model bundle folder")
+    model: str | None = Field(None, description="trained-model bundle folder (or give --classes instead)")
+    classes: list[str] | None = Field(None, description="no model: label by CLIP zero-shot over these class names "
+                                                        '("a,b,c", or a file of names, one per line, each optionally '
+                                                        '"name: prompt; prompt"); probabilities are not calibrated')
+    prompts: Prompts = Field("short", description="with --classes: the prompt ensemble filled with each name")
+    features: FeatureSettings = Field(default_factory=FeatureSettings,
+                                      description="with --classes: how the archive is indexed (with --model: the "
+                                                  "model's settings; time windows: --window)")
     out: str = Field(description="output folder or fsspec URL: predictions/ (one Parquet file per feature shard), "
                                  "predictions.csv, _labels.json")
     features_out: str | None = Field(None, description="where the archive's features go (default: OUT/features)")
@@ -191,11 +203,54 @@ class LabelParams(Settings):
             out.append(n)
         return out
 
-    def index_params(self, features: FeatureSettings) -> IndexParams:
-        """Index the archive with exactly the feature settings the model was trained on. A layout the caller did
-        not give stays unset (unlabeled, unless the features dataset recorded another: ``with_recorded``)."""
-        # every feature setting given (the model's, and this job's windows): none may come from the dataset's manifest
-        features = _given(features.model_copy(update={"window": self.windows}, deep=True))
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _vocabulary(cls, v: object) -> object:
+        """ "a,b,c", a list, or a file of names (one entry naming an existing file): checked by ``Vocabulary.parse``
+        (an empty list or a repeated name is refused), stored as entries ``name`` or ``name: prompt; prompt``."""
+        if v is None:
+            return v
+        entries = v.split(",") if isinstance(v, str) else v
+        if not isinstance(entries, list):
+            return v
+        entries = [e.strip() if isinstance(e, str) else e for e in entries]
+        entries = [e for e in entries if e != ""]
+        if len(entries) == 1 and isinstance(entries[0], str) and Path(entries[0]).expanduser().is_file():
+            entries = read_vocabulary_file(Path(entries[0]).expanduser())
+        vocab = Vocabulary.parse([str(e) for e in entries])
+        return [n + (": " + "; ".join(p) if p else "") for n, p in zip(vocab.names, vocab.prompts)]
+
+    @model_validator(mode="after")
+    def _model_or_classes(self) -> LabelParams:
+        if (self.model is None) == (self.classes is None):
+            raise ValueError("give either model (a trained bundle) or classes (zero-shot class names), not "
+                             + ("both" if self.model is not None else "neither"))
+        if self.classes is not None and self.extra_classes:
+            raise ValueError("extra_classes score names beside a trained model; with classes, add them to classes")
+        if self.model is not None and "features" in self.model_fields_set:
+            raise ValueError("with a model, the archive is indexed with the model's feature settings: leave out the "
+                             "feature options (give them to zero-shot labelling: classes)")
+        return self
+
+    @property
+    def vocabulary(self) -> Vocabulary | None:
+        """The zero-shot vocabulary (None with a model)."""
+        return None if self.classes is None else Vocabulary.parse(self.classes)
+
+    def index_params(self, features: FeatureSettings | None = None) -> IndexParams:
+        """Index the archive with exactly the feature settings the model was trained on (``features``), or, for
+        zero-shot labelling (None), with this job's feature options: those not given come from the dataset's
+        manifest when it has one, as ``moclip index`` does (``with_recorded``). A layout the caller did not give
+        stays unset (unlabeled, unless the features dataset recorded another)."""
+        if features is not None:
+            # every feature setting given (the model's, and this job's windows): none may come from the manifest
+            features = _given(features.model_copy(update={"window": self.windows}, deep=True))
+        else:
+            features = self.features.model_copy(deep=True)
+            if "windows" in self.model_fields_set:
+                features = features.model_copy(update={"window": self.windows})
+            else:  # windows or none as the dataset recorded them
+                features.model_fields_set.discard("window")
         corpus = CorpusSpec.model_validate({**self.corpus.model_dump(exclude_unset=True), "layout": self.corpus.layout})
         if "layout" not in self.corpus.model_fields_set:
             corpus.model_fields_set.discard("layout")

@@ -17,6 +17,10 @@ import numpy as np
 import torch
 
 from moclip.files import atomic_write_bytes
+from moclip.vocabulary import Vocabulary, read_vocabulary_file
+
+__all__ = ["TEMPLATE_SETS", "Vocabulary", "cache_dir", "humanize", "normalize", "read_vocabulary_file", "scores",
+           "text_embeddings", "video_embedding"]
 
 TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
     # a compact ensemble of the CLIP paper's UCF101 prompts
@@ -50,12 +54,17 @@ def cache_dir() -> Path:
 
 
 def text_embeddings(model: torch.nn.Module, tokenizer, classnames: list[str], weights_id: str,
-                    templates: str = "short", batch_size: int = 256, use_cache: bool = True) -> np.ndarray:
-    """L2-normalised class embeddings [C, D]: the mean of each class's normalised prompt embeddings."""
+                    templates: str = "short", batch_size: int = 256, use_cache: bool = True,
+                    own_prompts: dict[str, tuple[str, ...]] | None = None) -> np.ndarray:
+    """L2-normalised class embeddings [C, D]: the mean of each class's normalised prompt embeddings. A class in
+    ``own_prompts`` (a vocabulary's prompt text: ``Vocabulary``) takes those prompts as they are, instead of the
+    template set filled with its name."""
     if templates not in TEMPLATE_SETS:
         raise ValueError(f"unknown prompt set {templates!r}: use one of {', '.join(TEMPLATE_SETS)}")
     prompts = TEMPLATE_SETS[templates]
-    key = hashlib.sha256(json.dumps([weights_id, prompts, classnames]).encode()).hexdigest()[:24]
+    own = {c: list(p) for c, p in (own_prompts or {}).items() if c in classnames and p}
+    blob = [weights_id, prompts, classnames] + ([sorted(own.items())] if own else [])
+    key = hashlib.sha256(json.dumps(blob).encode()).hexdigest()[:24]
     path = cache_dir() / f"{key}.npy"
     if use_cache and path.is_file():
         return np.load(path)
@@ -67,6 +76,12 @@ def text_embeddings(model: torch.nn.Module, tokenizer, classnames: list[str], we
             model, tokenizer, [humanize(c) for c in classnames], prompts,
             num_classes_per_batch=max(1, batch_size // len(prompts)), device=device)
     emb = weights.T.float().cpu().numpy()
+    if own:
+        with torch.inference_mode():
+            for i, c in enumerate(classnames):
+                if c in own:
+                    e = model.encode_text(tokenizer(own[c]).to(device), normalize=True).float().mean(0)
+                    emb[i] = (e / e.norm()).cpu().numpy()
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()

@@ -127,6 +127,18 @@ class Predictor:
         """Calibrated fusion probabilities [N, C] over the trained classes: ``softmax(logits / T_fusion)``."""
         return calibrate.softmax(self.fusion_logits(x), self.temperature["fusion"])
 
+    probs = fusion_probs  # what labelling asks of any labeller (``moclip.inference.zero_shot.ZeroShotModel`` too)
+
+    @property
+    def mv_sources(self) -> dict[str, int] | None:
+        """Training videos by MV source (None: a bundle from before it was recorded)."""
+        return self.meta.mv_sources
+
+    @property
+    def random_init(self) -> bool:
+        """Whether the CLIP the model was trained on had random weights."""
+        return self.meta.clip.random_init
+
     def zero_shot_text(self, names: list[str], url: str, manifest: dict) -> np.ndarray:
         """Zero-shot embeddings [len(names), D] of class names by the text tower of the dataset at ``url`` (whose
         manifest is ``manifest``), with the prompts the model was trained with."""

@@ -46,7 +46,9 @@ def load_clip_model(manifest: dict, device: torch.device, url: str = "the datase
 
 
 def class_embeddings(manifest: dict, classes: list[str], prompts: str, device: torch.device,
-                     url: str = "the dataset") -> np.ndarray:
-    """Zero-shot embeddings [C, D] of ``classes`` by the dataset's text tower (cached; see moclip.zeroshot)."""
+                     url: str = "the dataset", own_prompts: dict[str, tuple[str, ...]] | None = None) -> np.ndarray:
+    """Zero-shot embeddings [C, D] of ``classes`` by the dataset's text tower (cached; see moclip.zeroshot);
+    ``own_prompts``: classes whose prompts are given instead of the template set ``prompts``."""
     clip_model, tokenizer = load_clip_model(manifest, device, url)
-    return zeroshot.text_embeddings(clip_model, tokenizer, classes, text_cache_id(manifest), prompts)
+    return zeroshot.text_embeddings(clip_model, tokenizer, classes, text_cache_id(manifest), prompts,
+                                    own_prompts=own_prompts)

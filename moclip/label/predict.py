@@ -22,7 +22,7 @@ import pyarrow as pa
 from moclip import zeroshot
 from moclip.dataset import FeatureSet, load_features, read_manifest
 from moclip.dataset.reader import mv_source_of
-from moclip.inference import Inputs, Predictor
+from moclip.inference import Inputs, Labeller, Predictor
 from moclip.train import calibrate
 
 ZERO_SHOT_COLUMNS = ["zero_shot_labels", "zero_shot_probs", "zero_shot_cosine", "zero_shot_margin"]
@@ -42,7 +42,7 @@ def schema(extra: bool) -> pa.Schema:
     return pa.schema(fields)
 
 
-def predict_features(predictor: Predictor, fs: FeatureSet, top_k: int = 5, extra_classes: list[str] | None = None,
+def predict_features(predictor: Labeller, fs: FeatureSet, top_k: int = 5, extra_classes: list[str] | None = None,
                      extra_text: np.ndarray | None = None) -> pd.DataFrame:
     """Predictions (``schema``'s columns) for the videos of ``fs``; ``extra_text``: the zero-shot embeddings of
     ``extra_classes`` (``Predictor.zero_shot_text``)."""
@@ -53,11 +53,11 @@ def predict_features(predictor: Predictor, fs: FeatureSet, top_k: int = 5, extra
         return schema(extra).empty_table().to_pandas()
     classes = predictor.classes
     x = Inputs.of(fs, predictor.device)
-    probs = predictor.fusion_probs(x)
+    probs = predictor.probs(x)
     out = pd.DataFrame({"video_id": fs.meta["video_id"].to_numpy(), "path": fs.meta["path"].to_numpy()})
     out = pd.concat([out, top_columns(probs, classes, top_k)], axis=1)
     out["mv_missing"] = x.mv_missing.cpu().numpy()
-    out["mv_source"], out["mv_source_unseen"] = mv_source_columns(fs.meta, predictor.meta.mv_sources)
+    out["mv_source"], out["mv_source_unseen"] = mv_source_columns(fs.meta, predictor.mv_sources)
     if extra:
         if extra_text is None:
             raise ValueError("extra_classes given without their text embeddings (extra_text)")

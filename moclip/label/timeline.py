@@ -27,7 +27,7 @@ import pyarrow as pa
 from moclip import zeroshot
 from moclip.config import TimelineConfig
 from moclip.dataset import FeatureSet
-from moclip.inference import Inputs, Predictor
+from moclip.inference import Inputs, Labeller
 from moclip.label.predict import extra_class_columns, mv_source_columns, top_columns
 
 WINDOWS_DIR = "windows.parquet"  # folders of one Parquet file per feature shard (read as one table)
@@ -64,7 +64,7 @@ def segment_speed(mv: np.ndarray) -> np.ndarray:
     return np.percentile(speed, 99, axis=2)
 
 
-def predict_windows(predictor: Predictor, fs: FeatureSet, top_k: int, cfg: TimelineConfig,
+def predict_windows(predictor: Labeller, fs: FeatureSet, top_k: int, cfg: TimelineConfig,
                     extra_classes: list[str] | None = None, extra_text: np.ndarray | None = None,
                     ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(per-video predictions in ``moclip.label.predict.schema``'s columns, windows, segments) for the windows of
@@ -77,7 +77,7 @@ def predict_windows(predictor: Predictor, fs: FeatureSet, top_k: int, cfg: Timel
         return (schema(bool(extra_classes)).empty_table().to_pandas(), WINDOW_SCHEMA.empty_table().to_pandas(),
                 SEGMENT_SCHEMA.empty_table().to_pandas())
     x = Inputs.of(fs, predictor.device)
-    probs = predictor.fusion_probs(x)
+    probs = predictor.probs(x)
     missing = x.mv_missing.cpu().numpy()
     meta = fs.meta.reset_index(drop=True)
     windows = pd.DataFrame({"video_id": meta["video_id"], "path": meta["path"],
@@ -102,7 +102,7 @@ def predict_windows(predictor: Predictor, fs: FeatureSet, top_k: int, cfg: Timel
     emb = np.stack(per_video.pop("_emb"))
     per_video = pd.concat([per_video[["video_id", "path"]], top, per_video[["mv_missing"]]], axis=1)
     firsts = meta.drop_duplicates("video_id").set_index("video_id").loc[per_video["video_id"]].reset_index()
-    per_video["mv_source"], per_video["mv_source_unseen"] = mv_source_columns(firsts, predictor.meta.mv_sources)
+    per_video["mv_source"], per_video["mv_source_unseen"] = mv_source_columns(firsts, predictor.mv_sources)
     if extra_classes:
         per_video = pd.concat([per_video, extra_class_columns(emb, predictor.text, extra_text, extra_classes,
                                                               top_k)], axis=1)

@@ -24,11 +24,12 @@ from moclip.dataset.schema import conform
 from moclip.dataset.storage import UnreadableFile, unreadable
 from moclip.dataset.windows import is_windowed, window_features
 from moclip.indexing.shard import match_thread_limit
-from moclip.inference import Predictor
+from moclip.inference import Labeller, Predictor, ZeroShotModel
 from moclip.label.counts import SUMMARY_COLUMNS, LabelCounts
 from moclip.label.plan import ShardWork
 from moclip.label.predict import predict_features, schema
 from moclip.label.timeline import SEGMENT_SCHEMA, WINDOW_SCHEMA, predict_windows
+from moclip.precision import resolve_device
 
 BATCH_VIDEOS = 256  # videos predicted per forward pass (several small shards together)
 BATCH_WINDOWS = 8192  # or windows of long videos (~190 MB of model inputs at the default sizes)
@@ -39,7 +40,7 @@ _PREDICTORS: dict[tuple[str, str, str], Predictor] = {}
 class LabelTarget:
     """Everything a worker needs besides its shards (small: sent with every task)."""
 
-    model: str  # bundle folder (a path the workers can read)
+    model: str | None  # bundle folder (a path the workers can read); None: CLIP zero-shot over ``classes``
     device: str
     key: str  # the run's label key (moclip.label.plan.label_key)
     features: str  # the feature dataset's URL
@@ -53,6 +54,10 @@ class LabelTarget:
     windows: str | None = None
     segments: str | None = None
     timeline: TimelineConfig | None = None
+    # zero-shot labelling (no model): the vocabulary, its text embeddings [C][D] (from the flow), the rows' model id
+    classes: tuple[str, ...] = ()
+    text: list[list[float]] | None = None
+    model_id: str | None = None
 
 
 @dataclass
@@ -80,8 +85,14 @@ class GroupResult:
         self.quarantined += other.quarantined
 
 
-def predictor(target: LabelTarget) -> Predictor:
-    """The target's model, loaded (weights hash-checked) once per process and kept."""
+def predictor(target: LabelTarget) -> Labeller:
+    """The target's model, loaded (weights hash-checked) once per process and kept; the vocabulary's zero-shot
+    model when the target has no model."""
+    if target.model is None:
+        if target.text is None or not target.classes:
+            raise ValueError("a label target needs a model or a vocabulary with its text embeddings")
+        return ZeroShotModel(list(target.classes), np.asarray(target.text, np.float32), str(target.model_id),
+                             resolve_device(target.device))
     k = (target.model, target.device, target.key)
     if k not in _PREDICTORS:
         _PREDICTORS.clear()  # one model at a time

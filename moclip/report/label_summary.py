@@ -18,22 +18,30 @@ def mv_source_warning(counts: LabelCounts, trained: dict[str, int] | None) -> st
             "kind (rows: mv_source_unseen). Train on both, or index with the training data's --mv-source.")
 
 
+ZERO_SHOT_NOTE = ("Labelled by CLIP ZERO-SHOT over the vocabulary (no trained model): probabilities are CLIP's "
+                  "softmax at its logit scale (100 x cosine similarity), a ranking, NOT calibrated: a 0.9 is not "
+                  "right 90 % of the time. Review a sample, then train a model on what was confirmed.")
+
+
 def distribution_markdown(counts: LabelCounts, extra: bool, random_clip: bool = False,
-                          trained_mv_sources: dict[str, int] | None = None) -> str:
+                          trained_mv_sources: dict[str, int] | None = None, zero_shot: bool = False) -> str:
     """The top-1 label distribution of a run's ``counts``; with ``extra``, also the best zero-shot extra class per
     video; with ``random_clip``, the random-weights warning first; a warning when videos' MV source is one the
-    model was not trained on (``trained_mv_sources``: the bundle's)."""
+    model was not trained on (``trained_mv_sources``: the bundle's); ``zero_shot``: labels of CLIP zero-shot, said so
+    (not calibrated)."""
     rows = [[lab, int(n), f"{s / n:.2f}"] for lab, (n, s) in sorted(counts.top1.items(), key=lambda kv: -kv[1][0])]
     n_missing = counts.mv_missing
     blocks = [
         md.heading(1, "Labels"),
         md.warning(RANDOM_CLIP_WARNING) if random_clip else None,
         md.warning(mv_source_warning(counts, trained_mv_sources)) if counts.mv_source_unseen else None,
+        md.warning(ZERO_SHOT_NOTE) if zero_shot else None,
         md.paragraph(f"{counts.videos} videos labelled ({counts.predicted} predicted in this run, {counts.kept} "
                      "unchanged since the last)"
                      + (f"; {n_missing} had no usable motion vectors and were labelled from CLIP alone." if n_missing
                         else ".")),
-        md.table(["top-1 label", "videos", "mean calibrated probability"], rows, [False, True, True]),
+        md.table(["top-1 label", "videos", "mean zero-shot probability (not calibrated)" if zero_shot
+                  else "mean calibrated probability"], rows, [False, True, True]),
     ]
     if extra and counts.videos:
         blocks += [
