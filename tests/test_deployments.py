@@ -177,6 +177,15 @@ def test_label_archive_deployment(stack):
     windows = pd.read_parquet(stack.tmp / "out-windows" / "windows.parquet")
     assert windows.groupby("video_id").size().to_dict() == {"new0.mp4": 3, "new1.mp4": 3}
     assert (stack.tmp / "out-windows" / "timelines.html").exists()
+    # no model: CLIP zero-shot over class names, with prefect.yaml's example of windows and timeline options
+    zero_shot = {"corpus": good["corpus"], "classes": ["diving", "surfing: a person surfing a wave"],
+                 "out": str(stack.tmp / "out-zero-shot"), "features": {"clip": {"weights": "none"}},
+                 "windows": {"seconds": 0.4, "stride": 0.2}, "timeline": {"min_score": 0.5}, "run": {"workers": 1}}
+    r = stack.run("label-archive", zero_shot)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    preds = pd.read_parquet(stack.tmp / "out-zero-shot" / "predictions")
+    assert sorted(preds["video_id"]) == ["new0.mp4", "new1.mp4"]
+    assert set(preds["top1"]) <= {"diving", "surfing"} and preds["model"].str.startswith("zero-shot:random-init:").all()
 
 
 def test_a_schedule_fires_and_its_run_completes(stack):
