@@ -20,7 +20,7 @@ from pydantic_settings import CliApp, CliPositionalArg, CliSettingsSource, CliSu
 
 from flows.jobs import JobFailed
 from moclip.config import ClipConfig, Device, MVConfig, TrainConfig
-from moclip.params import DemoParams, EvaluateParams, IndexParams, LabelParams, TrainParams
+from moclip.params import DemoParams, EvaluateParams, IndexParams, LabelParams, SearchParams, TrainParams
 
 # a second, short name for common options (the dotted name always works); one table for every command
 SHORTCUTS: dict[str, str] = {
@@ -137,6 +137,17 @@ class LabelCommand(LabelParams):
         run_label(LabelParams.model_validate(self.model_dump(exclude={"path"}, exclude_unset=True)))
 
 
+class SearchCommand(SearchParams):
+    """search an indexed dataset by text (--text) or by example (--like VIDEO[@SECONDS]): videos, or time ranges"""
+
+    dataset: CliPositionalArg[str] = Field(description="indexed dataset folder or URL (only read)")
+
+    def cli_cmd(self) -> None:
+        from flows.jobs import run_search
+
+        run_search(SearchParams.model_validate(self.model_dump()))
+
+
 class _DemoTrain(TrainConfig):
     device: CliSuppress[Device] = "auto"  # the demo trains on its --device (run.device)
 
@@ -162,6 +173,7 @@ class Moclip(BaseModel):
     train: CliSubCommand[TrainCommand] = Field(description=TrainCommand.__doc__)
     evaluate: CliSubCommand[EvaluateCommand] = Field(description=EvaluateCommand.__doc__)
     label: CliSubCommand[LabelCommand] = Field(description=LabelCommand.__doc__)
+    search: CliSubCommand[SearchCommand] = Field(description=SearchCommand.__doc__)
     demo: CliSubCommand[DemoCommand] = Field(description=DemoCommand.__doc__)
 
     def cli_cmd(self) -> None:

@@ -9,9 +9,11 @@ import contextlib
 import sys
 from typing import TYPE_CHECKING
 
-from moclip.params import DemoParams, EvaluateParams, IndexParams, LabelParams, TrainParams
+from moclip.params import DemoParams, EvaluateParams, IndexParams, LabelParams, SearchParams, TrainParams
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from moclip.report.index_summary import IndexSummary
     from moclip.train.results import EvaluationResults
 
@@ -120,6 +122,34 @@ def run_label(params: LabelParams) -> dict:
     if problems:
         raise JobFailed("; ".join(problems), out)
     return out
+
+
+def run_search(params: SearchParams) -> pd.DataFrame:
+    """Search without Prefect (an interactive query: no server, no cluster): print the hits and, with ``out``, write
+    results.parquet and the contact sheet results.html. A bad query or dataset: JobFailed, nothing written."""
+    from pathlib import Path
+
+    from moclip.progress import console
+    from moclip.report.contact_sheet import write_contact_sheet
+    from moclip.search.catalog import SearchError
+    from moclip.search.run import search, write_results
+
+    try:
+        result = search(params, log=console)
+    except SearchError as e:
+        raise JobFailed(str(e), None) from e
+    hits = result.hits
+    how = "exact" if result.exact else "approximate index"
+    print(f"{len(hits)} hits for {result.query} among {result.catalog.items} "
+          f"{'items' if result.catalog.items != 1 else 'item'} ({how})")
+    for r in hits.itertuples():
+        dup = f"  (+{r.duplicates} near-duplicates)" if r.duplicates else ""
+        print(f"{r.rank:4d}  {r.score:.3f}  {r.path}  {r.start_s:.1f}-{r.end_s:.1f} s{dup}")
+    if params.out:
+        write_results(hits, params.out)
+        page = write_contact_sheet(hits, Path(params.out), f"moclip search: {result.query}")
+        print(f"results: {Path(params.out) / 'results.parquet'}, contact sheet: {page}")
+    return hits
 
 
 def demo_clip_weights(params: DemoParams) -> str:

@@ -25,7 +25,7 @@ from moclip.config import (
 )
 from moclip.vocabulary import Vocabulary, read_vocabulary_file
 
-__all__ = ["ArchiveSpec", "DemoParams", "EvaluateParams", "IndexParams", "LabelParams", "TrainParams"]
+__all__ = ["ArchiveSpec", "DemoParams", "EvaluateParams", "IndexParams", "LabelParams", "SearchParams", "TrainParams"]
 
 
 class IndexParams(Settings):
@@ -291,3 +291,37 @@ class DemoParams(Settings):
         train = self.train if self.train.device != "auto" else self.train.model_copy(update={"device": self.run.device})
         return TrainParams(dataset=str(Path(self.out) / "dataset"), model_out=str(Path(self.out) / "model"),
                            report_out=self.out, train=train)
+
+
+class SearchParams(Settings):
+    """Search an indexed dataset by text or by example; hits are videos, or time ranges of windowed videos."""
+
+    dataset: str = Field(description="indexed dataset folder or fsspec URL (only read)")
+    text: str | None = Field(None, description='what to find, in words ("a person diving"; with random CLIP '
+                                               "weights the ranking means nothing)")
+    like: str | None = Field(None, description="query by example: a video file, or a moment of one (VIDEO@SECONDS)")
+    top_k: int = Field(20, ge=1, le=10000, description="hits to return")
+    out: str | None = Field(None, description="folder for results.parquet and results.html (a contact sheet)")
+    min_motion: float | None = Field(None, ge=0, description="only items moving at least this much (% of the "
+                                                             "frame per second, from the motion vectors)")
+    max_motion: float | None = Field(None, ge=0, description="only items moving at most this much (e.g. 0.5: "
+                                                             "still shots)")
+    dedup: bool = Field(True, description="collapse near-duplicates (the same clip re-encoded or re-uploaded) "
+                                          "into one hit with a count")
+    ranges_per_video: int = Field(3, ge=1, le=1000, description="windowed datasets: the best time ranges kept "
+                                                                "per video")
+    index_dir: str | None = Field(None, description="where the search catalog is kept (default: DATASET/_search, "
+                                                    "or the user cache for remote datasets)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the query is embedded")
+    storage_options: dict = Field(default_factory=dict, description="fsspec options for `dataset` (JSON)")
+
+    @model_validator(mode="after")
+    def _one_query(self) -> SearchParams:
+        if (self.text is None) == (self.like is None):
+            raise ValueError("give either --text or --like, not " + ("both" if self.text is not None else "neither"))
+        if self.text is not None and not self.text.strip():
+            raise ValueError("the text query is empty")
+        if self.min_motion is not None and self.max_motion is not None and self.min_motion > self.max_motion:
+            raise ValueError(f"min_motion {self.min_motion:g} is above max_motion {self.max_motion:g}: nothing "
+                             "could match")
+        return self

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from helpers.videos import make_video
-from moclip.config import ClipConfig, FeatureSettings, RunConfig
+from moclip.config import ClipConfig, FeatureSettings, RunConfig, WindowConfig
 from moclip.corpus import load_folder
 from moclip.dataset import Store, plan_index, write_manifest
 from moclip.indexing.shard import ShardTarget, index_shard
@@ -26,12 +26,15 @@ def motion_corpus(root: Path, per_class: int, motions: dict = MOTIONS, n_frames:
     return root
 
 
-def index_in_process(corpus: Path, out: Path, frames: int = 2) -> str:
-    """Index a folder-per-class corpus with random-init CLIP, in this process, and write the manifest."""
-    settings = FeatureSettings(clip=ClipConfig(weights="none", frames=frames, precision="fp32"))
+def index_in_process(corpus: Path, out: Path, frames: int = 2, window: WindowConfig | None = None,
+                     shard: str = "part-test-00000.parquet") -> str:
+    """Index a folder-per-class corpus with random-init CLIP, in this process, and write the manifest; with
+    ``window``, time windows. A second call with another ``shard`` name indexes only what is new."""
+    settings = FeatureSettings(clip=ClipConfig(weights="none", frames=frames, precision="fp32"),
+                               window=window or WindowConfig())
     h = settings.settings_hash("random-init")
     store = Store(str(out))
-    index_shard(plan_index(load_folder(corpus), store, h).to_index, "part-test-00000.parquet",
+    index_shard(plan_index(load_folder(corpus), store, h).to_index, shard,
                 ShardTarget(features=settings, run=RunConfig(), out=str(out), settings_hash=h))
     write_manifest(store, settings=settings, settings_hash=h, clip_weights_id="random-init", clip_random=True,
                    run_summary={})

@@ -1,0 +1,1 @@
+"""Search an indexed dataset by text or by example."""
