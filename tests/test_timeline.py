@@ -252,3 +252,22 @@ def test_the_label_runs_timeline_page_from_its_parquet_folders(tmp_path, where):
     inline = re.findall(r"\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", md)
     assert len(inline) == 2
     assert Image.open(io.BytesIO(base64.b64decode(inline[0]))).size == (1000, 180)
+
+
+def test_a_filmstrip_shows_a_frame_of_each_segment_linked_to_its_range(tmp_path: Path) -> None:
+    from helpers.videos import make_untrimmed
+
+    from moclip.report.contact_sheet import THUMB_DIR
+
+    video = make_untrimmed(tmp_path / "long.mp4", [(3, 0, 50), (0, 0, 50), (-3, 0, 50)], width=320, height=240)
+    seg = pd.concat([segments_of("long", [(0, 2, "right", 0.9), (2, 4, None, 0.2), (4, 6, "left", 0.8)],
+                                 path=str(video)),
+                     segments_of("gone", [(0, 5, "right", 0.9)], path=str(tmp_path / "moved-away.mp4"))])
+    page = write_timelines(seg, None, ["right", "left"], tmp_path / "out", n=2).read_text("utf-8")
+    links = re.findall(r'<a class="frame" href="([^"]+)">', page)
+    assert links[:3] == [f"{video.as_uri()}#t={a:.2f},{b:.2f}" for a, b in ((0, 2), (2, 4), (4, 6))]
+    thumbs = sorted((tmp_path / "out" / TIMELINE_DIR / THUMB_DIR).glob("*.jpg"))
+    assert len(thumbs) == 3 and all(Image.open(t).size[1] == 90 for t in thumbs)
+    assert "no picture" in page  # the video that is not there any more: a grey tile, not a broken page
+    write_timelines(seg[seg["video_id"] == "gone"], None, ["right", "left"], tmp_path / "out", n=2)
+    assert not list((tmp_path / "out" / TIMELINE_DIR / THUMB_DIR).glob("*.jpg"))  # frames of pages gone go too

@@ -53,7 +53,6 @@ def write_thumbnails(moments: Sequence[tuple[str, float]], folder: Path, height:
 
     from moclip.video.thumbnail import frames_at
 
-    folder.mkdir(parents=True, exist_ok=True)
     names: dict[tuple[str, float], str | None] = {}
     errors: dict[tuple[str, float], str] = {}
     by_path: dict[str, list[float]] = {}
@@ -68,6 +67,7 @@ def write_thumbnails(moments: Sequence[tuple[str, float]], folder: Path, height:
                 names[(path, t)], errors[(path, t)] = None, str(e)
             continue
         for t, rgb in zip(todo, pictures):
+            folder.mkdir(parents=True, exist_ok=True)
             buf = io.BytesIO()
             Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="JPEG", quality=85)
             atomic_write_bytes(folder / thumbnail_name(path, t), buf.getvalue())

@@ -27,6 +27,7 @@ from matplotlib.ticker import FuncFormatter, MultipleLocator
 
 from moclip.files import atomic_write_bytes, atomic_write_text
 from moclip.report import markdown as md
+from moclip.report.contact_sheet import THUMB_DIR, media_link, write_thumbnails
 from moclip.report.page import CSS
 from moclip.report.plots import DPI, finite
 from moclip.report.values import DASH, seconds
@@ -40,6 +41,12 @@ MAX_MD_SEGMENTS = 12  # segments per video in the Markdown timeline
 _LEFT, _WIDTH = 0.045, 0.70  # the time axes, in figure fractions; the legend lies right of them
 _STEPS = (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600)  # tick steps, seconds
 _OWN_PNG = re.compile(r"-[0-9a-f]{10}\.png$")  # a picture named by file_name()
+_OWN_JPG = re.compile(r"[0-9a-f]{16}\.jpg")  # a frame named by contact_sheet.thumbnail_name()
+MAX_STRIP = 12  # frames in a video's filmstrip (one per segment)
+STRIP_HEIGHT = 90
+_STRIP_CSS = (".strip{display:flex;gap:6px;overflow-x:auto;margin:-.4rem 0 1rem}.strip .frame{flex:0 0 auto;"
+              "text-align:center;font-size:.72rem;color:#444;text-decoration:none}.strip img,.strip .none{height:90px;"
+              "display:block;border-radius:3px;background:#e6e6e6}.strip .none{width:120px;line-height:90px}")
 _Row = tuple[float, float, str | None, float | None]  # start, end, label, score
 _PAGE = ('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<meta name="viewport" '
          'content="width=device-width, initial-scale=1">\n<title>Timelines</title>\n<style>{css}</style>\n</head>\n'
@@ -186,7 +193,29 @@ def _of(segments: pd.DataFrame, vid: str) -> tuple[pd.DataFrame, str]:
     return s, str(next(iter(s["path"].dropna()), vid)) if "path" in s else vid
 
 
-def _section(vid: str, path: str, rows: list[_Row], src: str) -> str:
+def strip_segments(rows: list[_Row], n: int = MAX_STRIP) -> list[_Row]:
+    """Up to ``n`` segments for a filmstrip, in time order: all when there are few, else the labelled ones first
+    (the longest of them), then the longest others."""
+    if len(rows) <= n:
+        return rows
+    ranked = sorted(range(len(rows)), key=lambda i: (rows[i][2] is None, -(rows[i][1] - rows[i][0]), i))
+    return [rows[i] for i in sorted(ranked[:n])]
+
+
+def _filmstrip(path: str, rows: list[_Row], names: dict, errors: dict) -> str:
+    """One frame per segment (its middle), each linked to the video at the segment's range."""
+    e, tiles = html.escape, []
+    for a, b, lab, _ in rows:
+        m = (path, round((a + b) / 2, 3))
+        link = media_link(path, a, b)
+        img = (f'<img src="{e(quote(f"{TIMELINE_DIR}/{THUMB_DIR}/{names[m]}"))}" alt="{e(f"{a:.0f}-{b:.0f} s")}" '
+               'loading="lazy">' if names.get(m) else f'<span class="none" title="{e(errors.get(m, ""))}">no '
+               "picture</span>")
+        tiles.append(f'<a class="frame" href="{e(link)}">{img}<span>{e(_span(a, b, b))} {e(lab or DASH)}</span></a>')
+    return f'<div class="strip">{"".join(tiles)}</div>\n' if tiles else ""
+
+
+def _section(vid: str, path: str, rows: list[_Row], src: str, strip: str = "") -> str:
     e, d = html.escape, max((r[1] for r in rows), default=0.0)
     cells = "".join(f'<tr><td style="text-align:right">{_span(s, t, d)}</td><td>{e(lab or DASH)}</td>'
                     f'<td style="text-align:right">{DASH if sc is None else f"{sc:.2f}"}</td></tr>'
@@ -194,7 +223,7 @@ def _section(vid: str, path: str, rows: list[_Row], src: str) -> str:
     return (f"<h2><code>{e(path)}</code></h2>\n<p class=\"note\">video_id <code>{e(vid)}</code> · {e(seconds(d))} · "
             f"segments: {len(rows)} · distinct labels: {len({r[2] for r in rows} - {None})}</p>\n"
             f"<figure><img src=\"{e(quote(src))}\" alt=\"timeline of {e(path)}\" width=\"{int(SIZE[0] * DPI)}\" "
-            f"height=\"{int(SIZE[1] * DPI)}\" loading=\"lazy\"></figure>\n"
+            f"height=\"{int(SIZE[1] * DPI)}\" loading=\"lazy\"></figure>\n{strip}"
             f"<details{' open' if len(rows) <= 12 else ''}><summary>Segments ({len(rows)})</summary>\n<table>"
             f"<thead><tr><th>time</th><th>label</th><th>score</th></tr></thead><tbody>{cells}</tbody></table>"
             "</details>\n")
@@ -210,20 +239,29 @@ def write_timelines(segments: pd.DataFrame, windows: pd.DataFrame | None, classe
     segments = segments.assign(video_id=segments["video_id"].astype(str))
     windows = None if windows is None else windows.assign(video_id=windows["video_id"].astype(str))
     picked, written, sections = pick_videos(segments, n), set(), []
+    strips = {vid: (_of(segments, vid)[1], strip_segments(_rows(_of(segments, vid)[0]))) for vid in picked}
+    moments = [(path, round((a + b) / 2, 3)) for path, rows in strips.values() for a, b, _, _ in rows]
+    names, errors = write_thumbnails(moments, out / TIMELINE_DIR / THUMB_DIR, height=STRIP_HEIGHT)
     for vid in picked:
         s, path = _of(segments, vid)
         w = None if windows is None else windows[windows["video_id"] == vid]
         name = file_name(vid) + ".png"
         atomic_write_bytes(out / TIMELINE_DIR / name, timeline_png(s, w, classes, title=path))
         written.add(name)
-        sections.append(_section(vid, path, _rows(s), f"{TIMELINE_DIR}/{name}"))
+        sections.append(_section(vid, path, _rows(s), f"{TIMELINE_DIR}/{name}",
+                                 _filmstrip(path, strips[vid][1], names, errors)))
     intro = (f"<h1>Timelines</h1>\n<p>{len(picked)} of {segments['video_id'].nunique()} labelled videos, the longest "
              "and the most varied. One colour per class, hatched grey where no label is confident; the line below "
-             "a band is the top-1 probability of each window.</p>\n")
+             "a band is the top-1 probability of each window. Under it, a frame from the middle of each segment "
+             f"(up to {MAX_STRIP}): click one to open the video there.</p>\n")
     page_path = out / PAGE_FILE
-    atomic_write_text(page_path, _PAGE.format(css=CSS, body=intro + "".join(sections)))
+    atomic_write_text(page_path, _PAGE.format(css=CSS + _STRIP_CSS, body=intro + "".join(sections)))
     for old in (out / TIMELINE_DIR).glob("*.png"):  # after the page: the old one may still show them until then
         if old.name not in written and _OWN_PNG.search(old.name):
+            old.unlink(missing_ok=True)
+    shown = {v for v in names.values() if v}
+    for old in (out / TIMELINE_DIR / THUMB_DIR).glob("*.jpg"):
+        if old.name not in shown and _OWN_JPG.fullmatch(old.name):
             old.unlink(missing_ok=True)
     return page_path
 
