@@ -310,6 +310,9 @@ class SearchParams(Settings):
                                           "into one hit with a count")
     ranges_per_video: int = Field(3, ge=1, le=1000, description="windowed datasets: the best time ranges kept "
                                                                 "per video")
+    range_tolerance: float = Field(0.02, ge=0, le=2, description="windowed datasets: a range takes in neighbouring "
+                                                                 "windows scoring within this (cosine) of its best "
+                                                                 "one")
     index_dir: str | None = Field(None, description="where the search catalog is kept (default: DATASET/_search, "
                                                     "or the user cache for remote datasets)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the query is embedded")

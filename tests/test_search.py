@@ -122,18 +122,20 @@ def test_exact_and_approximate_search_agree_on_stored_embeddings(appearance_ds, 
         assert np.allclose(got["score"], want["score"], atol=2e-3)
 
 
-def test_ranges_merge_neighbouring_windows_best_few_per_video():
+def test_ranges_grow_around_the_best_windows_best_few_per_video():
     items = pd.DataFrame({
         "key": np.arange(6, dtype=np.uint64), "video_id": ["a"] * 5 + ["b"],
         "path": ["/a.mp4"] * 5 + ["/b.mp4"], "window_index": [0, 1, 2, 5, 6, 0],
         "start_s": [0.0, 1.0, 2.0, 5.0, 6.0, 0.0], "end_s": [2.0, 3.0, 4.0, 7.0, 8.0, 2.0],
         "motion": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "duration_s": [10.0] * 5 + [2.0],
         "motion_signature": [np.zeros(8, np.float32)] * 6})
-    hits = merge_ranges(items, np.array([0.5, 0.9, 0.6, 0.7, 0.4, 0.8]), per_video=3)
+    scores = np.array([0.5, 0.9, 0.6, 0.7, 0.4, 0.8])
+    hits = merge_ranges(items, scores, per_video=3, tolerance=0.35)
     assert [(h.video_id, h.start_s, h.end_s, round(h.score, 2)) for h in hits] == [
-        ("a", 0.0, 4.0, 0.9), ("b", 0.0, 2.0, 0.8), ("a", 5.0, 8.0, 0.7)]
-    assert hits[0].motion == pytest.approx(2.0)
-    assert len(merge_ranges(items, np.array([0.5, 0.9, 0.6, 0.7, 0.4, 0.8]), per_video=1)) == 2
+        ("a", 1.0, 4.0, 0.9), ("b", 0.0, 2.0, 0.8), ("a", 5.0, 8.0, 0.7)]  # 0-2's middle is inside 1-4: no range
+    assert hits[0].motion == pytest.approx(2.5)
+    tight = merge_ranges(items, scores, per_video=2, tolerance=0.02)  # each range its best window alone
+    assert [(h.video_id, h.start_s, h.end_s) for h in tight] == [("a", 1.0, 3.0), ("b", 0.0, 2.0), ("a", 5.0, 7.0)]
 
 
 def test_near_duplicates_need_the_same_look_length_and_motion():

@@ -7,10 +7,11 @@ resize (center crop, to float in [0, 1], normalise), so features match open_clip
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import open_clip
@@ -219,10 +220,22 @@ def _load_cached(model_name: str, spec: WeightsSpec, precision: str, device: str
     )
 
 
+@contextlib.contextmanager
+def _without(logger: logging.Logger, start: str) -> Iterator[None]:
+    """``logger`` drops records whose message starts with ``start`` meanwhile."""
+    drop = logging.Filter()
+    drop.filter = lambda record: not str(record.getMessage()).startswith(start)  # type: ignore[method-assign]
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
 def _create_model(model_name: str, spec: WeightsSpec) -> nn.Module:
     """The fp32 open_clip model on the CPU, with the weights of ``spec`` loaded and its activation."""
-    if spec.kind == "none":
-        with torch.random.fork_rng(devices=[]):
+    if spec.kind == "none":  # asked for: open_clip's warning that no weights were loaded says nothing new
+        with torch.random.fork_rng(devices=[]), _without(logging.getLogger(), "No pretrained weights loaded"):
             torch.manual_seed(RANDOM_INIT_SEED)
             model, _, _ = open_clip.create_model_and_transforms(
                 model_name, pretrained=None, pretrained_text=False, force_quick_gelu=spec.quick_gelu)

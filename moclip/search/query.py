@@ -5,8 +5,8 @@
                    as indexing samples it, or a window's worth of frames around the moment)
     candidates     exact (a matrix product) up to EXACT_MAX items, else the approximate index; motion filters
                    (``min_motion``/``max_motion``, % of the frame per second) applied to items first
-    ranges         a windowed dataset's neighbouring candidate windows of one video merge into one time range
-                   (its score: its best window's); the best ``ranges_per_video`` per video
+    ranges         a windowed dataset's candidate windows of one video grow into time ranges around their best
+                   windows (neighbours within ``range_tolerance`` of it); the best ``ranges_per_video`` per video
     duplicates     near-identical videos (the same clip re-encoded or re-uploaded: the same direction of every
                    window, the same length) collapse into the best hit, with a count
 """
@@ -23,6 +23,7 @@ from moclip import zeroshot
 from moclip.search.ann import AnnIndex, exact_search
 from moclip.search.catalog import SearchError
 
+RANGE_TOLERANCE = 0.02  # a range takes in neighbouring windows scoring within this (cosine) of its best one
 DUPLICATE_COSINE = 0.985  # two videos' mean directions at least this close (and the same length) are one clip
 DUPLICATE_MOTION = 0.9  # ... and their motion over time this alike (cosine of the mean motion vectors, in order)
 STILL = 0.5  # a video moving less (its items' mean motion, % of the frame per second: the timelines' default
@@ -82,26 +83,33 @@ def candidates(vectors: np.ndarray, query: np.ndarray, k: int, allowed: np.ndarr
     return rows.astype(np.int64), scores[0]
 
 
-def merge_ranges(items: pd.DataFrame, scores: np.ndarray, per_video: int = 3) -> list[Hit]:
-    """Candidate items (``ITEM_COLUMNS`` rows) with their scores -> hits: per video, windows that overlap or touch
-    merge into one time range scored by its best window (motion: the windows' mean); the best ``per_video``."""
+def merge_ranges(items: pd.DataFrame, scores: np.ndarray, per_video: int = 3,
+                 tolerance: float = RANGE_TOLERANCE) -> list[Hit]:
+    """Candidate items (``ITEM_COLUMNS`` rows) with their scores -> hits. Per video, a range grows from its best
+    window not yet in a range over the neighbouring windows (overlapping or touching) that score within
+    ``tolerance`` of it; its score is that best window's, its motion the windows' mean; a window whose middle lies
+    in a range already made starts none of its own. The best ``per_video``
+    ranges of each video, best first. A whole-video item is its own range."""
     df = items.assign(hit_score=scores).sort_values(["video_id", "start_s"], kind="stable")
     hits: list[Hit] = []
     for vid, g in df.groupby("video_id", sort=False):
-        ranges: list[Hit] = []
-        motions: list[list[float]] = []
-        for row in g.itertuples(index=False):
-            if ranges and row.start_s <= ranges[-1].end_s + 1e-6:
-                r = ranges[-1]
-                r.end_s, r.score = max(r.end_s, float(row.end_s)), max(r.score, float(row.hit_score))
-                motions[-1].append(float(row.motion))
-            else:
-                ranges.append(Hit(str(vid), str(row.path), float(row.start_s), float(row.end_s), float(row.hit_score),
-                                  float(row.motion)))
-                motions.append([float(row.motion)])
-        for r, m in zip(ranges, motions):
-            r.motion = float(np.mean(m))
-        hits += sorted(ranges, key=lambda h: -h.score)[:per_video]
+        start, end = g["start_s"].to_numpy(np.float64), g["end_s"].to_numpy(np.float64)
+        sc, motion, path = g["hit_score"].to_numpy(np.float64), g["motion"].to_numpy(np.float64), str(g["path"].iloc[0])
+        free = np.ones(len(g), bool)
+        for _ in range(per_video):
+            if not free.any():
+                break
+            peak = int(np.flatnonzero(free)[np.argmax(sc[free])])
+            lo = hi = peak
+            while lo > 0 and free[lo - 1] and start[lo] <= end[lo - 1] + 1e-6 and sc[lo - 1] >= sc[peak] - tolerance:
+                lo -= 1
+            while (hi + 1 < len(g) and free[hi + 1] and start[hi + 1] <= end[hi] + 1e-6
+                   and sc[hi + 1] >= sc[peak] - tolerance):
+                hi += 1
+            r_start, r_end = float(start[lo]), float(end[lo:hi + 1].max())
+            free[lo:hi + 1] = False
+            free &= ~((start + end) / 2 >= r_start) | ~((start + end) / 2 <= r_end)  # no range inside another
+            hits.append(Hit(str(vid), path, r_start, r_end, float(sc[peak]), float(motion[lo:hi + 1].mean())))
     return sorted(hits, key=lambda h: (-h.score, h.video_id, h.start_s))
 
 
@@ -162,7 +170,8 @@ def collapse_duplicates(hits: list[Hit], items: pd.DataFrame, vectors: np.ndarra
 
 def search_items(items: pd.DataFrame, vectors: np.ndarray, query: np.ndarray, top_k: int = 20,
                  min_motion: float | None = None, max_motion: float | None = None, dedup: bool = True,
-                 ranges_per_video: int = 3, ann: AnnIndex | None = None, pool: int | None = None) -> pd.DataFrame:
+                 ranges_per_video: int = 3, ann: AnnIndex | None = None, pool: int | None = None,
+                 range_tolerance: float = RANGE_TOLERANCE) -> pd.DataFrame:
     """Hits (``RESULT_COLUMNS``) for a unit ``query`` vector over the catalog's ``items`` and ``vectors``."""
     if top_k < 1:
         raise SearchError(f"top_k must be >= 1, got {top_k}")
@@ -179,7 +188,7 @@ def search_items(items: pd.DataFrame, vectors: np.ndarray, query: np.ndarray, to
     k = pool or (max(10 * top_k, 100) if ann is not None else max(50 * top_k, 500))
     rows, scores = candidates(vectors, zeroshot.normalize(query), k, allowed, ann,
                               items["key"].to_numpy() if ann is not None else None)
-    hits = merge_ranges(items.iloc[rows], scores, ranges_per_video)
+    hits = merge_ranges(items.iloc[rows], scores, ranges_per_video, range_tolerance)
     grouped = collapse_duplicates(hits, items, vectors) if dedup else [(h, []) for h in hits]
     out = pd.DataFrame([{"video_id": h.video_id, "path": h.path, "start_s": h.start_s, "end_s": h.end_s,
                          "score": h.score, "motion": h.motion, "duplicates": len(d), "duplicate_paths": d}

@@ -69,7 +69,7 @@ def search(params: SearchParams, log: Callable[[str], None] = lambda m: None) ->
         raise SearchError(f"{params.dataset}: no video indexed ok yet: nothing to search")
     ann = catalog.ann()
     hits = search_items(items, vectors, query, params.top_k, params.min_motion, params.max_motion, params.dedup,
-                        params.ranges_per_video, ann=ann)
+                        params.ranges_per_video, ann=ann, range_tolerance=params.range_tolerance)
     return SearchResult(hits=hits, query=words, catalog=report, exact=ann is None)
 
 
