@@ -51,6 +51,16 @@ def test_bad_parameters_are_rejected_before_any_work(tmp_path, moclip):
     assert r.returncode == 2 and "stride 3 s is longer than the window 2 s" in r.stderr, r.stderr
     r = moclip("label", str(tmp_path), "--model", "m", "--out", str(tmp_path / "o"), "--stride", "0", timeout=60)
     assert r.returncode == 2 and "--windows.stride: Input should be greater than 0 (got '0')" in r.stderr, r.stderr
+    # zero-shot: a vocabulary that is empty or repeats a name, or both a model and a vocabulary
+    for args, said in ((["--classes", ","], "the vocabulary is empty"),
+                       (["--classes", "diving,Diving"], "'Diving' is in the vocabulary twice"),
+                       (["--classes", "a", "--model", "m"], "give either model"),
+                       ([], "give either model")):
+        r = moclip("label", str(tmp_path), "--out", str(tmp_path / "o"), *args, timeout=60)
+        assert r.returncode == 2 and said in r.stderr, r.stderr
+    r = moclip("search", str(tmp_path), "--text", "x", "--like", "y", timeout=60)
+    assert r.returncode == 2 and "give either --text or --like, not both" in r.stderr, r.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_missing_corpus_is_a_clear_error(tmp_path, moclip):

@@ -216,6 +216,12 @@ def test_bad_queries_are_refused_and_write_nothing(appearance_ds, tmp_path):
     assert not (tmp_path / "cat").exists()
     with pytest.raises(SearchError, match="not an indexed dataset"):
         search(SearchParams(dataset=str(tmp_path), text="a person diving", device="cpu"))
+    no_clip = tmp_path / "no-clip"  # a manifest whose features have no CLIP embeddings
+    no_clip.mkdir()
+    (no_clip / "_manifest.json").write_text('{"settings": {"mv": {}}, "settings_hash": "x"}')
+    with pytest.raises(SearchError, match="no CLIP embeddings to search"):
+        search(SearchParams(dataset=str(no_clip), text="a person diving", device="cpu"))
+    assert sorted(p.name for p in no_clip.iterdir()) == ["_manifest.json"]
     for kw in ({}, {"text": "x", "like": "y"}, {"text": "  "}, {"text": "x", "min_motion": 2, "max_motion": 1}):
         with pytest.raises(ValidationError):
             SearchParams(dataset=ds, **kw)

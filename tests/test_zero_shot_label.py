@@ -132,3 +132,17 @@ def test_zero_shot_labels_an_archive_with_no_model(prefect_api, tmp_path):
     assert third["predicted"] == 3 and third["index"].new + third["index"].reindexed == 0  # no video decoded
     assert set(pd.read_parquet(out / "predictions")["model"]) == {f"zero-shot:random-init:"
                                                                   f"{bigger.vocabulary.digest('short')}"}
+
+
+def test_the_label_summary_says_zero_shot_probabilities_are_not_calibrated():
+    from moclip.label.counts import LabelCounts
+    from moclip.report.label_summary import distribution_markdown
+
+    preds = pd.DataFrame({"video_id": ["a", "b"], "top1": ["diving", "surfing"], "top1_prob": [0.6, 0.4],
+                          "mv_missing": [False, False], "mv_source": ["native", "native"],
+                          "mv_source_unseen": [False, False]})
+    counts = LabelCounts.of(preds, predicted=2)
+    md = distribution_markdown(counts, extra=False, zero_shot=True)
+    assert "ZERO-SHOT" in md and "NOT calibrated" in md and "mean zero-shot probability (not calibrated)" in md
+    assert "calibrated probability" in distribution_markdown(counts, extra=False) and "ZERO-SHOT" not in \
+        distribution_markdown(counts, extra=False)
