@@ -20,7 +20,17 @@ from pydantic_settings import CliApp, CliPositionalArg, CliSettingsSource, CliSu
 
 from flows.jobs import JobFailed
 from moclip.config import ClipConfig, Device, MVConfig, TrainConfig
-from moclip.params import DemoParams, EvaluateParams, IndexParams, LabelParams, SearchParams, TrainParams
+from moclip.params import (
+    DemoParams,
+    EvaluateParams,
+    IndexParams,
+    LabelParams,
+    ReviewExportParams,
+    ReviewImportParams,
+    ReviewSelectParams,
+    SearchParams,
+    TrainParams,
+)
 
 # a second, short name for common options (the dotted name always works); one table for every command
 SHORTCUTS: dict[str, str] = {
@@ -148,6 +158,50 @@ class SearchCommand(SearchParams):
         run_search(SearchParams.model_validate(self.model_dump()))
 
 
+class ReviewSelectCommand(ReviewSelectParams):
+    """pick what people should check next: the items the model is least sure of, diverse, every class represented"""
+
+    labels: CliPositionalArg[str] = Field(description="a label run's output folder")
+
+    def cli_cmd(self) -> None:
+        from flows.jobs import run_review_select
+
+        run_review_select(ReviewSelectParams.model_validate(self.model_dump()))
+
+
+class ReviewExportCommand(ReviewExportParams):
+    """write a batch as Label Studio tasks (BATCH/tasks.json) and labelling config (BATCH/config.xml)"""
+
+    batch: CliPositionalArg[str] = Field(description="a review batch folder")
+
+    def cli_cmd(self) -> None:
+        from flows.jobs import run_review_export
+
+        run_review_export(ReviewExportParams.model_validate(self.model_dump()))
+
+
+class ReviewImportCommand(ReviewImportParams):
+    """read the reviewers' answers (Label Studio's JSON export) into LABELS/_review/reviewed.parquet"""
+
+    labels: CliPositionalArg[str] = Field(description="the label run's output folder")
+
+    def cli_cmd(self) -> None:
+        from flows.jobs import run_review_import
+
+        run_review_import(ReviewImportParams.model_validate(self.model_dump()))
+
+
+class ReviewCommand(BaseModel):
+    """the review loop: select what to check, export it to Label Studio, import the answers"""
+
+    select: CliSubCommand[ReviewSelectCommand] = Field(description=ReviewSelectCommand.__doc__)
+    export: CliSubCommand[ReviewExportCommand] = Field(description=ReviewExportCommand.__doc__)
+    import_: CliSubCommand[ReviewImportCommand] = Field(alias="import", description=ReviewImportCommand.__doc__)
+
+    def cli_cmd(self) -> None:
+        CliApp.run_subcommand(self)
+
+
 class _DemoTrain(TrainConfig):
     device: CliSuppress[Device] = "auto"  # the demo trains on its --device (run.device)
 
@@ -174,6 +228,7 @@ class Moclip(BaseModel):
     evaluate: CliSubCommand[EvaluateCommand] = Field(description=EvaluateCommand.__doc__)
     label: CliSubCommand[LabelCommand] = Field(description=LabelCommand.__doc__)
     search: CliSubCommand[SearchCommand] = Field(description=SearchCommand.__doc__)
+    review: CliSubCommand[ReviewCommand] = Field(description=ReviewCommand.__doc__)
     demo: CliSubCommand[DemoCommand] = Field(description=DemoCommand.__doc__)
 
     def cli_cmd(self) -> None:

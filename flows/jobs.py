@@ -9,7 +9,17 @@ import contextlib
 import sys
 from typing import TYPE_CHECKING
 
-from moclip.params import DemoParams, EvaluateParams, IndexParams, LabelParams, SearchParams, TrainParams
+from moclip.params import (
+    DemoParams,
+    EvaluateParams,
+    IndexParams,
+    LabelParams,
+    ReviewExportParams,
+    ReviewImportParams,
+    ReviewSelectParams,
+    SearchParams,
+    TrainParams,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -150,6 +160,71 @@ def run_search(params: SearchParams) -> pd.DataFrame:
         page = write_contact_sheet(hits, Path(params.out), f"moclip search: {result.query}")
         print(f"results: {Path(params.out) / 'results.parquet'}, contact sheet: {page}")
     return hits
+
+
+def run_review_select(params: ReviewSelectParams) -> pd.DataFrame:
+    """Pick a review batch (no Prefect: a quick job on one machine) and say what was picked."""
+    from moclip.review.batch import make_batch
+
+    try:
+        items = make_batch(params.labels, params.n, params.out, params.strategy, params.pool_factor, params.per_class,
+                           params.seed, params.diverse, params.storage_options)
+    except ValueError as e:
+        raise JobFailed(str(e), None) from e
+    counts = ", ".join(f"{k} {v}" for k, v in items["top1"].value_counts().items())
+    print(f"{len(items)} items to review ({params.strategy}) -> {params.out}/items.parquet; predicted: {counts}")
+    return items
+
+
+def run_review_export(params: ReviewExportParams) -> None:
+    import os
+
+    from moclip.review.batch import export_files, export_to_label_studio
+    from moclip.review.client import LabelStudioError
+
+    try:
+        tasks, config = export_files(params.batch, params.media_url, params.document_root)
+        if params.url:
+            done = export_to_label_studio(params.batch, params.url,
+                                          params.token or os.environ.get("MOCLIP_LABEL_STUDIO_TOKEN", ""),
+                                          params.project, params.media_url, params.document_root)
+    except (ValueError, LabelStudioError) as e:
+        raise JobFailed(str(e), None) from e
+    if params.url:
+        print(f"Label Studio project {done.title!r} (id {done.project}{', created' if done.created else ''}): "
+              f"{done.imported} tasks imported, {done.already} already there")
+    else:
+        print(f"Label Studio tasks: {tasks}, labelling config: {config} (import them in the project's settings)")
+
+
+def run_review_import(params: ReviewImportParams) -> None:
+    import json as _json
+    import os
+
+    from moclip.review.batch import import_reviews, reviews_from_label_studio
+    from moclip.review.client import LabelStudioError
+
+    if params.from_label_studio:
+        try:
+            reviewed, rep, _ = reviews_from_label_studio(
+                params.labels, str(params.url), params.token or os.environ.get("MOCLIP_LABEL_STUDIO_TOKEN", ""),
+                params.project, params.storage_options)
+        except (ValueError, LabelStudioError) as e:
+            raise JobFailed(str(e), None) from e
+    else:
+        try:
+            with open(str(params.export), encoding="utf-8") as f:
+                exported = _json.load(f)
+        except (OSError, ValueError) as e:
+            raise JobFailed(f"{params.export}: not a Label Studio JSON export ({e})", None) from e
+        if not isinstance(exported, list):
+            raise JobFailed(f"{params.export}: not a Label Studio JSON export (a list of tasks)", None)
+        reviewed, rep = import_reviews(params.labels, exported, params.storage_options)
+    print(f"{rep.tasks} moclip tasks: {rep.answered} answered, {rep.skipped} skipped, {rep.unanswered} not yet; "
+          f"{rep.reviewed} reviewed videos or ranges, the model right on {rep.model_right}; "
+          f"{len(reviewed)} reviewed in all -> {params.labels}/_review/reviewed.parquet")
+    for line in rep.disagreements[:20]:
+        print(f"  {line}", file=sys.stderr)
 
 
 def demo_clip_weights(params: DemoParams) -> str:

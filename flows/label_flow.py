@@ -210,7 +210,8 @@ def predict_archive(features: str, params: LabelParams) -> dict:
                                "top1_counts": counts.top1_counts()},
                          model=model or "zero-shot", model_id=predictor.model_id, label_key=key, features=features,
                          top_k=params.top_k, extra_classes=extra, clip_random_init=random_clip,
-                         classes=params.classes, calibrated=not zero_shot,
+                         classes=list(predictor.classes), vocabulary=params.classes, calibrated=not zero_shot,
+                         windowed=windowed,
                          csv=csv_stamp(out, owned) if params.csv else None)
     trained = predictor.mv_sources
     if counts.mv_source_unseen:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
 
 from moclip.config import (
     ClipConfig,
@@ -25,7 +25,8 @@ from moclip.config import (
 )
 from moclip.vocabulary import Vocabulary, read_vocabulary_file
 
-__all__ = ["ArchiveSpec", "DemoParams", "EvaluateParams", "IndexParams", "LabelParams", "SearchParams", "TrainParams"]
+__all__ = ["ArchiveSpec", "DemoParams", "EvaluateParams", "IndexParams", "LabelParams", "ReviewExportParams",
+           "ReviewImportParams", "ReviewSelectParams", "SearchParams", "TrainParams"]
 
 
 class IndexParams(Settings):
@@ -327,4 +328,62 @@ class SearchParams(Settings):
         if self.min_motion is not None and self.max_motion is not None and self.min_motion > self.max_motion:
             raise ValueError(f"min_motion {self.min_motion:g} is above max_motion {self.max_motion:g}: nothing "
                              "could match")
+        return self
+
+
+class ReviewSelectParams(Settings):
+    """Pick what people should check next in a label run: the items the model is least sure of, diverse."""
+
+    labels: str = Field(description="a label run's output folder (moclip label --out)")
+    n: int = Field(200, ge=1, le=1_000_000, validation_alias=AliasChoices("n", "count"),
+                   description="items to pick (-n or --count)")
+    out: str = Field(description="the batch folder: items.parquet, batch.json")
+    strategy: Literal["margin", "entropy", "random"] = Field(
+        "margin", description="margin: smallest top-1 minus top-2 probability first; entropy: most spread first; "
+                              "random: the baseline")
+    pool_factor: float = Field(5.0, ge=1, le=1000, description="the most uncertain N x this are the pool the "
+                                                                "diverse picks come from")
+    per_class: int | None = Field(None, ge=0, description="each predicted class's most uncertain items picked "
+                                                          "first (default: N / (4 x the classes in the pool))")
+    diverse: bool = Field(True, description="pick diverse items by their CLIP embeddings (k-center greedy)")
+    seed: int = Field(0, ge=0, description="seed of the random strategy")
+    storage_options: dict = Field(default_factory=dict, description="fsspec options for `labels` (JSON)")
+
+
+class ReviewExportParams(Settings):
+    """Hand a review batch to Label Studio: a project (created or updated) and its tasks, moclip's predictions as
+    pre-annotations; without --url, BATCH/tasks.json and BATCH/config.xml to import by hand."""
+
+    batch: str = Field(description="a review batch folder (moclip review select --out)")
+    to: Literal["label-studio"] = Field("label-studio", description="the labelling tool")
+    url: str | None = Field(None, description="Label Studio's address, e.g. http://localhost:8080 (without it: "
+                                              "files only)")
+    token: str | None = Field(None, description="a Label Studio access token (default: the environment's "
+                                                "MOCLIP_LABEL_STUDIO_TOKEN)")
+    project: str | None = Field(None, description="the project's title (default: 'moclip: <label run folder>')")
+    media_url: str | None = Field(None, description="the archive as the browser reaches it: PREFIX/<video_id> "
+                                                    "(default: Label Studio's local files)")
+    document_root: str | None = Field(None, description="Label Studio's LOCAL_FILES_DOCUMENT_ROOT (local-files "
+                                                        "URLs are relative to it; default /)")
+
+
+class ReviewImportParams(Settings):
+    """Read reviewers' answers (Label Studio's JSON export, a file or from the server) into
+    LABELS/_review/reviewed.parquet."""
+
+    labels: str = Field(description="the label run's output folder the batch came from")
+    export: str | None = Field(None, description="Label Studio's JSON export of the project (Export -> JSON)")
+    from_label_studio: bool = Field(False, description="read the export from the server (--url, --token, --project)")
+    url: str | None = Field(None, description="Label Studio's address")
+    token: str | None = Field(None, description="a Label Studio access token (default: MOCLIP_LABEL_STUDIO_TOKEN)")
+    project: str | None = Field(None, description="the project's title (default: 'moclip: <label run folder>')")
+    storage_options: dict = Field(default_factory=dict, description="fsspec options for `labels` (JSON)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ReviewImportParams:
+        if (self.export is None) == (not self.from_label_studio):
+            raise ValueError("give either an export file (--export) or --from-label-studio, not "
+                             + ("both" if self.export is not None else "neither"))
+        if self.from_label_studio and not self.url:
+            raise ValueError("--from-label-studio needs --url")
         return self

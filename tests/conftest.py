@@ -43,6 +43,25 @@ def prefect_api():
         yield url
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """Tests that need a Label Studio server: its install (once, into the user's cache) starts now, in the
+    background, so it overlaps the tests that run first."""
+    if any("label_studio" in getattr(item, "fixturenames", ()) for item in items):
+        from helpers.labelstudio import start_install
+
+        start_install()
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory):
+    """A real Label Studio server on 127.0.0.1 for the session (tests/helpers/labelstudio.py)."""
+    from helpers.labelstudio import start
+
+    server = start(tmp_path_factory.mktemp("label-studio"))
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def small_fs(tmp_path):
     """A 4 MB tmpfs mounted at tmp_path/mnt (root only); unmounted afterwards."""

@@ -1,0 +1,165 @@
+"""What a person should look at next: the items of a label run the model is least sure of, diverse, every predicted
+class represented, never one already picked or reviewed.
+
+    items        a label run's videos (``predictions/``), or its windows (``windows.parquet/``) when it had time
+                 windows; each with its top-k labels and probabilities
+    uncertainty  ``margin`` (top-1 minus top-2 probability: smallest first), ``entropy`` (over the top-k, the rest
+                 of the probability as one more outcome: largest first), or ``random`` (the baseline)
+    pool         the ``pool_factor`` x N most uncertain items not in the ledger (``moclip.review.ledger``)
+    quota        each predicted class's most uncertain items first, ``per_class`` of them (rare classes get looked at)
+    diversity    the rest by k-center greedy over the items' CLIP directions (from the search catalog of the run's
+                 features): each next item the one farthest from everything picked, so 200 near-identical clips do
+                 not fill a batch
+
+Every pick says why (``why``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from moclip.dataset import Store, read_manifest
+from moclip.label.export import LABELS_MANIFEST
+from moclip.label.plan import PREDICTIONS_DIR
+from moclip.label.timeline import WINDOWS_DIR
+
+Strategy = Literal["margin", "entropy", "random"]
+ITEM_COLUMNS = ["item_id", "video_id", "path", "start_s", "end_s", "labels", "probs", "top1", "top1_prob",
+                "uncertainty", "why", "strategy", "model"]
+
+
+def item_id(video_id: str, start_s: float | None = None, end_s: float | None = None) -> str:
+    """An item's id: the video id, with its time range for a window (``video@12.000-16.000``)."""
+    return video_id if start_s is None else f"{video_id}@{start_s:.3f}-{end_s:.3f}"
+
+
+def uncertainty(probs: list[np.ndarray], strategy: Strategy, rng: np.random.Generator) -> np.ndarray:
+    """Higher = look first. ``probs``: each item's top-k probabilities, best first."""
+    if strategy == "random":
+        return rng.random(len(probs))
+    out = np.empty(len(probs))
+    for i, p in enumerate(probs):
+        p = np.clip(np.asarray(p, np.float64), 0, 1)
+        if strategy == "margin":
+            out[i] = 1.0 - (p[0] - (p[1] if len(p) > 1 else 0.0)) if len(p) else 1.0
+        else:
+            rest = max(0.0, 1.0 - float(p.sum()))
+            q = np.append(p, rest)
+            q = q[q > 0]
+            out[i] = float(-(q * np.log(q)).sum())
+    return out
+
+
+def run_items(labels: str, storage_options: dict | None = None) -> tuple[pd.DataFrame, dict]:
+    """A label run's items (whole videos, or windows of a windowed run) and its ``_labels.json``."""
+    out = Store(labels, storage_options)
+    about = out.read_json(LABELS_MANIFEST)
+    if not about:
+        raise ValueError(f"{labels}: not a label run's output (no {LABELS_MANIFEST}): run `moclip label` first")
+    windowed = bool(about.get("windowed")) or bool(Store(out.path(WINDOWS_DIR), storage_options).shard_names())
+    folder = out.path(WINDOWS_DIR if windowed else PREDICTIONS_DIR)
+    cols = ["video_id", "path", "labels", "probs", "top1", "top1_prob", "model"] + (
+        ["start_s", "end_s"] if windowed else [])
+    try:
+        df = pd.read_parquet(folder, columns=cols, filesystem=out.fs)
+    except (FileNotFoundError, OSError) as e:
+        raise ValueError(f"{folder}: no predictions to review ({e})") from e
+    if not windowed:
+        df["start_s"], df["end_s"] = np.nan, np.nan
+    df["item_id"] = [item_id(v) if not windowed else item_id(v, s, e)
+                     for v, s, e in zip(df["video_id"], df["start_s"], df["end_s"])]
+    return df.drop_duplicates("item_id").reset_index(drop=True), about
+
+
+def directions(about: dict, items: pd.DataFrame, storage_options: dict | None = None) -> np.ndarray | None:
+    """Each item's unit CLIP direction from the search catalog of the run's features (synced here; None when the
+    features cannot be read: then the pick is by uncertainty and quota alone)."""
+    from moclip.search.catalog import Catalog
+
+    features = about.get("features")
+    manifest = read_manifest(features, storage_options) if features else None
+    if not manifest:
+        return None
+    catalog = Catalog(features, manifest, storage_options=storage_options)
+    catalog.sync()
+    cat, vectors = catalog.load()
+    if len(cat) == 0:
+        return None
+    windowed = items["start_s"].notna().any()
+    keys = [item_id(v) if not windowed else item_id(v, s, e)
+            for v, s, e in zip(cat["video_id"], cat["start_s"], cat["end_s"])]
+    row = pd.Series(np.arange(len(keys)), index=keys)
+    row = row[~row.index.duplicated()]
+    at = row.reindex(items["item_id"]).to_numpy()
+    out = np.zeros((len(items), vectors.shape[1]), np.float32)
+    ok = ~np.isnan(at)
+    out[ok] = vectors[at[ok].astype(np.int64)].astype(np.float32)
+    return out
+
+
+def k_center(vectors: np.ndarray, pool: np.ndarray, chosen: list[int], n: int) -> list[tuple[int, float]]:
+    """Up to ``n`` more of ``pool`` (row numbers), each the farthest (cosine distance) from ``chosen`` and every one
+    picked before it; the first, with nothing chosen, is ``pool``'s first. Returns (row, its distance)."""
+    picked: list[tuple[int, float]] = []
+    if n <= 0 or len(pool) == 0:
+        return picked
+    dist = np.full(len(pool), np.inf)
+    for c in chosen:
+        dist = np.minimum(dist, 1.0 - vectors[pool] @ vectors[c])
+    taken = np.zeros(len(pool), bool)
+    for _ in range(min(n, len(pool))):
+        j = int(np.argmax(np.where(taken, -np.inf, dist))) if np.isfinite(dist).any() else int(np.argmin(taken))
+        taken[j] = True
+        picked.append((int(pool[j]), float(dist[j]) if np.isfinite(dist[j]) else 0.0))
+        dist = np.minimum(dist, 1.0 - vectors[pool] @ vectors[pool[j]])
+    return picked
+
+
+def select(items: pd.DataFrame, n: int, strategy: Strategy = "margin", exclude: set[str] | None = None,
+           vectors: np.ndarray | None = None, pool_factor: float = 5.0, per_class: int | None = None,
+           seed: int = 0) -> pd.DataFrame:
+    """Up to ``n`` items to review (``ITEM_COLUMNS``), most uncertain first among the picks (see the module
+    docstring); ``exclude``: item ids already picked or reviewed; ``vectors``: unit directions [len(items), D]."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    rng = np.random.default_rng(seed)
+    fresh = items[~items["item_id"].isin(exclude or set())].reset_index(drop=True)
+    vec = None if vectors is None else vectors[~items["item_id"].isin(exclude or set()).to_numpy()]
+    u = uncertainty(list(fresh["probs"]), strategy, rng)
+    order = np.argsort(-u, kind="stable")
+    pool = order[:max(n, int(np.ceil(pool_factor * n)))] if strategy != "random" else order[:n]
+    why: dict[int, str] = {}
+    rank = {int(r): i + 1 for i, r in enumerate(order)}
+    what = {"margin": "margin", "entropy": "entropy", "random": "random draw"}[strategy]
+
+    def said(r: int) -> str:
+        p = list(fresh.at[r, "probs"])
+        detail = f"margin {p[0] - (p[1] if len(p) > 1 else 0):.3f}" if strategy == "margin" else (
+            f"entropy {u[r]:.3f}" if strategy == "entropy" else "random")
+        return f"{detail} (rank {rank[r]} of {len(fresh)} by {what})"
+
+    if strategy != "random":
+        classes = fresh.loc[pool, "top1"].value_counts(ascending=True)
+        quota = per_class if per_class is not None else max(1, n // (4 * max(1, len(classes))))
+        for label in classes.index:  # rarest predicted class first
+            if len(why) >= n:
+                break
+            mine = [int(r) for r in pool if fresh.at[r, "top1"] == label and int(r) not in why]
+            for r in mine[:min(quota, n - len(why))]:
+                why[r] = f"{said(r)}; quota of predicted class {label!r} ({classes[label]} in the pool)"
+        rest = np.array([r for r in pool if int(r) not in why], dtype=np.int64)
+        if vec is not None and len(rest):
+            for r, d in k_center(vec, rest, list(why), n - len(why)):
+                why[r] = f"{said(r)}; diverse: cosine distance {d:.3f} to the nearest pick"
+        else:
+            for r in rest[:n - len(why)]:
+                why[int(r)] = said(int(r))
+    else:
+        for r in pool:
+            why[int(r)] = said(int(r))
+    rows = sorted(why, key=lambda r: (-u[r], r))
+    out = fresh.loc[rows].assign(uncertainty=u[rows], why=[why[r] for r in rows], strategy=strategy)
+    return out[ITEM_COLUMNS].reset_index(drop=True)
