@@ -94,16 +94,24 @@ class IndexCommand(IndexParams):
 
 
 class TrainCommand(BaseModel):
-    """train the MV net, fusion head, CLIP probe and zero-shot text on a dataset"""
+    """train the MV net, fusion head, CLIP probe and zero-shot text on a dataset, on reviewed labels, or both"""
 
-    dataset: CliPositionalArg[str] = Field(description="indexed dataset folder or URL")
+    dataset: CliPositionalArg[list[str]] = Field(default_factory=list, description="indexed dataset folder or URL")
     out: str = Field(description="model bundle folder")
+    reviewed: list[str] = Field(default_factory=list, description=TrainParams.model_fields["reviewed"].description)
     train: TrainConfig = Field(default_factory=TrainConfig, description=TrainParams.model_fields["train"].description)
+
+    @model_validator(mode="after")
+    def _one_dataset(self) -> TrainCommand:
+        if len(self.dataset) > 1:
+            raise ValueError(f"one dataset at most, got {len(self.dataset)}: {', '.join(self.dataset)}")
+        return self
 
     def cli_cmd(self) -> None:
         from flows.jobs import run_train
 
-        run_train(TrainParams(dataset=self.dataset, model_out=self.out, train=self.train))
+        run_train(TrainParams(dataset=self.dataset[0] if self.dataset else None, reviewed=self.reviewed,
+                              model_out=self.out, train=self.train))
         print(f"model bundle written to {self.out}")
 
 

@@ -35,6 +35,9 @@ def evaluate_model(params: EvaluateParams) -> dict:
 
 @flow(name="train-and-evaluate")
 def train_and_evaluate(params: TrainParams) -> dict:
+    if params.dataset is None:
+        raise ValueError("evaluation needs a dataset with a test split: give `dataset` (reviewed samples alone "
+                         "train a model, `moclip train --reviewed`, but never test one)")
     with without_heartbeats():  # subflows: this flow's heartbeat covers the process
         model = train_model(params)
         return evaluate_model(EvaluateParams(dataset=params.dataset, model=model, device=params.train.device,

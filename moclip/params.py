@@ -129,13 +129,22 @@ def settings_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 class TrainParams(Settings):
-    """Train the MV net, fusion head, CLIP linear probe and zero-shot text embeddings on an indexed dataset."""
+    """Train the MV net, fusion head, CLIP linear probe and zero-shot text embeddings on an indexed dataset, on
+    reviewed labels (``reviewed``), or on both."""
 
-    dataset: str = Field(description="indexed dataset folder or fsspec URL")
+    dataset: str | None = Field(None, description="indexed dataset folder or fsspec URL")
+    reviewed: list[str] = Field(default_factory=list, description="label runs whose reviewed videos and time ranges "
+                                                                  "are training samples too (moclip review import)")
     model_out: str = Field(description="where the trained-model bundle is written")
     report_out: str | None = Field(None, description="where report.md / report.html go (train-and-evaluate; "
                                                      "default: MODEL_OUT/report)")
     train: TrainConfig = Field(default_factory=TrainConfig, description="how the models are trained")
+
+    @model_validator(mode="after")
+    def _something(self) -> TrainParams:
+        if self.dataset is None and not self.reviewed:
+            raise ValueError("nothing to train on: give a dataset, --reviewed LABELS, or both")
+        return self
 
 
 class EvaluateParams(Settings):

@@ -19,7 +19,13 @@ def train_models(params: TrainParams) -> str:
         logger.info(message)
         console(message)  # the CLI quiets Prefect's logs: say it on its stderr too
 
-    train(params.dataset, params.model_out, params.train, log=log)
+    extra = None
+    if params.reviewed:
+        from moclip.review.training import reviewed_samples
+
+        extra = reviewed_samples(params.reviewed)
+        log(f"{len(extra.fs.meta)} reviewed samples from {', '.join(params.reviewed)}")
+    train(params.dataset, params.model_out, params.train, log=log, extra=extra)
     return params.model_out
 
 

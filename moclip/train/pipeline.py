@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from moclip.bundle import META_NAME, Bundle, save_bundle
-from moclip.config import TrainConfig
+from moclip.config import FeatureSettings, TrainConfig
 from moclip.dataset import FeatureSet, check_schema, load_features, read_manifest, read_metadata, read_settings
 from moclip.dataset.reader import mv_source_of
 from moclip.inference.features import Inputs, fused_features, mv_features
@@ -37,6 +37,46 @@ from moclip.train.splits import Splits, has_value, make_splits
 
 
 @dataclass
+class ExtraFeatures:
+    """Training samples from outside a training dataset: reviewed videos, or windows inside reviewed time ranges of
+    long videos (``moclip.review.training``). ``fs.meta`` has ``label`` and ``group`` (the video: its windows stay
+    on one side of validation) and ``split`` "review": they train and validate, never test."""
+
+    fs: FeatureSet
+    manifest: dict  # of the features dataset they come from
+    url: str
+
+
+def whole_clip_settings(manifest: dict, where: str = "the dataset") -> tuple[FeatureSettings, str | None]:
+    """A dataset's feature settings and settings hash as a model trained on it records them: a windowed dataset's
+    windows are whole-clip inputs, so its settings without the window."""
+    settings = read_settings(manifest, where)
+    if settings.window.enabled:
+        settings = settings.without_window()
+        return settings, settings.settings_hash(manifest.get("clip_weights_id"))
+    return settings, manifest.get("settings_hash")
+
+
+def concat_features(parts: list[FeatureSet]) -> FeatureSet:
+    """Feature sets one after the other; CLIP frames repeated in order up to the largest K (a window has fewer
+    frames than a clip); MV tensors must have one shape."""
+    parts = [f for f in parts if len(f.meta)]
+    if len(parts) == 1:
+        return parts[0]
+    shapes = {f.mv.shape[1:] for f in parts}
+    if len(shapes) > 1:
+        raise ValueError(f"the training samples have MV tensors of different shapes ({sorted(shapes)}): index the "
+                         "archive with the training dataset's --segments and --grid")
+    k = max(f.clip.shape[1] for f in parts)
+
+    def padded(c: np.ndarray) -> np.ndarray:
+        return c if c.shape[1] == k else c[:, [i * c.shape[1] // k for i in range(k)]]
+
+    return FeatureSet(pd.concat([f.meta for f in parts], ignore_index=True), np.concatenate([f.mv for f in parts]),
+                      np.concatenate([f.mv_valid for f in parts]), np.concatenate([padded(f.clip) for f in parts]))
+
+
+@dataclass
 class Prepared(Inputs):
     """A dataset's model inputs (``Inputs``: mv, valid, clip, clip_frames, mv_missing), labels and splits."""
 
@@ -50,15 +90,20 @@ class Prepared(Inputs):
         return idx[~self.mv_missing.cpu().numpy()[idx]]
 
 
-def prepare(url: str, cfg: TrainConfig, device: torch.device, classes: list[str] | None = None) -> Prepared:
-    fs = load_features(url)
-    if len(fs.meta) == 0:
-        raise ValueError(f"{url}: no successfully indexed videos to train on")
+def prepare(url: str | None, cfg: TrainConfig, device: torch.device, classes: list[str] | None = None,
+            extra: ExtraFeatures | None = None) -> Prepared:
+    parts = [load_features(url)] if url else []
+    if extra is not None:
+        parts.append(extra.fs)
+    where = url or (extra.url if extra else "no dataset")
+    if not parts or not any(len(f.meta) for f in parts):
+        raise ValueError(f"{where}: no successfully indexed videos to train on")
+    fs = concat_features(parts)
     labels = fs.meta["label"]
     if classes is None:
         classes = sorted({str(v) for v in labels if v is not None and str(v) not in ("", "None", "nan")})
     if len(classes) < 2:
-        raise ValueError(f"{url}: need at least 2 labelled classes, found {len(classes)}")
+        raise ValueError(f"{where}: need at least 2 labelled classes, found {len(classes)}")
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index.get(str(v), -1) for v in labels], dtype=np.int64)
     meta = fs.meta.assign(label=[lab if yi >= 0 else None for lab, yi in zip(labels, y)])
@@ -128,29 +173,41 @@ def _fusion_batches(fused: torch.Tensor, y_np: np.ndarray, missing: torch.Tensor
     return batch
 
 
-def train(url: str, out: str | Path, cfg: TrainConfig | None = None,
-          log: Callable[[str], None] = print) -> Bundle:
-    """Train everything on the dataset at ``url``; write the model bundle to ``out``. Never touches test. Seeded:
-    one seed gives one bundle, on a GPU too (``moclip.train.determinism``)."""
+def train(url: str | None, out: str | Path, cfg: TrainConfig | None = None,
+          log: Callable[[str], None] = print, extra: ExtraFeatures | None = None) -> Bundle:
+    """Train everything on the dataset at ``url`` and/or ``extra`` samples (reviewed videos and time ranges); write
+    the model bundle to ``out``. Never touches test. Seeded: one seed gives one bundle, on a GPU too
+    (``moclip.train.determinism``)."""
     cfg = cfg or TrainConfig()
+    if url is None and extra is None:
+        raise ValueError("nothing to train on: give a dataset, reviewed labels, or both")
     with deterministic(resolve_device(cfg.device)):
-        return _train(url, out, cfg, log)
+        return _train(url, out, cfg, log, extra)
 
 
-def _train(url: str, out: str | Path, cfg: TrainConfig, log: Callable[[str], None]) -> Bundle:
+def _train(url: str | None, out: str | Path, cfg: TrainConfig, log: Callable[[str], None],
+           extra: ExtraFeatures | None = None) -> Bundle:
     times: dict[str, float] = {}
     t = time.perf_counter()
     device = resolve_device(cfg.device)
     precision = train_precision(device, cfg.precision)
     torch.manual_seed(cfg.seed)
-    manifest = read_manifest(url) or {}
-    check_schema(manifest, url)  # before reading features: an older moclip's need indexing again
+    manifest = (read_manifest(url) or {}) if url else extra.manifest
+    where = url or extra.url
+    check_schema(manifest, where)  # before reading features: an older moclip's need indexing again
+    if extra is not None:
+        check_schema(extra.manifest, extra.url)
+        if url and manifest.get("settings") and whole_clip_settings(manifest, url)[1] != \
+                whole_clip_settings(extra.manifest, extra.url)[1]:
+            raise ValueError(f"{extra.url}: indexed with other feature settings than {url} (CLIP weights "
+                             f"{extra.manifest.get('clip_weights_id')} vs {manifest.get('clip_weights_id')}): "
+                             "index the archive with the training dataset's settings")
     if manifest.get("settings"):
-        check_clip_weights(url, manifest)  # before training, not after: the text tower is built last
-    p = prepare(url, cfg, device)
+        check_clip_weights(where, manifest)  # before training, not after: the text tower is built last
+    p = prepare(url, cfg, device, extra=extra)
     s = p.splits
     if len(s.train) == 0 or len(s.val) == 0:
-        raise ValueError(f"{url}: not enough labelled videos for train/val ({len(s.train)}/{len(s.val)})")
+        raise ValueError(f"{where}: not enough labelled videos for train/val ({len(s.train)}/{len(s.val)})")
     times["load"] = time.perf_counter() - t
     log(f"{len(p.classes)} classes; train {len(s.train)}, val {len(s.val)}, test {len(s.test)} ({s.protocol})")
 
@@ -166,7 +223,7 @@ def _train(url: str, out: str | Path, cfg: TrainConfig, log: Callable[[str], Non
         log(f"{len(s.train) - len(mv_train)} training videos have no usable motion vectors: the MV net skips them, "
             "the fusion head sees them through its CLIP-only path")
     if len(mv_train) == 0:
-        raise ValueError(f"{url}: no training video has usable motion vectors; nothing for the MV net to learn from")
+        raise ValueError(f"{where}: no training video has usable motion vectors; nothing for the MV net to learn from")
     set_input_scale(net, p.mv[torch.from_numpy(mv_train).to(device)])
     fit_mv = FitConfig(epochs=cfg.mv_epochs, batch_size=cfg.batch_size, lr=cfg.mv_lr,
                        weight_decay=cfg.weight_decay, patience=cfg.patience, seed=cfg.seed, precision=precision)
@@ -216,7 +273,7 @@ def _train(url: str, out: str | Path, cfg: TrainConfig, log: Callable[[str], Non
     times["linear_probe"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    text = class_embeddings(manifest, p.classes, cfg.prompts, device, url)
+    text = class_embeddings(manifest, p.classes, cfg.prompts, device, where)
     times["zero_shot_text"] = time.perf_counter() - t
 
     # calibration: one temperature per trained model, fitted on validation (the test split stays untouched)
@@ -225,13 +282,13 @@ def _train(url: str, out: str | Path, cfg: TrainConfig, log: Callable[[str], Non
     calibration = {k: calibrate.fit_on_val(val_scores[k], p.y[s.val]) for k in CALIBRATED}
     log("temperatures (fitted on val): " + ", ".join(f"{k} {v['temperature']:.2f}" for k, v in calibration.items()))
 
-    settings = read_settings(manifest)  # there are settings: the text tower was built from them
+    settings, settings_hash = whole_clip_settings(manifest, where)  # there are: the text tower was built from them
     mv_shape = tuple(p.fs.mv.shape[1:])
     meta = BundleMeta(
         classes=p.classes,
         clip={**settings.clip.model_dump(), "weights_id": manifest.get("clip_weights_id", "unknown"),
               "random_init": bool(manifest.get("clip_random_init", False))},
-        features={"settings": settings, "settings_hash": manifest.get("settings_hash"), "mv_shape": list(mv_shape),
+        features={"settings": settings, "settings_hash": settings_hash, "mv_shape": list(mv_shape),
                   "clip_dim": fusion_args.clip_dim},
         architecture=Architecture(mvnet=mv_args, fusion=fusion_args, probe=probe_args),
         # what the architecture says again, as bundles before it had it (a moclip of before reads them)
@@ -239,7 +296,7 @@ def _train(url: str, out: str | Path, cfg: TrainConfig, log: Callable[[str], Non
                "flops_per_video": flops_per_video(net.cpu(), mv_shape), "feature_dim": net.feature_dim},
         fusion={"hidden": cfg.hidden, "dropout": cfg.dropout, "params": count_params(head), "mv_input": mv_input},
         train_config=cfg,
-        dataset={"url": url, "split_name": split_name(manifest, url), "split_protocol": s.protocol,
+        dataset={"url": where, "split_name": split_name(manifest, where), "split_protocol": s.protocol,
                  "n_train": len(s.train), "n_val": len(s.val), "n_test": len(s.test)},
         splits={"train": p.fs.meta["video_id"].iloc[s.train].tolist(),
                 "val": p.fs.meta["video_id"].iloc[s.val].tolist()},

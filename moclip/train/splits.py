@@ -26,7 +26,8 @@ def has_value(values: pd.Series) -> pd.Series:
 
 
 def make_splits(meta: pd.DataFrame, val_fraction: float = 0.15, test_fraction: float = 0.2, seed: int = 0) -> Splits:
-    """``meta`` needs ``label`` and may have ``split`` (train/test) and ``group``; unlabeled rows are left out."""
+    """``meta`` needs ``label`` and may have ``split`` (train/test, or "review": reviewed samples, which train and
+    validate but never test) and ``group``; unlabeled rows are left out."""
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     rng = np.random.default_rng(seed)
@@ -34,16 +35,23 @@ def make_splits(meta: pd.DataFrame, val_fraction: float = 0.15, test_fraction: f
     split = meta["split"].astype(str).to_numpy() if "split" in meta else np.array(["None"] * len(meta))
     groups = meta["group"] if "group" in meta else pd.Series([None] * len(meta))
     has_group = has_value(groups).to_numpy()
+    reviewed = labeled & (split == "review")
     official = labeled & np.isin(split, ["train", "test"])
+    rest = labeled & ~reviewed
     notes = []
     if official.any():
         pool = np.flatnonzero(official & (split == "train"))
         test = np.flatnonzero(official & (split == "test"))
         notes.append("official train/test split")
-    else:
-        pool, test = _carve(np.flatnonzero(labeled), meta, has_group, test_fraction, rng)
+    elif rest.any():
+        pool, test = _carve(np.flatnonzero(rest), meta, has_group, test_fraction, rng)
         notes.append(f"no official split: {test_fraction:.0%} of each class held out as test"
-                     + (" by group" if has_group[labeled].all() else " at random"))
+                     + (" by group" if has_group[rest].all() else " at random"))
+    else:
+        pool, test = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if reviewed.any():
+        pool = np.union1d(pool, np.flatnonzero(reviewed))
+        notes.append(f"{int(reviewed.sum())} reviewed samples train and validate (never test)")
     train, val = _carve(pool, meta, has_group, val_fraction, rng)
     by_group = len(pool) and has_group[pool].all()
     notes.append(f"validation: {val_fraction:.0%} of each class's train videos, "
