@@ -211,7 +211,7 @@ def predict_archive(features: str, params: LabelParams) -> dict:
                          model=model or "zero-shot", model_id=predictor.model_id, label_key=key, features=features,
                          top_k=params.top_k, extra_classes=extra, clip_random_init=random_clip,
                          classes=list(predictor.classes), vocabulary=params.classes, calibrated=not zero_shot,
-                         windowed=windowed,
+                         windowed=windowed, params=params.model_dump(mode="json", exclude={"storage_options"}),
                          csv=csv_stamp(out, owned) if params.csv else None)
     trained = predictor.mv_sources
     if counts.mv_source_unseen:

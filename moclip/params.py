@@ -26,7 +26,8 @@ from moclip.config import (
 from moclip.vocabulary import Vocabulary, read_vocabulary_file
 
 __all__ = ["ArchiveSpec", "DemoParams", "EvaluateParams", "IndexParams", "LabelParams", "ReviewExportParams",
-           "ReviewImportParams", "ReviewSelectParams", "SearchParams", "TrainParams"]
+           "ReviewImportParams", "ReviewRoundParams", "ReviewSelectParams", "RetrainParams", "SearchParams",
+           "TrainParams"]
 
 
 class IndexParams(Settings):
@@ -396,3 +397,32 @@ class ReviewImportParams(Settings):
         if self.from_label_studio and not self.url:
             raise ValueError("--from-label-studio needs --url")
         return self
+
+
+class ReviewRoundParams(Settings):
+    """One review round after labelling: pick what people should check and put it in the Label Studio project."""
+
+    labels: str = Field(description="a label run's output folder")
+    n: int = Field(200, ge=1, le=1_000_000, description="items to pick")
+    strategy: Literal["margin", "entropy", "random"] = Field("margin", description="how uncertainty is measured")
+    batch_out: str | None = Field(None, description="the batch folder (default: LABELS/_review/batches/<UTC time>)")
+    url: str = Field(description="Label Studio's address")
+    token: str | None = Field(None, description="a Label Studio access token (default: the worker's "
+                                                "MOCLIP_LABEL_STUDIO_TOKEN)")
+    project: str | None = Field(None, description="the project's title (default: 'moclip: <label run folder>')")
+    media_url: str | None = Field(None, description="the archive as the browser reaches it: PREFIX/<video_id>")
+    document_root: str | None = Field(None, description="Label Studio's LOCAL_FILES_DOCUMENT_ROOT")
+
+
+class RetrainParams(Settings):
+    """Learn from the reviews: import them, train on them (and a training dataset), evaluate, label the archive again
+    with the new model (its features are reused: only the model changed, so every prediction is made again)."""
+
+    labels: str = Field(description="the label run whose reviews to learn from, and to label again")
+    dataset: str | None = Field(None, description="a training dataset trained on too (and evaluated on)")
+    model_out: str = Field(description="where the new model bundle is written")
+    url: str | None = Field(None, description="Label Studio's address: import the project's answers first")
+    token: str | None = Field(None, description="a Label Studio access token (default: MOCLIP_LABEL_STUDIO_TOKEN)")
+    project: str | None = Field(None, description="the project's title (default: 'moclip: <label run folder>')")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="how the models are trained")
+    relabel: bool = Field(True, description="label the archive again with the new model")

@@ -23,7 +23,7 @@ from helpers.videos import make_video
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DEPLOYMENTS = {"nightly-reindex": "index-corpus", "train-and-evaluate": "train-and-evaluate",
-               "label-archive": "label-archive"}
+               "label-archive": "label-archive", "review-round": "review-round", "retrain": "retrain"}
 
 
 @dataclass
@@ -99,7 +99,7 @@ def _deployed(stack: Stack) -> None:
         (stack.deploy.stdout[-2000:] + stack.deploy.stderr[-2000:]) if stack.deploy else "not deployed"
 
 
-def test_deploy_all_creates_the_three_deployments_with_templated_parameters(stack):
+def test_deploy_all_creates_the_deployments_with_templated_parameters(stack):
     _deployed(stack)
     listed = stack.cli("deployment", "ls").stdout
     assert all(name in listed for name in DEPLOYMENTS)
@@ -112,7 +112,9 @@ def test_deploy_all_creates_the_three_deployments_with_templated_parameters(stac
     mv = schema["definitions"]["MVConfig"]["properties"]["segments"]
     assert mv["description"].startswith("T: temporal segments") and mv["minimum"] == 1
     assert nightly["work_pool_name"] == "moclip" and nightly["schedules"][0]["schedule"]["cron"] == "0 2 * * *"
-    assert {stack.deployment(n)["work_pool_name"] for n in ("train-and-evaluate", "label-archive")} == {"moclip-gpu"}
+    assert {stack.deployment(n)["work_pool_name"] for n in ("train-and-evaluate", "label-archive", "retrain")} == \
+        {"moclip-gpu"}
+    assert stack.deployment("review-round")["work_pool_name"] == "moclip"
     # the schedule has put its next runs on the calendar
     assert any(r["state_type"] == "SCHEDULED" for r in stack.runs("nightly-reindex"))
 

@@ -109,3 +109,48 @@ def test_the_cli_exports_and_imports_through_the_server(label_studio, tmp_path):
     bad = moclip("review", "export", str(root / "b"), "--url", server.url, "--token", "wrong-token-123456")
     assert bad.returncode == 1 and "401" in bad.stderr
     shutil.rmtree(root)
+
+
+def test_a_review_round_and_a_retrain_close_the_loop(label_studio, prefect_api, tmp_path):
+    """Label an archive with no model (zero-shot), a review round puts the least sure videos in Label Studio, the
+    reviewers answer, and retrain imports the answers, trains on them with a small training dataset, evaluates, and
+    labels the archive again with the new model (its features reused: nothing decoded again)."""
+    from helpers.datasets import index_in_process, motion_corpus
+
+    from flows.label_flow import label_archive
+    from flows.review_flow import retrain, review_round
+    from moclip.config import TrainConfig
+    from moclip.params import LabelParams, RetrainParams, ReviewRoundParams
+
+    server = label_studio
+    root = server.media / "run3"
+    base = index_in_process(motion_corpus(tmp_path / "train", per_class=4, n_frames=16), tmp_path / "base")
+    archive = motion_corpus(root / "archive", per_class=3, n_frames=16)
+    for f in list(archive.rglob("*.mp4")):
+        f.rename(f.with_name("new_" + f.name))
+    labels = root / "labels"
+    clip = {"weights": "none", "frames": 2, "precision": "fp32"}  # the training dataset's settings
+    first = label_archive(LabelParams(corpus={"root": str(archive)}, classes=["left", "right", "up", "down"],
+                                      out=str(labels), features={"clip": clip}, run={"workers": 1}))
+    assert first["n_labelled"] == 12
+
+    picked = review_round(ReviewRoundParams(labels=str(labels), n=6, url=server.url, token=server.token,
+                                            document_root=str(server.media)))
+    assert (picked["picked"], picked["imported"]) == (6, 6)
+    headers = {"Authorization": f"Token {server.token}"}
+    tasks = httpx.get(f"{server.url}/api/tasks/", params={"project": picked["project"], "page_size": 100},
+                      headers=headers).json()["tasks"]
+    for t in tasks:  # the reviewers answer with the truth (the class folder)
+        _answer(server, t["id"], t["data"]["moclip"]["video_id"].split("/")[0])
+
+    fast = TrainConfig(flip=False, mv_epochs=3, head_epochs=3, patience=10, device="cpu")
+    out = retrain(RetrainParams(labels=str(labels), dataset=base, model_out=str(tmp_path / "model2"),
+                                url=server.url, token=server.token, train=fast))
+    assert out["imported"]["answered"] == 6
+    assert out["evaluation"]["results"].dataset.n_test > 0
+    relabelled = out["labels"]
+    assert relabelled["predicted"] == 12 and relabelled["index"].new + relabelled["index"].reindexed == 0
+    preds = pd.read_parquet(labels / "predictions")
+    assert not preds["model"].str.startswith("zero-shot").any()  # every prediction is the new model's
+    about = json.loads((labels / "_labels.json").read_text())
+    assert about["model"] == str(tmp_path / "model2") and about["calibrated"] is True

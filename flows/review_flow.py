@@ -1,0 +1,67 @@
+"""The review loop as deployments: a round after labelling, and learning from what people answered.
+
+    review-round:  select-batch ──> export-batch (Label Studio project) ──> review-round artifact
+    retrain:       import-reviews ──> train-model (reviews + dataset) ──> evaluate-model ──> label-archive again
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from flows.runtime import without_heartbeats
+from flows.train_flow import evaluate_model, train_model
+from moclip.dataset import Store
+from moclip.label.export import LABELS_MANIFEST
+from moclip.params import EvaluateParams, LabelParams, RetrainParams, ReviewRoundParams, TrainParams
+from tasks.review_tasks import export_batch, import_reviews_task, select_batch
+
+
+@flow(name="review-round")
+def review_round(params: ReviewRoundParams) -> dict:
+    """Pick the batch people should check next and put it in the Label Studio project."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    batch = params.batch_out or f"{params.labels.rstrip('/')}/_review/batches/{stamp}"
+    n = select_batch(params.labels, params.n, params.strategy, batch)
+    done = export_batch(batch, params.url, params.token, params.project, params.media_url, params.document_root)
+    create_markdown_artifact(f"# Review round\n\n{n} items picked ({params.strategy}) into `{batch}`; Label Studio "
+                             f"project **{done.title}** (id {done.project}): {done.imported} tasks imported, "
+                             f"{done.already} already there.\n", key="review-round",
+                             description=f"{done.imported} tasks for review")
+    return {"batch": batch, "picked": n, "project": done.project, "imported": done.imported, "already": done.already}
+
+
+def relabel_params(labels: str, model: str) -> LabelParams:
+    """The label run's own parameters (``_labels.json``) with the new model in place of the old or the vocabulary."""
+    about = Store(labels).read_json(LABELS_MANIFEST) or {}
+    recorded = about.get("params")
+    if not recorded:
+        raise ValueError(f"{labels}: its {LABELS_MANIFEST} does not record how it was labelled (a run of an older "
+                         "moclip): label it again with --model")
+    keep = {k: v for k, v in recorded.items() if k not in ("model", "classes", "prompts", "features")}
+    return LabelParams.model_validate({**keep, "model": model})
+
+
+@flow(name="retrain")
+def retrain(params: RetrainParams) -> dict:
+    """Import the answers, train on them, evaluate (with a dataset), and label the archive again."""
+    from flows.label_flow import label_archive
+
+    out: dict = {}
+    with without_heartbeats():
+        if params.url:
+            rep = import_reviews_task(params.labels, params.url, params.token, params.project)
+            out["imported"] = {"answered": rep.answered, "skipped": rep.skipped, "model_right": rep.model_right,
+                               "disagreements": len(rep.disagreements)}
+        model = train_model(TrainParams(dataset=params.dataset, reviewed=[params.labels], model_out=params.model_out,
+                                        train=params.train))
+        out["model"] = model
+        if params.dataset:
+            out["evaluation"] = evaluate_model(EvaluateParams(dataset=params.dataset, model=model,
+                                                              device=params.train.device,
+                                                              report_out=f"{params.model_out}/report"))
+        if params.relabel:
+            out["labels"] = label_archive(relabel_params(params.labels, model))
+    return out
