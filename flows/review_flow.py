@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from flows.runtime import without_heartbeats
 from flows.train_flow import evaluate_model, train_model
-from moclip.dataset import Store
+from moclip.dataset import Store, read_manifest, read_settings
 from moclip.label.export import LABELS_MANIFEST
 from moclip.params import EvaluateParams, LabelParams, RetrainParams, ReviewRoundParams, TrainParams
 from tasks.review_tasks import export_batch, import_reviews_task, select_batch
@@ -22,10 +23,12 @@ from tasks.review_tasks import export_batch, import_reviews_task, select_batch
 @flow(name="review-round")
 def review_round(params: ReviewRoundParams) -> dict:
     """Pick the batch people should check next and put it in the Label Studio project."""
+    if params.batch_out is None and not Store(params.labels).local:
+        raise ValueError(f"{params.labels}: give batch_out, a local folder for the batch (batches are local files)")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    batch = params.batch_out or f"{params.labels.rstrip('/')}/_review/batches/{stamp}"
+    batch = params.batch_out or f"{params.labels.rstrip('/')}/_review/batches/{stamp}-{uuid.uuid4().hex[:6]}"
     n = select_batch(params.labels, params.n, params.strategy, batch)
-    done = export_batch(batch, params.url, params.token, params.project, params.media_url, params.document_root)
+    done = export_batch(batch, params.url, params.project, params.media_url, params.document_root)
     create_markdown_artifact(f"# Review round\n\n{n} items picked ({params.strategy}) into `{batch}`; Label Studio "
                              f"project **{done.title}** (id {done.project}): {done.imported} tasks imported, "
                              f"{done.already} already there.\n", key="review-round",
@@ -33,15 +36,19 @@ def review_round(params: ReviewRoundParams) -> dict:
     return {"batch": batch, "picked": n, "project": done.project, "imported": done.imported, "already": done.already}
 
 
-def relabel_params(labels: str, model: str) -> LabelParams:
-    """The label run's own parameters (``_labels.json``) with the new model in place of the old or the vocabulary."""
-    about = Store(labels).read_json(LABELS_MANIFEST) or {}
+def relabel_params(labels: str, model: str, storage_options: dict | None = None) -> LabelParams:
+    """The label run's own parameters (``_labels.json``) with the new model in place of the old or the vocabulary,
+    and the time windows its features were indexed with (a zero-shot run may have taken them from its features)."""
+    about = Store(labels, storage_options).read_json(LABELS_MANIFEST) or {}
     recorded = about.get("params")
     if not recorded:
         raise ValueError(f"{labels}: its {LABELS_MANIFEST} does not record how it was labelled (a run of an older "
                          "moclip): label it again with --model")
     keep = {k: v for k, v in recorded.items() if k not in ("model", "classes", "prompts", "features")}
-    return LabelParams.model_validate({**keep, "model": model})
+    manifest = read_manifest(str(about.get("features")), storage_options) if about.get("features") else None
+    if manifest and manifest.get("settings"):
+        keep["windows"] = read_settings(manifest).window.model_dump()
+    return LabelParams.model_validate({**keep, "model": model, "storage_options": storage_options or {}})
 
 
 @flow(name="retrain")
@@ -52,7 +59,7 @@ def retrain(params: RetrainParams) -> dict:
     out: dict = {}
     with without_heartbeats():
         if params.url:
-            rep = import_reviews_task(params.labels, params.url, params.token, params.project)
+            rep = import_reviews_task(params.labels, params.url, params.project, params.storage_options)
             out["imported"] = {"answered": rep.answered, "skipped": rep.skipped, "model_right": rep.model_right,
                                "disagreements": len(rep.disagreements)}
         model = train_model(TrainParams(dataset=params.dataset, reviewed=[params.labels], model_out=params.model_out,
@@ -63,5 +70,5 @@ def retrain(params: RetrainParams) -> dict:
                                                               device=params.train.device,
                                                               report_out=f"{params.model_out}/report"))
         if params.relabel:
-            out["labels"] = label_archive(relabel_params(params.labels, model))
+            out["labels"] = label_archive(relabel_params(params.labels, model, params.storage_options))
     return out

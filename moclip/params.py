@@ -406,9 +406,8 @@ class ReviewRoundParams(Settings):
     n: int = Field(200, ge=1, le=1_000_000, description="items to pick")
     strategy: Literal["margin", "entropy", "random"] = Field("margin", description="how uncertainty is measured")
     batch_out: str | None = Field(None, description="the batch folder (default: LABELS/_review/batches/<UTC time>)")
-    url: str = Field(description="Label Studio's address")
-    token: str | None = Field(None, description="a Label Studio access token (default: the worker's "
-                                                "MOCLIP_LABEL_STUDIO_TOKEN)")
+    url: str = Field(description="Label Studio's address (the token: the worker's MOCLIP_LABEL_STUDIO_TOKEN, never "
+                                 "a flow parameter, which the Prefect server stores in clear)")
     project: str | None = Field(None, description="the project's title (default: 'moclip: <label run folder>')")
     media_url: str | None = Field(None, description="the archive as the browser reaches it: PREFIX/<video_id>")
     document_root: str | None = Field(None, description="Label Studio's LOCAL_FILES_DOCUMENT_ROOT")
@@ -421,8 +420,9 @@ class RetrainParams(Settings):
     labels: str = Field(description="the label run whose reviews to learn from, and to label again")
     dataset: str | None = Field(None, description="a training dataset trained on too (and evaluated on)")
     model_out: str = Field(description="where the new model bundle is written")
-    url: str | None = Field(None, description="Label Studio's address: import the project's answers first")
-    token: str | None = Field(None, description="a Label Studio access token (default: MOCLIP_LABEL_STUDIO_TOKEN)")
+    url: str | None = Field(None, description="Label Studio's address: import the project's answers first (the "
+                                              "token: the worker's MOCLIP_LABEL_STUDIO_TOKEN)")
     project: str | None = Field(None, description="the project's title (default: 'moclip: <label run folder>')")
     train: TrainConfig = Field(default_factory=TrainConfig, description="how the models are trained")
     relabel: bool = Field(True, description="label the archive again with the new model")
+    storage_options: dict = Field(default_factory=dict, description="fsspec options for `labels` (JSON)")

@@ -8,8 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def humanize(name: str) -> str:
+    """Class name -> words: ``ApplyEyeMakeup`` -> "apply eye makeup", ``brush_hair`` -> "brush hair"."""
+    text = _CAMEL.sub(" ", name.strip())
+    text = re.sub(r"[_\-\s]+", " ", text)
+    return text.strip().lower()
 
 
 @dataclass(frozen=True)
@@ -22,23 +32,29 @@ class Vocabulary:
 
     @classmethod
     def parse(cls, entries: list[str]) -> Vocabulary:
-        """Entries ``name`` or ``name: prompt; prompt``; refuses an empty list, an empty name and a repeated one
-        (CLIP's tokenizer lower-cases: "Diving" and "diving" are one class)."""
+        """Entries ``name`` or ``name: prompt; prompt``; refuses an empty list, a single class (its softmax is
+        always 1), an empty name and a repeated one: the same words once turned into prompts ("Diving" and
+        "diving", "BrushHair" and "brush_hair" give CLIP the same text), or the same prompts."""
         names: list[str] = []
         prompts: list[tuple[str, ...]] = []
-        seen: dict[str, str] = {}
+        seen: dict[object, str] = {}
         for entry in entries:
             name, _, text = str(entry).partition(":")
             name = name.strip()
             if not name:
                 raise ValueError(f"a class without a name: {entry!r}")
-            if name.lower() in seen:
-                raise ValueError(f"class {name!r} is in the vocabulary twice (as {seen[name.lower()]!r} too)")
-            seen[name.lower()] = name
+            own = tuple(p.strip() for p in text.split(";") if p.strip())
+            for key in {humanize(name) if not own else name.lower(), name.lower(), own or None} - {None}:
+                if key in seen:
+                    raise ValueError(f"class {name!r} is in the vocabulary twice (as {seen[key]!r} too: CLIP would "
+                                     "get the same text for both)")
+                seen[key] = name
             names.append(name)
-            prompts.append(tuple(p.strip() for p in text.split(";") if p.strip()))
+            prompts.append(own)
         if not names:
             raise ValueError("the vocabulary is empty: give at least one class name")
+        if len(names) < 2:
+            raise ValueError(f"one class ({names[0]!r}) is no choice: give at least two class names")
         return cls(tuple(names), tuple(prompts))
 
     @property

@@ -10,14 +10,13 @@ import hashlib
 import io
 import json
 import os
-import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from moclip.files import atomic_write_bytes
-from moclip.vocabulary import Vocabulary, read_vocabulary_file
+from moclip.vocabulary import Vocabulary, humanize, read_vocabulary_file
 
 __all__ = ["TEMPLATE_SETS", "Vocabulary", "cache_dir", "humanize", "normalize", "read_vocabulary_file", "scores",
            "text_embeddings", "video_embedding"]
@@ -38,16 +37,6 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
     ),
     "plain": ("{}",),
 }
-
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
-
-
-def humanize(name: str) -> str:
-    """Class name -> words: ``ApplyEyeMakeup`` -> "apply eye makeup", ``brush_hair`` -> "brush hair"."""
-    text = _CAMEL.sub(" ", name.strip())
-    text = re.sub(r"[_\-\s]+", " ", text)
-    return text.strip().lower()
-
 
 def cache_dir() -> Path:
     return Path(os.environ.get("MOCLIP_CACHE", Path.home() / ".cache" / "moclip")) / "text"

@@ -11,9 +11,10 @@ from moclip.review.batch import Exported, export_to_label_studio, make_batch, re
 from moclip.review.labelstudio import ImportReport
 
 
-def token(given: str | None) -> str:
-    """The Label Studio token: given, or the worker's MOCLIP_LABEL_STUDIO_TOKEN (kept out of flow parameters)."""
-    return given or os.environ.get("MOCLIP_LABEL_STUDIO_TOKEN", "")
+def token() -> str:
+    """The worker's Label Studio token (MOCLIP_LABEL_STUDIO_TOKEN): never a flow or task parameter, which Prefect
+    stores in clear."""
+    return os.environ.get("MOCLIP_LABEL_STUDIO_TOKEN", "")
 
 
 @task(name="select-batch", cache_policy=NO_CACHE)
@@ -22,11 +23,11 @@ def select_batch(labels: str, n: int, strategy: str, out: str) -> int:
 
 
 @task(name="export-batch", cache_policy=NO_CACHE)
-def export_batch(batch: str, url: str, token_: str | None, project: str | None, media_url: str | None,
+def export_batch(batch: str, url: str, project: str | None, media_url: str | None,
                  document_root: str | None) -> Exported:
-    return export_to_label_studio(batch, url, token(token_), project, media_url, document_root)
+    return export_to_label_studio(batch, url, token(), project, media_url, document_root)
 
 
 @task(name="import-reviews", cache_policy=NO_CACHE)
-def import_reviews_task(labels: str, url: str, token_: str | None, project: str | None) -> ImportReport:
-    return reviews_from_label_studio(labels, url, token(token_), project)[1]
+def import_reviews_task(labels: str, url: str, project: str | None, storage_options: dict) -> ImportReport:
+    return reviews_from_label_studio(labels, url, token(), project, storage_options)[1]

@@ -159,3 +159,17 @@ def test_a_batch_is_picked_from_a_label_run_exported_and_its_answers_imported(tm
     assert len(rest) == 12 - 8 and not set(rest["item_id"]) & (set(first["item_id"]) | set(second["item_id"]))
     with pytest.raises(ValueError, match="nothing left to review"):
         make_batch(str(labels), 5, tmp_path / "batch4")
+
+
+def test_an_answer_taken_back_leaves_no_label(tmp_path):
+    from moclip.review.batch import import_reviews
+
+    items = _items([[0.5, 0.4]] * 2)
+    made = [task(r, "moclip:m", f"/v{i}.mp4", None) for i, r in enumerate(items.to_dict("records"))]
+    first = [{**t, "id": i, "annotations": [_ann(i, [_choice("a")], "2026-12-06T10:00:00Z")]}
+             for i, t in enumerate(made)]
+    reviewed, _ = import_reviews(str(tmp_path), first)
+    assert sorted(reviewed["item_id"]) == ["v0", "v1"]
+    later = [{**made[0], "id": 0, "annotations": [_ann(7, [], "2026-12-06T11:00:00Z", cancelled=True)]}]  # now a skip
+    reviewed, rep = import_reviews(str(tmp_path), later)
+    assert reviewed["item_id"].tolist() == ["v1"] and rep.skipped == 1

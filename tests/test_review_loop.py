@@ -111,7 +111,7 @@ def test_the_cli_exports_and_imports_through_the_server(label_studio, tmp_path):
     shutil.rmtree(root)
 
 
-def test_a_review_round_and_a_retrain_close_the_loop(label_studio, prefect_api, tmp_path):
+def test_a_review_round_and_a_retrain_close_the_loop(label_studio, prefect_api, tmp_path, monkeypatch):
     """Label an archive with no model (zero-shot), a review round puts the least sure videos in Label Studio, the
     reviewers answer, and retrain imports the answers, trains on them with a small training dataset, evaluates, and
     labels the archive again with the new model (its features reused: nothing decoded again)."""
@@ -123,6 +123,7 @@ def test_a_review_round_and_a_retrain_close_the_loop(label_studio, prefect_api, 
     from moclip.params import LabelParams, RetrainParams, ReviewRoundParams
 
     server = label_studio
+    monkeypatch.setenv("MOCLIP_LABEL_STUDIO_TOKEN", server.token)  # the worker's: never a flow parameter
     root = server.media / "run3"
     base = index_in_process(motion_corpus(tmp_path / "train", per_class=4, n_frames=16), tmp_path / "base")
     archive = motion_corpus(root / "archive", per_class=3, n_frames=16)
@@ -134,8 +135,7 @@ def test_a_review_round_and_a_retrain_close_the_loop(label_studio, prefect_api, 
                                       out=str(labels), features={"clip": clip}, run={"workers": 1}))
     assert first["n_labelled"] == 12
 
-    picked = review_round(ReviewRoundParams(labels=str(labels), n=6, url=server.url, token=server.token,
-                                            document_root=str(server.media)))
+    picked = review_round(ReviewRoundParams(labels=str(labels), n=6, url=server.url, document_root=str(server.media)))
     assert (picked["picked"], picked["imported"]) == (6, 6)
     headers = {"Authorization": f"Token {server.token}"}
     tasks = httpx.get(f"{server.url}/api/tasks/", params={"project": picked["project"], "page_size": 100},
@@ -145,7 +145,7 @@ def test_a_review_round_and_a_retrain_close_the_loop(label_studio, prefect_api, 
 
     fast = TrainConfig(flip=False, mv_epochs=3, head_epochs=3, patience=10, device="cpu")
     out = retrain(RetrainParams(labels=str(labels), dataset=base, model_out=str(tmp_path / "model2"),
-                                url=server.url, token=server.token, train=fast))
+                                url=server.url, train=fast))
     assert out["imported"]["answered"] == 6
     assert out["evaluation"]["results"].dataset.n_test > 0
     relabelled = out["labels"]

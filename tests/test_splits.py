@@ -46,3 +46,24 @@ def test_unlabeled_rows_are_left_out():
     meta.loc[0, "label"] = None
     s = make_splits(meta)
     assert 0 not in set(s.train) | set(s.val) | set(s.test)
+
+
+def test_grouped_rows_never_straddle_validation_beside_rows_without_groups():
+    """Reviewed windows (grouped by their video) next to a training dataset without groups: a video's windows are
+    all on one side; a class with one reviewed video keeps it in train."""
+    import pandas as pd
+
+    from moclip.train.splits import make_splits
+
+    rows = [{"label": "x", "group": None, "split": "None"} for _ in range(10)]
+    rows += [{"label": "x", "group": f"review:{v}", "split": "review"} for v in "ab" for _ in range(6)]
+    rows += [{"label": "y", "group": "review:c", "split": "review"} for _ in range(6)]
+    rows += [{"label": "y", "group": None, "split": "None"} for _ in range(10)]
+    meta = pd.DataFrame(rows)
+    for seed in range(5):
+        s = make_splits(meta, 0.3, seed=seed)
+        for g in ("review:a", "review:b", "review:c"):
+            members = set(meta.index[meta["group"] == g])
+            assert members <= set(s.train) or members <= set(s.val), (seed, g)
+        assert set(meta.index[meta["group"] == "review:c"]) <= set(s.train)
+        assert not set(meta.index[meta["split"] == "review"]) & set(s.test)

@@ -271,3 +271,14 @@ def test_a_filmstrip_shows_a_frame_of_each_segment_linked_to_its_range(tmp_path:
     assert "no picture" in page  # the video that is not there any more: a grey tile, not a broken page
     write_timelines(seg[seg["video_id"] == "gone"], None, ["right", "left"], tmp_path / "out", n=2)
     assert not list((tmp_path / "out" / TIMELINE_DIR / THUMB_DIR).glob("*.jpg"))  # frames of pages gone go too
+
+
+def test_one_bad_moment_does_not_cost_the_others_their_pictures(tmp_path: Path) -> None:
+    from helpers.videos import make_video
+
+    from moclip.report.contact_sheet import write_thumbnails
+
+    video = str(make_video(tmp_path / "a.mp4", n_frames=25))  # 1 s
+    names, errors = write_thumbnails([(video, 0.5), (video, 99.0)], tmp_path / "thumbs")
+    assert names[(video, 0.5)] and (tmp_path / "thumbs" / names[(video, 0.5)]).is_file()
+    assert names[(video, 99.0)] is None and "ends before it" in errors[(video, 99.0)]

@@ -29,17 +29,20 @@ def test_a_vocabulary_from_a_list_or_a_file_with_prompts(tmp_path):
     assert _params(classes="diving, surfing").classes == ["diving", "surfing"]
     assert _params(classes=["diving", "surfing"]).vocabulary.digest("short") == \
         _params(classes="diving,surfing").vocabulary.digest("short")
-    assert _params(classes="diving").vocabulary.digest("short") != _params(classes="diving").vocabulary.digest("plain")
+    two = _params(classes="diving,surfing").vocabulary
+    assert two.digest("short") != two.digest("plain")
 
 
 @pytest.mark.parametrize(("kw", "message"), [
     ({"classes": ""}, "the vocabulary is empty"),
     ({"classes": " , ,"}, "the vocabulary is empty"),
     ({"classes": "diving,Diving"}, "'Diving' is in the vocabulary twice"),
+    ({"classes": "BrushHair,brush_hair"}, "'brush_hair' is in the vocabulary twice"),
+    ({"classes": "diving"}, "one class ('diving') is no choice"),
     ({"classes": ": a prompt"}, "a class without a name"),
     ({}, "give either model (a trained bundle) or classes (zero-shot class names), not neither"),
-    ({"classes": "a", "model": "m"}, "not both"),
-    ({"classes": "a", "extra_classes": "b"}, "with classes, add them to classes"),
+    ({"classes": "a,b", "model": "m"}, "not both"),
+    ({"classes": "a,b", "extra_classes": "c"}, "with classes, add them to classes"),
     ({"model": "m", "features": {"mv": {"segments": 4}}}, "indexed with the model's feature settings"),
 ])
 def test_bad_vocabularies_are_refused_with_a_message(kw, message):

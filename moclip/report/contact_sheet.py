@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import html
 import io
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,8 +42,14 @@ def media_link(path: str, start_s: float, end_s: float) -> str:
 
 
 def thumbnail_name(path: str, t: float) -> str:
-    """A picture's file name: the same video and moment always give the same name."""
-    return hashlib.sha256(f"{path}@{t:.3f}".encode()).hexdigest()[:16] + ".jpg"
+    """A picture's file name: the same version of a video (path, size, modification time) and moment always give
+    the same name; a file replaced at the same path gets new pictures."""
+    try:
+        st = os.stat(path)
+        version = f"{st.st_size}:{st.st_mtime_ns}"
+    except OSError:
+        version = "missing"
+    return hashlib.sha256(f"{path}@{t:.3f}@{version}".encode()).hexdigest()[:16] + ".jpg"
 
 
 def write_thumbnails(moments: Sequence[tuple[str, float]], folder: Path, height: int = THUMB_HEIGHT,
@@ -61,18 +68,21 @@ def write_thumbnails(moments: Sequence[tuple[str, float]], folder: Path, height:
     for path, times in by_path.items():
         todo = [t for t in times if not (folder / thumbnail_name(path, t)).is_file()]
         try:
-            pictures = frames_at(path, todo, height) if todo else []
-        except (DecodeError, OSError) as e:
-            for t in times:
-                names[(path, t)], errors[(path, t)] = None, str(e)
-            continue
-        for t, rgb in zip(todo, pictures):
+            pictures = dict(zip(todo, frames_at(path, todo, height))) if todo else {}
+        except (DecodeError, OSError):  # one bad moment (or file): each moment on its own, to say which
+            pictures = {}
+            for t in todo:
+                try:
+                    pictures[t] = frames_at(path, [t], height)[0]
+                except (DecodeError, OSError) as e:
+                    errors[(path, t)] = str(e)
+        for t, rgb in pictures.items():
             folder.mkdir(parents=True, exist_ok=True)
             buf = io.BytesIO()
             Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="JPEG", quality=85)
             atomic_write_bytes(folder / thumbnail_name(path, t), buf.getvalue())
         for t in times:
-            names[(path, t)] = thumbnail_name(path, t)
+            names[(path, t)] = None if (path, t) in errors else thumbnail_name(path, t)
     return names, errors
 
 

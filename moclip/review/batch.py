@@ -20,6 +20,8 @@ from urllib.parse import quote
 
 import pandas as pd
 
+from moclip.dataset import Store
+from moclip.dataset.lock import dataset_lock
 from moclip.files import atomic_write_bytes, atomic_write_text
 from moclip.review import ledger
 from moclip.review.labelstudio import ImportReport, label_config, parse_export, tasks
@@ -33,15 +35,25 @@ def make_batch(labels: str, n: int, out: str | Path, strategy: Strategy = "margi
                storage_options: dict | None = None) -> pd.DataFrame:
     """Pick ``n`` items of the label run at ``labels`` (``moclip.review.select``), write the batch to ``out`` and
     put its items in the run's ledger. Returns the items."""
-    items, about = run_items(labels, storage_options)
-    exclude = ledger.taken(labels, storage_options)
-    vectors = directions(about, items, storage_options) if diverse and strategy != "random" else None
-    picked = select(items, n, strategy, exclude, vectors, pool_factor, per_class, seed)
-    if picked.empty:
-        raise ValueError(f"{labels}: nothing left to review ({len(items)} items, {len(exclude)} already picked or "
-                         "reviewed)")
     folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
+    if (folder / ITEMS).exists():
+        raise ValueError(f"{folder}: a review batch is there already (its items are in the ledger): pick the next "
+                         "batch into another folder")
+    items, about = run_items(labels, storage_options)
+    vectors = directions(about, items, storage_options) if diverse and strategy != "random" else None
+    with dataset_lock(Store(labels, storage_options), 600, name=ledger.LOCK, what="label run's review ledger"):
+        exclude = ledger.taken(labels, storage_options)  # read, pick and record under one lock: never picked twice
+        picked = select(items, n, strategy, exclude, vectors, pool_factor, per_class, seed)
+        if picked.empty:
+            raise ValueError(f"{labels}: nothing left to review ({len(items)} items, {len(exclude)} already picked "
+                             "or reviewed)")
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_batch(folder, picked, about, labels, strategy)
+        ledger.record(labels, str(folder.resolve()), picked, storage_options)
+    return picked
+
+
+def _write_batch(folder: Path, picked: pd.DataFrame, about: dict, labels: str, strategy: str) -> None:
     buf = io.BytesIO()
     picked.to_parquet(buf, index=False)
     atomic_write_bytes(folder / ITEMS, buf.getvalue())
@@ -49,8 +61,6 @@ def make_batch(labels: str, n: int, out: str | Path, strategy: Strategy = "margi
         "labels": labels, "classes": about.get("classes") or [], "windowed": bool(picked["start_s"].notna().any()),
         "strategy": strategy, "n": len(picked), "model_id": about.get("model_id"), "features": about.get("features"),
         "created_at": datetime.now(timezone.utc).isoformat()}, indent=1))
-    ledger.record(labels, folder.name, picked, storage_options)
-    return picked
 
 
 def media_link(path: str, media_url: str | None = None, document_root: str | None = None,
@@ -107,14 +117,16 @@ def export_files(batch: str | Path, media_url: str | None = None, document_root:
 
 def import_reviews(labels: str, exported: list[dict], storage_options: dict | None = None,
                    ) -> tuple[pd.DataFrame, ImportReport]:
-    """Merge the reviewers' answers of a Label Studio export into ``LABELS/_review/reviewed.parquet``: an item
-    answered again replaces its earlier rows. Returns every reviewed row and what this export held."""
+    """Merge the reviewers' answers of a Label Studio export into ``LABELS/_review/reviewed.parquet``: the export's
+    answer for an item replaces its earlier rows (an answer taken back, now a skip, leaves none). Returns every
+    reviewed row and what this export held."""
     new, report = parse_export(exported)
-    old = ledger.read(labels, ledger.REVIEWED, storage_options)
-    if old is not None and len(old):
-        old = old[~old["item_id"].isin(set(new["item_id"]))]
-        new = pd.concat([old, new], ignore_index=True) if len(new) else old
-    ledger.write(labels, ledger.REVIEWED, new.reset_index(drop=True), storage_options)
+    with dataset_lock(Store(labels, storage_options), 600, name=ledger.LOCK, what="label run's review ledger"):
+        old = ledger.read(labels, ledger.REVIEWED, storage_options)
+        if old is not None and len(old):
+            old = old[~old["item_id"].astype(str).isin(report.seen)]
+            new = pd.concat([old, new], ignore_index=True) if len(new) else old
+        ledger.write(labels, ledger.REVIEWED, new.reset_index(drop=True), storage_options)
     return new, report
 
 
@@ -140,6 +152,10 @@ def export_to_label_studio(batch: str | Path, url: str, token: str, project: str
     project as a local-files storage, which Label Studio needs to serve them."""
     from moclip.review.client import LabelStudio, LabelStudioError
 
+    if not media_url and not document_root:
+        raise LabelStudioError("say how Label Studio's browser reaches the videos: --document-root (its "
+                               "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT, with the videos in a folder below it) or "
+                               "--media-url PREFIX")
     made, config, about = batch_tasks(batch, media_url, document_root, storage_options)
     title = project or project_title(about["labels"])
     with LabelStudio(url, token) as ls:

@@ -94,6 +94,7 @@ class ImportReport:
     model_right: int = 0  # reviewed ranges or videos whose label is the model's
     reviewed: int = 0  # rows written (a video, or a labelled range)
     foreign: int = 0  # tasks that are not moclip's (no data.moclip): left alone
+    seen: set[str] = field(default_factory=set)  # items with an annotation (answered or skipped): these replace
 
 
 def _labels(result: list[dict]) -> list[tuple[str, tuple[int, int] | None]]:
@@ -124,6 +125,7 @@ def parse_export(exported: list[dict]) -> tuple[pd.DataFrame, ImportReport]:
         if not anns:
             rep.unanswered += 1
             continue
+        rep.seen.add(str(info["item_id"]))
         if not done:
             rep.skipped += 1
             continue

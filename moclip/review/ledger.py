@@ -19,6 +19,7 @@ from moclip.dataset import Store
 REVIEW_DIR = "_review"
 LEDGER = f"{REVIEW_DIR}/ledger.parquet"
 REVIEWED = f"{REVIEW_DIR}/reviewed.parquet"
+LOCK = "_review.lock"  # held while a batch is picked and recorded, and while answers are merged
 
 
 def read(labels: str, name: str, storage_options: dict | None = None) -> pd.DataFrame | None:

@@ -23,7 +23,7 @@ import pandas as pd
 
 from moclip.dataset import Store, read_manifest
 from moclip.label.export import LABELS_MANIFEST
-from moclip.label.plan import PREDICTIONS_DIR
+from moclip.label.plan import PREDICTIONS_DIR, parse_name
 from moclip.label.timeline import WINDOWS_DIR
 
 Strategy = Literal["margin", "entropy", "random"]
@@ -40,17 +40,16 @@ def uncertainty(probs: list[np.ndarray], strategy: Strategy, rng: np.random.Gene
     """Higher = look first. ``probs``: each item's top-k probabilities, best first."""
     if strategy == "random":
         return rng.random(len(probs))
-    out = np.empty(len(probs))
-    for i, p in enumerate(probs):
-        p = np.clip(np.asarray(p, np.float64), 0, 1)
-        if strategy == "margin":
-            out[i] = 1.0 - (p[0] - (p[1] if len(p) > 1 else 0.0)) if len(p) else 1.0
-        else:
-            rest = max(0.0, 1.0 - float(p.sum()))
-            q = np.append(p, rest)
-            q = q[q > 0]
-            out[i] = float(-(q * np.log(q)).sum())
-    return out
+    k = max((len(p) for p in probs), default=0)
+    p = np.zeros((len(probs), max(k, 2)))
+    for i, row in enumerate(probs):  # ragged lists -> one array (the columns after a row's own k stay 0)
+        p[i, :len(row)] = row
+    p = np.clip(p, 0, 1)
+    if strategy == "margin":
+        return 1.0 - (p[:, 0] - p[:, 1])
+    q = np.concatenate([p, np.clip(1.0 - p.sum(axis=1, keepdims=True), 0, 1)], axis=1)  # the rest: one outcome
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.where(q > 0, q * np.log(q), 0.0).sum(axis=1)
 
 
 def run_items(labels: str, storage_options: dict | None = None) -> tuple[pd.DataFrame, dict]:
@@ -60,13 +59,15 @@ def run_items(labels: str, storage_options: dict | None = None) -> tuple[pd.Data
     if not about:
         raise ValueError(f"{labels}: not a label run's output (no {LABELS_MANIFEST}): run `moclip label` first")
     windowed = bool(about.get("windowed")) or bool(Store(out.path(WINDOWS_DIR), storage_options).shard_names())
-    folder = out.path(WINDOWS_DIR if windowed else PREDICTIONS_DIR)
+    folder = Store(out.path(WINDOWS_DIR if windowed else PREDICTIONS_DIR), storage_options)
     cols = ["video_id", "path", "labels", "probs", "top1", "top1_prob", "model"] + (
         ["start_s", "end_s"] if windowed else [])
-    try:
-        df = pd.read_parquet(folder, columns=cols, filesystem=out.fs)
-    except (FileNotFoundError, OSError) as e:
-        raise ValueError(f"{folder}: no predictions to review ({e})") from e
+    key = about.get("label_key")
+    # the run's own files only: not an older model's (a shard that failed in the last run), nor a user's own file
+    names = [n for n in folder.shard_names() if (parse_name(n) or (None, None, None))[2] == key or key is None]
+    if not names:
+        raise ValueError(f"{folder.url}: no prediction files of the last label run (label key {key}) to review")
+    df = pd.concat([folder.read_table(n, cols).to_pandas() for n in names], ignore_index=True)
     if not windowed:
         df["start_s"], df["end_s"] = np.nan, np.nan
     df["item_id"] = [item_id(v) if not windowed else item_id(v, s, e)
@@ -106,15 +107,16 @@ def k_center(vectors: np.ndarray, pool: np.ndarray, chosen: list[int], n: int) -
     picked: list[tuple[int, float]] = []
     if n <= 0 or len(pool) == 0:
         return picked
+    v = np.asarray(vectors[pool], np.float32)  # gathered once
     dist = np.full(len(pool), np.inf)
-    for c in chosen:
-        dist = np.minimum(dist, 1.0 - vectors[pool] @ vectors[c])
+    if chosen:
+        dist = np.minimum(dist, (1.0 - v @ np.asarray(vectors[chosen], np.float32).T).min(axis=1))
     taken = np.zeros(len(pool), bool)
     for _ in range(min(n, len(pool))):
         j = int(np.argmax(np.where(taken, -np.inf, dist))) if np.isfinite(dist).any() else int(np.argmin(taken))
         taken[j] = True
         picked.append((int(pool[j]), float(dist[j]) if np.isfinite(dist[j]) else 0.0))
-        dist = np.minimum(dist, 1.0 - vectors[pool] @ vectors[pool[j]])
+        dist = np.minimum(dist, 1.0 - v @ v[j])
     return picked
 
 
@@ -142,20 +144,24 @@ def select(items: pd.DataFrame, n: int, strategy: Strategy = "margin", exclude: 
         return f"{detail} (rank {rank[r]} of {len(fresh)} by {what})"
 
     if strategy != "random":
-        classes = fresh.loc[pool, "top1"].value_counts(ascending=True)
+        top1 = fresh["top1"].to_numpy()[pool]
+        classes = pd.Series(top1).value_counts(ascending=True)
         quota = per_class if per_class is not None else max(1, n // (4 * max(1, len(classes))))
+        by_class = pd.Series(pool).groupby(top1, sort=False).apply(list).to_dict()  # each in uncertainty order
         for label in classes.index:  # rarest predicted class first
             if len(why) >= n:
                 break
-            mine = [int(r) for r in pool if fresh.at[r, "top1"] == label and int(r) not in why]
-            for r in mine[:min(quota, n - len(why))]:
-                why[r] = f"{said(r)}; quota of predicted class {label!r} ({classes[label]} in the pool)"
+            for r in by_class[label][:min(quota, n - len(why))]:
+                why[int(r)] = f"{said(int(r))}; quota of predicted class {label!r} ({classes[label]} in the pool)"
         rest = np.array([r for r in pool if int(r) not in why], dtype=np.int64)
-        if vec is not None and len(rest):
-            for r, d in k_center(vec, rest, list(why), n - len(why)):
+        known = rest if vec is None else rest[np.linalg.norm(vec[rest], axis=1) > 0]  # in the catalog
+        if vec is not None and len(known):
+            for r, d in k_center(vec, known, list(why), n - len(why)):
                 why[r] = f"{said(r)}; diverse: cosine distance {d:.3f} to the nearest pick"
-        else:
-            for r in rest[:n - len(why)]:
+        for r in rest:  # the rest by uncertainty (items without a CLIP direction, or no directions at all)
+            if len(why) >= n:
+                break
+            if int(r) not in why:
                 why[int(r)] = said(int(r))
     else:
         for r in pool:

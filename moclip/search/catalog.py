@@ -10,9 +10,11 @@ is and how much moves there, kept beside the dataset and brought up to date shar
         ann/                           the approximate index (``moclip.search.ann``), above ``EXACT_MAX`` items
 
 A sync lists the dataset's shards (one listing) and reads only the shards that are new or were rewritten since
-the last; items of shards that are gone leave the index. The dataset itself is only read: an index run may write
-it meanwhile (a shard rewritten after the listing is read again by the next sync). Every file here is written
-atomically, catalog.json last, so an interrupted sync leaves the previous catalog usable.
+the last; items of shards that are gone leave the index. The dataset's shards and manifest are only read (the
+catalog is a folder of its own, inside a local dataset unless --index-dir puts it elsewhere): an index run may
+write them meanwhile (a shard rewritten after the listing is read again by the next sync). Every file here is
+written atomically, catalog.json last, so an interrupted sync leaves the previous catalog usable; one process at a
+time syncs or reads it (a file lock).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from filelock import FileLock
 
 from moclip import zeroshot
 from moclip.dataset import STATUS_OK, Store, feature_set
@@ -115,7 +118,9 @@ class Catalog:
         self.folder = Path(folder) if folder is not None else default_folder(dataset)
         self.store = Store(dataset, storage_options)
         self.exact_max = exact_max
-        self.what = {"format": FORMAT, "dataset": dataset, "clip_weights_id": manifest.get("clip_weights_id"),
+        # the dataset however its path was spelled (relative, with a trailing slash, through a symlink)
+        where = os.path.realpath(self.store.root) if self.store.local else dataset.rstrip("/")
+        self.what = {"format": FORMAT, "dataset": where, "clip_weights_id": manifest.get("clip_weights_id"),
                      "settings_hash": manifest.get("settings_hash")}
 
     def _read_state(self) -> dict:
@@ -125,9 +130,29 @@ class Catalog:
             return {}
         return state if all(state.get(k) == v for k, v in self.what.items()) else {}  # another dataset: anew
 
+    def _lock(self) -> FileLock:
+        """One search process at a time updates or reads the catalog (a sync removes files a reader may want)."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SearchError(f"{self.folder}: cannot keep the search catalog there ({e.strerror or e}); give "
+                              "--index-dir a folder this user can write") from e
+        return FileLock(str(self.folder / ".lock"))
+
     def sync(self, log: Callable[[str], None] = lambda m: None) -> SyncReport:
         """Read the shards that are new or rewritten since the last sync; drop the items of shards that are gone."""
+        with self._lock():
+            try:
+                return self._sync(log)
+            except PermissionError as e:
+                raise SearchError(f"{self.folder}: cannot write the search catalog ({e}); give --index-dir a "
+                                  "folder this user can write") from e
+
+    def _sync(self, log: Callable[[str], None]) -> SyncReport:
         state = self._read_state()
+        if not state and (self.folder / CATALOG_FILE).exists():  # of another dataset or settings: start anew
+            for sub in ("items", "vectors", "ann"):
+                shutil.rmtree(self.folder / sub, ignore_errors=True)
         shards: dict[str, dict] = state.get("shards", {})
         next_key = int(state.get("next_key", 0))
         infos = self.store.shard_infos()
@@ -192,6 +217,12 @@ class Catalog:
                 index.add(np.arange(s["first_key"], s["first_key"] + s["n"], dtype=np.uint64), vectors)
         index.save()
         return {"shards": sorted(shards)}
+
+    def snapshot(self) -> tuple[pd.DataFrame, np.ndarray, AnnIndex | None]:
+        """``load`` and ``ann`` of one state of the catalog (read under its lock)."""
+        with self._lock():
+            items, vectors = self.load()
+            return items, vectors, self.ann()
 
     def load(self) -> tuple[pd.DataFrame, np.ndarray]:
         """Every item (``ITEM_COLUMNS``) and its unit vector (float16 [N, D]), as of the last sync."""

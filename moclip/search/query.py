@@ -118,16 +118,16 @@ def video_signatures(items: pd.DataFrame, vectors: np.ndarray, videos: list[str]
     """Each of ``videos``' mean direction (the unit mean of its items' vectors), its motion over time (its items'
     motion signatures one after the other, in time order) and its mean motion."""
     mask = items["video_id"].isin(videos).to_numpy()
-    sub = items[mask].sort_values(["video_id", "start_s"], kind="stable")
-    vec = vectors[sub.index.to_numpy()].astype(np.float32)
-    ids = sub["video_id"].to_numpy()
+    sub = items[mask].reset_index(drop=True)
+    order = np.lexsort((sub["start_s"].to_numpy(), sub["video_id"].to_numpy()))
+    vec = vectors[np.flatnonzero(mask)][order].astype(np.float32)
+    sub = sub.iloc[order].reset_index(drop=True)
     out = {}
-    for v in videos:
-        mine = ids == v
-        motion = sub.loc[mine, "motion_signature"] if "motion_signature" in sub else []
-        out[v] = (zeroshot.normalize(vec[mine].mean(0)),
-                  np.concatenate([np.asarray(m, np.float32) for m in motion]) if len(motion) else np.zeros(0),
-                  float(sub.loc[mine, "motion"].mean()))
+    for v, rows in sub.groupby("video_id", sort=False).indices.items():
+        motion = sub["motion_signature"].to_numpy()[rows] if "motion_signature" in sub else []
+        out[str(v)] = (zeroshot.normalize(vec[rows].mean(0)),
+                       np.concatenate([np.asarray(m, np.float32) for m in motion]) if len(motion) else np.zeros(0),
+                       float(sub["motion"].to_numpy()[rows].mean()))
     return out
 
 
@@ -144,15 +144,19 @@ def same_motion(a: np.ndarray, b: np.ndarray, motion_a: float, motion_b: float,
 
 
 def collapse_duplicates(hits: list[Hit], items: pd.DataFrame, vectors: np.ndarray,
-                        threshold: float = DUPLICATE_COSINE) -> list[tuple[Hit, list[str]]]:
+                        threshold: float = DUPLICATE_COSINE, top_k: int | None = None) -> list[tuple[Hit, list[str]]]:
     """Hits best first -> (hit, paths of its near-duplicates) with every near-duplicate of a better hit folded into
     it: another video whose mean direction is within ``threshold`` cosine, whose motion over time is the same
     (``same_motion``), whose length is the same (within 2 % or 0.5 s) and whose range starts at the same time
-    (within the range's length)."""
-    signatures = video_signatures(items, vectors, sorted({h.video_id for h in hits}))
-    length = items.groupby("video_id")["duration_s"].first().to_dict()
+    (within the range's length). Stops once ``top_k`` hits are kept."""
+    videos = sorted({h.video_id for h in hits})
+    mine = items["video_id"].isin(videos).to_numpy()
+    signatures = video_signatures(items[mine], vectors[mine], videos)
+    length = items.loc[mine].groupby("video_id")["duration_s"].first().to_dict()
     kept: list[tuple[Hit, list[str]]] = []
     for h in hits:
+        if top_k is not None and len(kept) >= top_k:
+            break
         for k, dups in kept:
             if k.video_id == h.video_id:
                 continue
@@ -189,7 +193,7 @@ def search_items(items: pd.DataFrame, vectors: np.ndarray, query: np.ndarray, to
     rows, scores = candidates(vectors, zeroshot.normalize(query), k, allowed, ann,
                               items["key"].to_numpy() if ann is not None else None)
     hits = merge_ranges(items.iloc[rows], scores, ranges_per_video, range_tolerance)
-    grouped = collapse_duplicates(hits, items, vectors) if dedup else [(h, []) for h in hits]
+    grouped = collapse_duplicates(hits, items, vectors, top_k=top_k) if dedup else [(h, []) for h in hits]
     out = pd.DataFrame([{"video_id": h.video_id, "path": h.path, "start_s": h.start_s, "end_s": h.end_s,
                          "score": h.score, "motion": h.motion, "duplicates": len(d), "duplicate_paths": d}
                         for h, d in grouped[:top_k]], columns=RESULT_COLUMNS[1:])

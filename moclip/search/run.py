@@ -64,10 +64,9 @@ def search(params: SearchParams, log: Callable[[str], None] = lambda m: None) ->
     report = catalog.sync(log)
     for problem in report.unreadable:
         log(f"left out of this search: {problem}")
-    items, vectors = catalog.load()
+    items, vectors, ann = catalog.snapshot()
     if len(items) == 0:
         raise SearchError(f"{params.dataset}: no video indexed ok yet: nothing to search")
-    ann = catalog.ann()
     hits = search_items(items, vectors, query, params.top_k, params.min_motion, params.max_motion, params.dedup,
                         params.ranges_per_video, ann=ann, range_tolerance=params.range_tolerance)
     return SearchResult(hits=hits, query=words, catalog=report, exact=ann is None)

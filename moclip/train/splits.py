@@ -61,7 +61,9 @@ def make_splits(meta: pd.DataFrame, val_fraction: float = 0.15, test_fraction: f
 
 def _carve(idx: np.ndarray, meta: pd.DataFrame, has_group: np.ndarray, fraction: float,
            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Split ``idx`` into (keep, held out): per class, by group when every row has one, else by video."""
+    """Split ``idx`` into (keep, held out), per class: rows with a group by whole groups (a class with one group
+    keeps it), the others at random. A class of one kind only is split as before: by group when every row has
+    one (and there are two groups at least), else by video."""
     labels = meta["label"].to_numpy()
     groups = meta["group"].to_numpy() if "group" in meta else np.array([None] * len(meta))
     keep, held = [], []
@@ -70,21 +72,25 @@ def _carve(idx: np.ndarray, meta: pd.DataFrame, has_group: np.ndarray, fraction:
         if len(rows) < 2:
             keep += rows.tolist()
             continue
-        if has_group[rows].all() and len(set(groups[rows])) >= 2:
-            units = sorted(set(groups[rows]))
+        grouped, loose = rows[has_group[rows]], rows[~has_group[rows]]
+        if len(grouped) == len(rows) and len(set(groups[rows])) < 2:  # one group: a random share of its rows
+            grouped, loose = grouped[:0], rows
+        out: list[int] = []
+        if len(grouped):
+            units = sorted(set(groups[grouped]))
             rng.shuffle(units)
-            target, taken, out = fraction * len(rows), 0, []
+            target, taken = fraction * len(grouped), 0
             for g in units[:-1]:  # at least one group stays
                 if taken >= target:
                     break
-                members = rows[groups[rows] == g]
+                members = grouped[groups[grouped] == g]
                 out += members.tolist()
                 taken += len(members)
-            held += out
-            keep += [r for r in rows.tolist() if r not in set(out)]
-        else:
-            perm = rng.permutation(rows)
-            n_out = min(len(rows) - 1, max(1, int(round(fraction * len(rows)))))
-            held += perm[:n_out].tolist()
-            keep += perm[n_out:].tolist()
+        if len(loose):
+            perm = rng.permutation(loose)
+            n_out = min(len(loose) - (0 if out or len(grouped) else 1), max(1, int(round(fraction * len(loose)))))
+            out += perm[:n_out].tolist()
+        held += out
+        gone = set(out)
+        keep += [r for r in rows.tolist() if r not in gone]
     return np.array(sorted(keep), dtype=np.int64), np.array(sorted(held), dtype=np.int64)
