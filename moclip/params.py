@@ -370,7 +370,8 @@ class ReviewExportParams(Settings):
                                               "files only)")
     token: str | None = Field(None, description="a Label Studio access token (default: the environment's "
                                                 "MOCLIP_LABEL_STUDIO_TOKEN)")
-    project: str | None = Field(None, description="the project's title (default: 'moclip: <label run folder>')")
+    project: str | None = Field(None, description="the project's title (default: 'moclip: <label run folder> "
+                                                   "<hash of its path>')")
     media_url: str | None = Field(None, description="the archive as the browser reaches it: PREFIX/<video_id> "
                                                     "(default: Label Studio's local files)")
     document_root: str | None = Field(None, description="Label Studio's LOCAL_FILES_DOCUMENT_ROOT (local-files "
@@ -386,7 +387,8 @@ class ReviewImportParams(Settings):
     from_label_studio: bool = Field(False, description="read the export from the server (--url, --token, --project)")
     url: str | None = Field(None, description="Label Studio's address")
     token: str | None = Field(None, description="a Label Studio access token (default: MOCLIP_LABEL_STUDIO_TOKEN)")
-    project: str | None = Field(None, description="the project's title (default: 'moclip: <label run folder>')")
+    project: str | None = Field(None, description="the project's title (default: 'moclip: <label run folder> "
+                                                   "<hash of its path>')")
     storage_options: dict = Field(default_factory=dict, description="fsspec options for `labels` (JSON)")
 
     @model_validator(mode="after")
@@ -408,7 +410,8 @@ class ReviewRoundParams(Settings):
     batch_out: str | None = Field(None, description="the batch folder (default: LABELS/_review/batches/<UTC time>)")
     url: str = Field(description="Label Studio's address (the token: the worker's MOCLIP_LABEL_STUDIO_TOKEN, never "
                                  "a flow parameter, which the Prefect server stores in clear)")
-    project: str | None = Field(None, description="the project's title (default: 'moclip: <label run folder>')")
+    project: str | None = Field(None, description="the project's title (default: 'moclip: <label run folder> "
+                                                   "<hash of its path>')")
     media_url: str | None = Field(None, description="the archive as the browser reaches it: PREFIX/<video_id>")
     document_root: str | None = Field(None, description="Label Studio's LOCAL_FILES_DOCUMENT_ROOT")
 
@@ -422,7 +425,8 @@ class RetrainParams(Settings):
     model_out: str = Field(description="where the new model bundle is written")
     url: str | None = Field(None, description="Label Studio's address: import the project's answers first (the "
                                               "token: the worker's MOCLIP_LABEL_STUDIO_TOKEN)")
-    project: str | None = Field(None, description="the project's title (default: 'moclip: <label run folder>')")
+    project: str | None = Field(None, description="the project's title (default: 'moclip: <label run folder> "
+                                                   "<hash of its path>')")
     train: TrainConfig = Field(default_factory=TrainConfig, description="how the models are trained")
     relabel: bool = Field(True, description="label the archive again with the new model")
     storage_options: dict = Field(default_factory=dict, description="fsspec options for `labels` (JSON)")

@@ -162,10 +162,12 @@ def test_a_batch_is_picked_from_a_label_run_exported_and_its_answers_imported(tm
 
 
 def test_an_answer_taken_back_leaves_no_label(tmp_path):
-    from moclip.review.batch import import_reviews
+    from moclip.review.batch import import_reviews, run_id
 
     items = _items([[0.5, 0.4]] * 2)
     made = [task(r, "moclip:m", f"/v{i}.mp4", None) for i, r in enumerate(items.to_dict("records"))]
+    for t in made:  # tasks of this label run (another run's, in the same project, are left alone)
+        t["data"]["moclip"]["run"] = run_id(str(tmp_path))
     first = [{**t, "id": i, "annotations": [_ann(i, [_choice("a")], "2026-12-06T10:00:00Z")]}
              for i, t in enumerate(made)]
     reviewed, _ = import_reviews(str(tmp_path), first)

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -100,8 +101,10 @@ def batch_tasks(batch: str | Path, media_url: str | None = None, document_root: 
     fps = frame_rates(about.get("features"), storage_options) if windowed else {}
     version = f"moclip:{about.get('model_id')}"
     made = tasks(items, version, lambda p: p, fps)
+    run = run_id(about["labels"])
     for t, row in zip(made, items.to_dict("records")):
         t["data"]["video"] = media_link(str(row["path"]), media_url, document_root, str(row["video_id"]))
+        t["data"]["moclip"]["run"] = run  # the way back takes this run's tasks only
     return made, label_config(list(about.get("classes") or sorted(set(items["top1"]))), windowed), about
 
 
@@ -120,7 +123,7 @@ def import_reviews(labels: str, exported: list[dict], storage_options: dict | No
     """Merge the reviewers' answers of a Label Studio export into ``LABELS/_review/reviewed.parquet``: the export's
     answer for an item replaces its earlier rows (an answer taken back, now a skip, leaves none). Returns every
     reviewed row and what this export held."""
-    new, report = parse_export(exported)
+    new, report = parse_export(exported, run_id(labels))
     with dataset_lock(Store(labels, storage_options), 600, name=ledger.LOCK, what="label run's review ledger"):
         old = ledger.read(labels, ledger.REVIEWED, storage_options)
         if old is not None and len(old):
@@ -130,9 +133,19 @@ def import_reviews(labels: str, exported: list[dict], storage_options: dict | No
     return new, report
 
 
+def run_id(labels: str) -> str:
+    """A label run's identity in Label Studio tasks: its folder's real path (or its URL)."""
+    from moclip.dataset import Store
+
+    store = Store(str(labels))
+    return os.path.realpath(store.root) if store.local else str(labels).rstrip("/")
+
+
 def project_title(labels: str) -> str:
-    """The Label Studio project a label run's reviews go to, unless one is named: ``moclip: <its folder name>``."""
-    return f"moclip: {Path(str(labels).rstrip('/')).name}"
+    """The Label Studio project a label run's reviews go to, unless one is named: ``moclip: <its folder name>
+    <6 hex digits of where it is>`` (two runs in folders of one name get projects of their own)."""
+    digest = hashlib.sha256(run_id(labels).encode()).hexdigest()[:6]
+    return f"moclip: {Path(str(labels).rstrip('/')).name} {digest}"
 
 
 @dataclass

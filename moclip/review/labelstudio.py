@@ -93,7 +93,7 @@ class ImportReport:
     disagreements: list[str] = field(default_factory=list)  # tasks whose reviewers gave different labels
     model_right: int = 0  # reviewed ranges or videos whose label is the model's
     reviewed: int = 0  # rows written (a video, or a labelled range)
-    foreign: int = 0  # tasks that are not moclip's (no data.moclip): left alone
+    foreign: int = 0  # tasks that are not moclip's (no data.moclip), or another label run's: left alone
     seen: set[str] = field(default_factory=set)  # items with an annotation (answered or skipped): these replace
 
 
@@ -110,13 +110,14 @@ def _labels(result: list[dict]) -> list[tuple[str, tuple[int, int] | None]]:
     return out
 
 
-def parse_export(exported: list[dict]) -> tuple[pd.DataFrame, ImportReport]:
+def parse_export(exported: list[dict], run: str | None = None) -> tuple[pd.DataFrame, ImportReport]:
     """The reviewers' answers in Label Studio's JSON export (``REVIEW_COLUMNS``), one row per whole video or per
-    labelled time range (moved, split or added by the reviewer), and what the export held."""
+    labelled time range (moved, split or added by the reviewer), and what the export held. With ``run``, only the
+    tasks of that label run (``data.moclip.run``; a project may hold several runs' tasks)."""
     rep, rows = ImportReport(), []
     for t in exported:
         info = (t.get("data") or {}).get("moclip")
-        if not isinstance(info, dict) or "item_id" not in info:
+        if not isinstance(info, dict) or "item_id" not in info or (run is not None and info.get("run") != run):
             rep.foreign += 1
             continue
         rep.tasks += 1
