@@ -82,7 +82,7 @@ def run(strategy: str, fs: FeatureSet, manifest: dict, url: str, start: np.ndarr
             break
         items = items_of(fs, pool, probs, classes)
         picked = select(items, batch, "random" if strategy == "random" else "margin",
-                        vectors=None if strategy == "random" else unit[pool], seed=seed + r)
+                        vectors=unit[pool] if strategy == "margin+diversity" else None, seed=seed + r)
         row_of = dict(zip(items["item_id"], pool))
         labelled = np.union1d(labelled, [row_of[i] for i in picked["item_id"]])
     return curve
@@ -98,9 +98,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--batch", type=int, default=20)
     ap.add_argument("--start", type=int, default=2, help="labelled videos per class to start from")
-    ap.add_argument("--seeds", type=int, default=2, help="repetitions (start sets and training seeds)")
-    ap.add_argument("--mv-epochs", type=int, default=20)
-    ap.add_argument("--head-epochs", type=int, default=60)
+    ap.add_argument("--seeds", type=int, default=5, help="repetitions (start sets and training seeds)")
+    ap.add_argument("--mv-epochs", type=int, default=40)
+    ap.add_argument("--head-epochs", type=int, default=100)
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "review.md"))
     ap.add_argument("--plot", default=str(REPO / "docs" / "img" / "review_loop.png"))
     args = ap.parse_args()
@@ -127,15 +127,14 @@ def main() -> None:
                               cfg.model_copy(update={"seed": s}), tmp / f"full-{s}")[0] for s in range(args.seeds)]
         target = float(np.mean(full)) - 0.02
         print(f"fully supervised ({len(archive)} labelled): {np.mean(full):.3f}; target {target:.3f}", flush=True)
-        curves: dict[str, list[list[tuple[int, float]]]] = {"margin+diversity": [], "random": []}
+        curves: dict[str, list[list[tuple[int, float]]]] = {"margin+diversity": [], "margin": [], "random": []}
         for s in range(args.seeds):
             rng = np.random.default_rng(s)
             start = np.concatenate([rng.choice(archive[truth[archive] == c], args.start, replace=False)
                                     for c in sorted(set(truth[archive]))])
             for name in curves:
-                curves[name].append(run("margin" if name != "random" else "random", fs, manifest, url, start,
-                                        archive, test, args.rounds, args.batch, cfg.model_copy(update={"seed": s}),
-                                        tmp, s))
+                curves[name].append(run(name, fs, manifest, url, start, archive, test, args.rounds, args.batch,
+                                        cfg.model_copy(update={"seed": s}), tmp, s))
         wall = time.perf_counter() - t0
 
     rows = []
@@ -146,7 +145,7 @@ def main() -> None:
     need = {k: [reviews_to_reach(c, target) for c in curves[k]] for k in curves}
     said = {k: ", ".join("not reached" if v is None else str(v) for v in need[k]) for k in need}
     lines = [
-        f"## Review loop: margin + diversity vs random (bench/bench_review.py, {cpu_description()})",
+        f"## Review loop: margin + diversity vs margin vs random (bench/bench_review.py, {cpu_description()})",
         "",
         f"{len(fs.meta)} videos ({len(test)} held out as test, {len(archive)} to review), {args.start} labelled per "
         f"class to start, rounds of {args.batch} reviews, a reviewer who answers with the true label; "
