@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,8 +176,10 @@ def collapse_duplicates(hits: list[Hit], items: pd.DataFrame, vectors: np.ndarra
 def search_items(items: pd.DataFrame, vectors: np.ndarray, query: np.ndarray, top_k: int = 20,
                  min_motion: float | None = None, max_motion: float | None = None, dedup: bool = True,
                  ranges_per_video: int = 3, ann: AnnIndex | None = None, pool: int | None = None,
-                 range_tolerance: float = RANGE_TOLERANCE) -> pd.DataFrame:
-    """Hits (``RESULT_COLUMNS``) for a unit ``query`` vector over the catalog's ``items`` and ``vectors``."""
+                 range_tolerance: float = RANGE_TOLERANCE,
+                 signatures: Callable[[np.ndarray], dict] | None = None) -> pd.DataFrame:
+    """Hits (``RESULT_COLUMNS``) for a unit ``query`` vector over the catalog's ``items`` and ``vectors``;
+    ``signatures``: item keys -> motion signatures, for items loaded without them (``Catalog.snapshot``)."""
     if top_k < 1:
         raise SearchError(f"top_k must be >= 1, got {top_k}")
     allowed = None
@@ -193,7 +196,15 @@ def search_items(items: pd.DataFrame, vectors: np.ndarray, query: np.ndarray, to
     rows, scores = candidates(vectors, zeroshot.normalize(query), k, allowed, ann,
                               items["key"].to_numpy() if ann is not None else None)
     hits = merge_ranges(items.iloc[rows], scores, ranges_per_video, range_tolerance)
-    grouped = collapse_duplicates(hits, items, vectors, top_k=top_k) if dedup else [(h, []) for h in hits]
+    if dedup:
+        mine = items["video_id"].isin({h.video_id for h in hits}).to_numpy()  # the hits' videos only
+        sub, sub_vectors = items[mine].reset_index(drop=True), vectors[mine]
+        if "motion_signature" not in sub and signatures is not None:
+            sig = signatures(sub["key"].to_numpy())
+            sub = sub.assign(motion_signature=[sig.get(int(k), np.zeros(0, np.float32)) for k in sub["key"]])
+        grouped = collapse_duplicates(hits, sub, sub_vectors, top_k=top_k)
+    else:
+        grouped = [(h, []) for h in hits]
     out = pd.DataFrame([{"video_id": h.video_id, "path": h.path, "start_s": h.start_s, "end_s": h.end_s,
                          "score": h.score, "motion": h.motion, "duplicates": len(d), "duplicate_paths": d}
                         for h, d in grouped[:top_k]], columns=RESULT_COLUMNS[1:])

@@ -64,11 +64,12 @@ def search(params: SearchParams, log: Callable[[str], None] = lambda m: None) ->
     report = catalog.sync(log)
     for problem in report.unreadable:
         log(f"left out of this search: {problem}")
-    items, vectors, ann = catalog.snapshot()
+    items, vectors, ann, signatures = catalog.snapshot()
     if len(items) == 0:
         raise SearchError(f"{params.dataset}: no video indexed ok yet: nothing to search")
     hits = search_items(items, vectors, query, params.top_k, params.min_motion, params.max_motion, params.dedup,
-                        params.ranges_per_video, ann=ann, range_tolerance=params.range_tolerance)
+                        params.ranges_per_video, ann=ann, range_tolerance=params.range_tolerance,
+                        signatures=signatures)
     return SearchResult(hits=hits, query=words, catalog=report, exact=ann is None)
 
 
