@@ -6,6 +6,7 @@ from moclip.dataset.commit import (
     read_run_details,
     read_settings,
     rewrite_old_shards,
+    whole_clip_settings,
     write_manifest,
 )
 from moclip.dataset.incremental import IndexPlan, fingerprint, plan_index, read_state
@@ -17,5 +18,5 @@ __all__ = [
     "MANIFEST_NAME", "SCHEMA", "STATUS_DELETED", "STATUS_FAILED", "STATUS_OK", "FeatureSet", "IndexPlan",
     "StaleFeatures", "Store", "check_schema", "feature_set", "fingerprint", "load_features", "plan_index",
     "read_manifest", "read_metadata", "read_run_details", "read_settings", "read_state", "read_table",
-    "rewrite_old_shards", "rows_to_table", "write_manifest",
+    "rewrite_old_shards", "rows_to_table", "whole_clip_settings", "write_manifest",
 ]

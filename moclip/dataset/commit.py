@@ -134,3 +134,13 @@ def read_settings(manifest: dict, where: str = "the dataset") -> FeatureSettings
     ``StaleFeatures``."""
     check_schema(manifest, where)
     return FeatureSettings.model_validate(manifest["settings"])
+
+
+def whole_clip_settings(manifest: dict, where: str = "the dataset") -> tuple[FeatureSettings, str | None]:
+    """A dataset's feature settings and settings hash as a model trained on it records them: a windowed dataset's
+    windows are whole-clip inputs, so its settings without the window (and their hash)."""
+    settings = read_settings(manifest, where)
+    if settings.window.enabled:
+        settings = settings.without_window()
+        return settings, settings.settings_hash(manifest.get("clip_weights_id"))
+    return settings, manifest.get("settings_hash")

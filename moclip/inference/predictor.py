@@ -20,7 +20,7 @@ import torch
 from moclip import zeroshot
 from moclip.bundle import Bundle, load_bundle
 from moclip.config import FeatureSettings
-from moclip.dataset import read_settings
+from moclip.dataset import whole_clip_settings
 from moclip.inference.features import Inputs, fused_features
 from moclip.inference.meta import BundleMeta, validate_meta
 from moclip.inference.text import class_embeddings
@@ -100,10 +100,9 @@ class Predictor:
 
     def check_dataset(self, url: str, manifest: dict) -> None:
         """Refuse a dataset indexed with other feature settings (or other CLIP weights) than the model's."""
-        have, want = manifest.get("settings_hash"), self.meta.features.settings_hash
-        settings = read_settings(manifest, url) if manifest.get("settings") else FeatureSettings()
-        if settings.window.enabled:  # windows of whole-clip features: compared as the whole-clip settings
-            have = settings.without_window().settings_hash(manifest.get("clip_weights_id"))
+        want = self.meta.features.settings_hash
+        # windows of whole-clip features: compared as the whole-clip settings
+        have = whole_clip_settings(manifest, url)[1] if manifest.get("settings") else manifest.get("settings_hash")
         if have != want:
             raise ValueError(f"{url}: indexed with feature settings {have}, but the model was trained on {want} "
                              f"(CLIP weights {manifest.get('clip_weights_id')} vs "

@@ -10,12 +10,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from moclip.dataset import STATUS_OK, FeatureSet, Store, feature_set, read_manifest
+from moclip.dataset import STATUS_OK, FeatureSet, Store, feature_set, read_manifest, whole_clip_settings
 from moclip.dataset.schema import conform
 from moclip.dataset.windows import is_windowed, window_features
 from moclip.label.export import LABELS_MANIFEST
 from moclip.review import ledger
-from moclip.train.pipeline import ExtraFeatures, concat_features, whole_clip_settings
+from moclip.train.pipeline import ExtraFeatures, concat_features
 
 MIN_INSIDE = 0.5  # the share of a window inside a reviewed range that makes it a sample of that range
 

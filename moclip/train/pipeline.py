@@ -20,8 +20,15 @@ import pandas as pd
 import torch
 
 from moclip.bundle import META_NAME, Bundle, save_bundle
-from moclip.config import FeatureSettings, TrainConfig
-from moclip.dataset import FeatureSet, check_schema, load_features, read_manifest, read_metadata, read_settings
+from moclip.config import TrainConfig
+from moclip.dataset import (
+    FeatureSet,
+    check_schema,
+    load_features,
+    read_manifest,
+    read_metadata,
+    whole_clip_settings,
+)
 from moclip.dataset.reader import mv_source_of
 from moclip.inference.features import Inputs, fused_features, mv_features
 from moclip.inference.meta import CALIBRATED, Architecture, BundleMeta, FusionArgs, MVNetArgs, ProbeArgs
@@ -45,16 +52,6 @@ class ExtraFeatures:
     fs: FeatureSet
     manifest: dict  # of the features dataset they come from
     url: str
-
-
-def whole_clip_settings(manifest: dict, where: str = "the dataset") -> tuple[FeatureSettings, str | None]:
-    """A dataset's feature settings and settings hash as a model trained on it records them: a windowed dataset's
-    windows are whole-clip inputs, so its settings without the window."""
-    settings = read_settings(manifest, where)
-    if settings.window.enabled:
-        settings = settings.without_window()
-        return settings, settings.settings_hash(manifest.get("clip_weights_id"))
-    return settings, manifest.get("settings_hash")
 
 
 def concat_features(parts: list[FeatureSet]) -> FeatureSet:

@@ -13,20 +13,14 @@ import av
 import numpy as np
 
 from moclip.video.frames import DecodeError
-from moclip.video.pyav_reader import frame_orientation, open_video
+from moclip.video.pyav_reader import _info, frame_orientation, open_video, probe
 
 SEEK_SLACK_S = 0.001  # a frame whose time is this close before the target counts as at it
 
 
 def duration_of(path: str) -> float:
     """The video's duration in seconds from its container (0.0 when it does not say)."""
-    container, stream = open_video(path)
-    try:
-        if stream.duration is not None and stream.time_base is not None:
-            return float(stream.duration * stream.time_base)
-        return container.duration / av.time_base if container.duration is not None else 0.0
-    finally:
-        container.close()
+    return probe(path).duration_s
 
 
 def frames_at(path: str, times: Sequence[float], short_side: int = 224) -> list[np.ndarray]:
@@ -43,10 +37,8 @@ def frames_at(path: str, times: Sequence[float], short_side: int = 224) -> list[
     try:
         stream.codec_context.thread_count = 1
         base = stream.time_base
-        rate = stream.average_rate or stream.guessed_rate
-        frame_s = 1.0 / float(rate) if rate else 0.0
-        sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
-        sar = float(sar) if sar and 0.1 <= float(sar) <= 10 else 1.0
+        info = _info(container, stream)  # the frame rate and pixel shape as decoding reads them
+        frame_s, sar = (1.0 / info.fps if info.fps else 0.0), info.sar
         start = float(stream.start_time * base) if stream.start_time is not None and base else 0.0
         for t in times:
             if t < 0:
