@@ -315,7 +315,8 @@ class TrainConfig(Settings):
                                                  "path")
     mv_epochs: int = Field(40, ge=1, le=10_000, description="MV-net epochs (early stopping on val)")
     head_epochs: int = Field(100, ge=1, le=100_000, description="fusion-head and probe epochs")
-    batch_size: int = Field(64, ge=2, le=65_536, description="MV-net batch size")
+    batch_size: int = Field(64, ge=2, le=65_536, description="MV-net batch size (at most: a small training set "
+                                                            "gets smaller batches, >= 8 steps per epoch)")
     head_batch_size: int = Field(512, ge=2, le=65_536, description="fusion head and linear probe batch size "
                                                                    "(frozen features: big batches are cheap)")
     mv_lr: float = Field(2e-3, gt=0)

@@ -58,6 +58,17 @@ def test_k_center_picks_the_farthest_each_time():
     assert [r for r, _ in k_center(v, np.arange(1, 4), [0], 2)] == [3, 2]
 
 
+def test_diversity_keeps_away_from_what_was_reviewed_before():
+    # three equally uncertain items: two like a reviewed clip, one unlike anything reviewed
+    vectors = np.array([[1, 0], [0.99, 0.14], [0.98, -0.2], [0, 1]], np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    items = _items([[0.4, 0.39]] * 4)
+    picked = select(items, 1, "margin", exclude={"v0"}, vectors=vectors, per_class=0)
+    assert picked["item_id"].tolist() == ["v3"] and "reviewed item" in picked["why"][0]
+    without = select(items.iloc[1:].reset_index(drop=True), 1, "margin", vectors=vectors[1:], per_class=0)
+    assert without["item_id"].tolist() == ["v1"]  # the first by uncertainty, when nothing was reviewed
+
+
 def test_the_labelling_configs_are_label_studio_xml():
     whole = ET.fromstring(label_config(["diving", "a & b"], windowed=False))
     assert [c.get("value") for c in whole.iter("Choice")] == ["diving", "a & b"]

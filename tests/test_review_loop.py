@@ -82,6 +82,31 @@ def test_a_batch_goes_to_label_studio_and_the_answers_come_back(label_studio, tm
     assert len(pd.read_parquet(labels / "_review" / "reviewed.parquet")) == 3
 
 
+def test_a_personal_access_token_works_and_a_wrong_one_is_named(label_studio):
+    """Label Studio 1.23's default token: a JWT refresh token, exchanged for short-lived access tokens."""
+    from moclip.review.client import LabelStudio, LabelStudioError
+
+    server = label_studio
+    legacy = {"Authorization": f"Token {server.token}"}
+    r = httpx.post(f"{server.url}/api/token/", headers=legacy, timeout=60)  # as "Create token" in the UI
+    assert r.status_code == 201, r.text
+    pat = r.json()["token"]
+    assert pat.count(".") == 2  # a JWT, not a legacy token
+    with LabelStudio(server.url, pat) as ls:
+        project, created = ls.project("moclip PAT check", label_config_for_test())
+        assert created and ls.find_project("moclip PAT check")["id"] == project
+        assert ls.call("GET", "/api/projects/").status_code == 200  # the access token is reused
+    forged = pat[:-4] + ("AAAA" if not pat.endswith("AAAA") else "BBBB")
+    with LabelStudio(server.url, forged) as ls, pytest.raises(LabelStudioError, match="personal access token"):
+        ls.find_project("moclip PAT check")
+
+
+def label_config_for_test() -> str:
+    from moclip.review.labelstudio import label_config
+
+    return label_config(["left", "right"], windowed=False)
+
+
 def test_the_cli_exports_and_imports_through_the_server(label_studio, tmp_path):
     from helpers.cli import MOCLIP
 

@@ -48,7 +48,7 @@ class LabelStudio:
         if self._token.count(".") != 2:  # not a JWT: a legacy token
             return {"Authorization": f"Token {self._token}"}
         if self._access is None or time.monotonic() - self._access_at > 240:  # access tokens live ~5 minutes
-            r = self.http.post("/api/token/refresh", json={"refresh": self._token})
+            r = self.http.post("/api/token/refresh/", json={"refresh": self._token})
             if r.status_code != 200:
                 raise LabelStudioError(f"{self.url}: the personal access token was refused ({r.status_code}: "
                                        f"{r.text[:300]})")

@@ -8,8 +8,8 @@ class represented, never one already picked or reviewed.
     pool         the ``pool_factor`` x N most uncertain items not in the ledger (``moclip.review.ledger``)
     quota        each predicted class's most uncertain items first, ``per_class`` of them (rare classes get looked at)
     diversity    the rest by k-center greedy over the items' CLIP directions (from the search catalog of the run's
-                 features): each next item the one farthest from everything picked, so 200 near-identical clips do
-                 not fill a batch
+                 features): each next item the one farthest from everything picked or reviewed before, so 200
+                 near-identical clips do not fill a batch, nor clips like those already reviewed
 
 Every pick says why (``why``).
 """
@@ -101,9 +101,11 @@ def directions(about: dict, items: pd.DataFrame, storage_options: dict | None = 
     return out
 
 
-def k_center(vectors: np.ndarray, pool: np.ndarray, chosen: list[int], n: int) -> list[tuple[int, float]]:
-    """Up to ``n`` more of ``pool`` (row numbers), each the farthest (cosine distance) from ``chosen`` and every one
-    picked before it; the first, with nothing chosen, is ``pool``'s first. Returns (row, its distance)."""
+def k_center(vectors: np.ndarray, pool: np.ndarray, chosen: list[int], n: int,
+             covered: np.ndarray | None = None) -> list[tuple[int, float]]:
+    """Up to ``n`` more of ``pool`` (row numbers), each the farthest (cosine distance) from ``chosen``, from
+    ``covered`` (directions of items reviewed before: [M, D]) and from every one picked before it; the first, with
+    nothing chosen or covered, is ``pool``'s first. Returns (row, its distance)."""
     picked: list[tuple[int, float]] = []
     if n <= 0 or len(pool) == 0:
         return picked
@@ -111,6 +113,8 @@ def k_center(vectors: np.ndarray, pool: np.ndarray, chosen: list[int], n: int) -
     dist = np.full(len(pool), np.inf)
     if chosen:
         dist = np.minimum(dist, (1.0 - v @ np.asarray(vectors[chosen], np.float32).T).min(axis=1))
+    if covered is not None and len(covered):
+        dist = np.minimum(dist, (1.0 - v @ np.asarray(covered, np.float32).T).min(axis=1))
     taken = np.zeros(len(pool), bool)
     for _ in range(min(n, len(pool))):
         j = int(np.argmax(np.where(taken, -np.inf, dist))) if np.isfinite(dist).any() else int(np.argmin(taken))
@@ -128,8 +132,10 @@ def select(items: pd.DataFrame, n: int, strategy: Strategy = "margin", exclude: 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     rng = np.random.default_rng(seed)
-    fresh = items[~items["item_id"].isin(exclude or set())].reset_index(drop=True)
-    vec = None if vectors is None else vectors[~items["item_id"].isin(exclude or set()).to_numpy()]
+    seen = items["item_id"].isin(exclude or set()).to_numpy()
+    fresh = items[~seen].reset_index(drop=True)
+    vec = None if vectors is None else vectors[~seen]
+    covered = None if vectors is None else vectors[seen][np.linalg.norm(vectors[seen], axis=1) > 0]
     u = uncertainty(list(fresh["probs"]), strategy, rng)
     order = np.argsort(-u, kind="stable")
     pool = order[:max(n, int(np.ceil(pool_factor * n)))] if strategy != "random" else order[:n]
@@ -156,8 +162,8 @@ def select(items: pd.DataFrame, n: int, strategy: Strategy = "margin", exclude: 
         rest = np.array([r for r in pool if int(r) not in why], dtype=np.int64)
         known = rest if vec is None else rest[np.linalg.norm(vec[rest], axis=1) > 0]  # in the catalog
         if vec is not None and len(known):
-            for r, d in k_center(vec, known, list(why), n - len(why)):
-                why[r] = f"{said(r)}; diverse: cosine distance {d:.3f} to the nearest pick"
+            for r, d in k_center(vec, known, list(why), n - len(why), covered):
+                why[r] = f"{said(r)}; diverse: cosine distance {d:.3f} to the nearest pick or reviewed item"
         for r in rest:  # the rest by uncertainty (items without a CLIP direction, or no directions at all)
             if len(why) >= n:
                 break
