@@ -84,12 +84,13 @@ def main() -> int:
     from flows.runtime import prefect_api, preload_clip_in_workers
     from moclip.config import RunConfig
     from moclip.demo import generate_demo_corpus
+    from moclip.runplan import plan_run
 
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
     tmp = Path(tempfile.mkdtemp(prefix="moclip-bench-flow-"))
     demo = tmp / "demo"
     generate_demo_corpus(demo)
-    default_size = RunConfig().for_device("cpu").shard_size
+    default_size = plan_run(RunConfig(), "cpu").shard_size
     lines = [f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores; demo corpus (200 clips, K=8 CLIP "
              "frames, random-init ViT-B-32 at the default precision), real Prefect server on loopback, Dask "
              "LocalCluster of single-threaded worker processes forked from the warm fork server, which has the CLIP "

@@ -269,6 +269,63 @@ def _errors(e: ValidationError) -> str:
     return "\n".join(lines)
 
 
+INTERRUPTED = "moclip: interrupted; rerun the same command to resume"
+
+
+class StopSignals:
+    """While a command runs: SIGINT and SIGTERM both raise KeyboardInterrupt (the flow unwinds cleanly), a second one
+    exits at once, and ``stopped_by`` says which came first.
+
+    While a flow runs, Prefect's engine has a SIGTERM handler of its own: it raises TerminationSignal, which may come
+    out as another error (pydantic wraps one raised while it serializes). Python writes the number of each signal it
+    takes to a pipe (its wakeup fd), whichever handler then runs: a stopped job is not a failed one."""
+
+    def __init__(self) -> None:
+        self.taken: list[int] = []  # the signals our handler took
+        self.seen = os.pipe()
+        self.previous: dict[int, Any] = {}
+        self.previous_wakeup: int | None = None
+
+    def interrupt(self, signum: int, _frame: Any) -> None:
+        if self.taken:  # the second: the clean stop is taking too long for the user
+            os.write(2, f"{INTERRUPTED}\n".encode())  # not print: it may be what this signal interrupted
+            os._exit(128 + self.taken[0])
+        self.taken.append(signum)
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> StopSignals:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():  # e.g. not when a test calls main() from a thread
+            # without a handler of ours, SIGTERM kills Python outright (no finally: the server was left running)
+            self.previous = {sig: signal.signal(sig, self.interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+            os.set_blocking(self.seen[0], False)
+            os.set_blocking(self.seen[1], False)
+            self.previous_wakeup = signal.set_wakeup_fd(self.seen[1], warn_on_full_buffer=False)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        if self.previous_wakeup is not None:
+            signal.set_wakeup_fd(self.previous_wakeup)
+        os.close(self.seen[0])
+        os.close(self.seen[1])
+
+    def stopped_by(self) -> int:
+        """The first SIGINT or SIGTERM this command took, else 0."""
+        import signal
+
+        if self.taken:
+            return self.taken[0]
+        with contextlib.suppress(OSError):
+            return next((s for s in os.read(self.seen[0], 1024) if s in (signal.SIGINT, signal.SIGTERM)), 0)
+        return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; its exit code: 0, 1 (the job failed), 2 (invalid parameters), 130 (Ctrl-C) or 143 (SIGTERM).
 
@@ -276,71 +333,32 @@ def main(argv: list[str] | None = None) -> int:
     local Prefect server, stops its workers and then that server. A second one exits at once; what the job started
     dies with this process (``flows.runtime.die_with_parent``)."""
     import signal
-    import threading
 
     argv = sys.argv[1:] if argv is None else argv
     verbose = "-v" in argv or "--verbose" in argv
     _quiet(verbose)
-    message = "moclip: interrupted; rerun the same command to resume"
-    interrupted: list[int] = []  # the signals our handler took
-
-    def interrupt(signum: int, _frame: Any) -> None:
-        if interrupted:  # the second: the clean stop is taking too long for the user
-            os.write(2, f"{message}\n".encode())  # not print: it may be what this signal interrupted
-            os._exit(128 + interrupted[0])
-        interrupted.append(signum)
-        raise KeyboardInterrupt
-
-    # While a flow runs, Prefect's engine has a SIGTERM handler of its own: it raises TerminationSignal, which may
-    # come out as another error (pydantic wraps one raised while it serializes). Python writes the number of each
-    # signal it takes to this pipe (its wakeup fd), whichever handler then runs: a stopped job is not a failed one.
-    seen = os.pipe()
-    previous: dict[int, Any] = {}
-    previous_wakeup: int | None = None
-    if threading.current_thread() is threading.main_thread():  # e.g. not when a test calls main() from a thread
-        # without a handler of ours, SIGTERM kills Python outright (no finally: the server was left running)
-        previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
-        os.set_blocking(seen[0], False)
-        os.set_blocking(seen[1], False)
-        previous_wakeup = signal.set_wakeup_fd(seen[1], warn_on_full_buffer=False)
-
-    def stopped_by() -> int:
-        """The first SIGINT or SIGTERM this command took, else 0."""
-        if interrupted:
-            return interrupted[0]
-        with contextlib.suppress(OSError):
-            return next((s for s in os.read(seen[0], 1024) if s in (signal.SIGINT, signal.SIGTERM)), 0)
-        return 0
-
-    try:
-        CliApp.run(Moclip, cli_args=argv, cli_settings_source=_source())
-        return 0
-    except ValidationError as e:
-        print(f"moclip: invalid parameters:\n{_errors(e)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(message, file=sys.stderr)
-        return 128 + (stopped_by() or signal.SIGINT)
-    except Exception as e:  # noqa: BLE001 - a job-level error: one clear line, not a traceback
-        signum = stopped_by()
-        if signum:  # e.g. shards the signal stopped midway, or the unwinding: not an error of the job
-            print(message, file=sys.stderr)
-            return 128 + signum
-        if isinstance(e, JobFailed):
-            print(f"moclip: error: {e}", file=sys.stderr)
+    with StopSignals() as signals:
+        try:
+            CliApp.run(Moclip, cli_args=argv, cli_settings_source=_source())
+            return 0
+        except ValidationError as e:
+            print(f"moclip: invalid parameters:\n{_errors(e)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(INTERRUPTED, file=sys.stderr)
+            return 128 + (signals.stopped_by() or signal.SIGINT)
+        except Exception as e:  # noqa: BLE001 - a job-level error: one clear line, not a traceback
+            signum = signals.stopped_by()
+            if signum:  # e.g. shards the signal stopped midway, or the unwinding: not an error of the job
+                print(INTERRUPTED, file=sys.stderr)
+                return 128 + signum
+            if isinstance(e, JobFailed):
+                print(f"moclip: error: {e}", file=sys.stderr)
+                return 1
+            if verbose:
+                raise
+            print(f"moclip: error: {type(e).__name__}: {e}", file=sys.stderr)
             return 1
-        if verbose:
-            raise
-        print(f"moclip: error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if previous_wakeup is not None:
-            signal.set_wakeup_fd(previous_wakeup)
-        os.close(seen[0])
-        os.close(seen[1])
-
 
 def entry() -> None:
     """The console script: ``main``, then exit without the interpreter's final garbage collection over every

@@ -9,6 +9,7 @@ import contextlib
 import sys
 from typing import TYPE_CHECKING
 
+from moclip.corpus import check_corpus
 from moclip.params import (
     DemoParams,
     EvaluateParams,
@@ -38,7 +39,7 @@ class JobFailed(RuntimeError):
 
 
 def run_index(params: IndexParams, server_running: bool = False) -> IndexSummary:
-    params.corpus.check()  # a missing corpus fails now, before the server and the workers start
+    check_corpus(params.corpus)  # a missing corpus fails now, before the server and the workers start
     from flows.runtime import prefect_api
     from moclip.dataset import read_manifest
     from moclip.report.index_summary import one_line
@@ -103,7 +104,7 @@ def run_evaluate(params: EvaluateParams) -> dict:
 
 
 def run_label(params: LabelParams) -> dict:
-    params.corpus.check()  # before any server
+    check_corpus(params.corpus)  # before any server
     from flows.runtime import prefect_api
     from moclip.inference import read_meta
 

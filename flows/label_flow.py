@@ -13,30 +13,31 @@ process holds a row per video: workers read a shard at a time, the flow adds up 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import time
-from dataclasses import asdict
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
-from prefect.futures import as_completed
+from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed, State
 
+from flows.fanout import FanOut, error_text
 from flows.index_flow import index_corpus, outcome, warn
 from flows.runtime import (
     check_resources,
     dask_runner,
-    local_workers,
-    needs,
+    local_plan,
     start_worker_forkserver,
     without_heartbeats,
 )
 from moclip.dataset import Store, read_manifest, read_settings
 from moclip.dataset.lock import LABEL_LOCK, dataset_lock
 from moclip.inference import Labeller, Predictor, ZeroShotModel
-from moclip.label import PREDICTIONS_DIR, GroupResult, LabelTarget, ShardWork, group_work, label_key
+from moclip.label import PREDICTIONS_DIR, GroupResult, LabelPlan, LabelTarget, ShardWork, group_work, label_key
 from moclip.label.export import (
     ACTIVITYNET_JSON,
     LABELS_MANIFEST,
@@ -49,8 +50,6 @@ from moclip.label.plan import parse_name
 from moclip.label.timeline import SEGMENTS_DIR, WINDOWS_DIR
 from moclip.label.worker import quarantine_unreadable_siblings, remove_orphan_siblings, remove_predictions
 from moclip.params import LabelParams
-from moclip.precision import device_type
-from moclip.progress import Progress
 from moclip.report.label_summary import distribution_markdown, mv_source_warning
 from moclip.report.timeline import PAGE_FILE
 from tasks.label_tasks import export_csv_task, label_shards_task, plan, timelines_task
@@ -65,20 +64,17 @@ def label_groups(groups_file: str, target: LabelTarget,
     needs of its worker (GPU=1 when it predicts on CUDA on a cluster: only GPU workers have the device)."""
     groups = [[ShardWork(**w) for w in g] for g in json.loads(Path(groups_file).read_text())]
     t0 = time.perf_counter()  # the cluster is up: from here on, prediction
-    with needs(resources or {}):
-        futures = {label_shards_task.submit(g, target): g for g in groups}
     n = sum(len(g) for g in groups)
-    progress_id = create_progress_artifact(0.0, description=f"Labelling {n} feature shards in {len(groups)} tasks")
     total = GroupResult()
-    with Progress(n, "label", unit="shard") as bar:
-        for fut in as_completed(list(futures)):
-            group = futures.pop(fut)
-            try:
-                total.add(fut.result())
-            except Exception as e:  # noqa: BLE001 - reported; the shards have no current file, so the next run retries
-                total.failed += [(w.feature_shard, f"{type(e).__name__}: {e}"[:500]) for w in group]
-            bar.update(len(group))
-            update_progress_artifact(progress_id, 100.0 * bar.done / max(n, 1))
+    with FanOut(n, "label", "shard", f"Labelling {n} feature shards in {len(groups)} tasks", resources) as fan:
+        for i, group in enumerate(groups):
+            fan.submit(i, label_shards_task, group, target)
+        for i, value in fan.outcomes():
+            if isinstance(value, BaseException):  # reported; the shards have no current file: the next run retries
+                total.failed += [(w.feature_shard, error_text(value)) for w in groups[i]]
+            else:
+                total.add(value)
+            fan.advance(len(groups[i]))
     return total, time.perf_counter() - t0
 
 
@@ -114,90 +110,152 @@ def labeller(params: LabelParams, features: str, manifest: dict) -> tuple[Labell
     return predictor, key, text, windowed
 
 
-@flow(name="predict-archive")
-def predict_archive(features: str, params: LabelParams) -> dict:
-    """Predict every video of the indexed dataset ``features`` into ``params.out`` (see the module docstring)."""
-    t0 = time.perf_counter()
-    logger = get_run_logger()
-    if local_workers(params.run):
+@dataclass
+class LabelJob:
+    """One label run's fixed inputs: what labels (a bundle or a zero-shot vocabulary), under which label key, and
+    where everything goes."""
+
+    params: LabelParams
+    features: str
+    labeller: Labeller
+    key: str
+    extra_text: list | None
+    windowed: bool
+
+    @property
+    def zero_shot(self) -> bool:
+        return isinstance(self.labeller, ZeroShotModel)
+
+    @property
+    def model(self) -> str | None:
+        return None if self.zero_shot else str(self.labeller.path)
+
+    def url(self, name: str) -> str:
+        return f"{self.params.out.rstrip('/')}/{name}"
+
+    def store(self, url: str | None = None) -> Store:
+        return Store(url or self.params.out, self.params.storage_options)
+
+    def siblings(self) -> list[Store]:
+        """The windows' and segments' folders: each prediction file's companions."""
+        return [self.store(self.url(WINDOWS_DIR)), self.store(self.url(SEGMENTS_DIR))]
+
+    def target(self) -> LabelTarget:
+        zs, lab, p = self.zero_shot, self.labeller, self.params
+        return LabelTarget(model=self.model, device=p.run.device, key=self.key, features=self.features,
+                           predictions=self.url(PREDICTIONS_DIR), top_k=p.top_k, extra_classes=tuple(p.extra_classes),
+                           extra_text=self.extra_text, storage_options=p.storage_options,
+                           windows=self.url(WINDOWS_DIR), segments=self.url(SEGMENTS_DIR),
+                           timeline=p.timeline if self.windowed else None,
+                           classes=tuple(lab.classes) if zs else (), text=lab.text.tolist() if zs else None,
+                           model_id=lab.model_id if zs else None)
+
+
+def prepare(features: str, params: LabelParams) -> LabelJob:
+    """The labeller for the dataset (checked against it) and the run's key; local workers start booting."""
+    if local_plan(params.run).workers:
         start_worker_forkserver()  # local workers' fork server imports torch while we plan (unless already up)
     manifest = read_manifest(features, params.storage_options) or {}
-    predictor, key, text, windowed = labeller(params, features, manifest)
-    zero_shot = isinstance(predictor, ZeroShotModel)
-    model = None if zero_shot else str(predictor.path)
-    extra = list(params.extra_classes)
-    out = Store(params.out, params.storage_options)
-    base = params.out.rstrip("/")
-    predictions = f"{base}/{PREDICTIONS_DIR}"
-    windows, segments = f"{base}/{WINDOWS_DIR}", f"{base}/{SEGMENTS_DIR}"
-    run, timeout = params.run, params.run.lock_timeout_s
-    with dataset_lock(out, timeout, warn, name=LABEL_LOCK, what="label output folder"), \
-            dataset_lock(Store(features, params.storage_options), timeout, warn):  # no re-index while we read
-        the_plan = plan(features, predictions, key, params.storage_options, (windows, segments) if windowed else ())
-        n_todo = len(the_plan.to_predict)
-        logger.info("%d feature shards: %d to predict, %d current; %d prediction files of removed shards",
-                    len(the_plan.shards), n_todo, len(the_plan.shards) - n_todo, len(the_plan.orphans))
-        if the_plan.unknown:  # e.g. a user's own file: never removed
-            logger.info("%s: %d files that are not prediction files, left alone (e.g. %s)", predictions,
-                        len(the_plan.unknown), the_plan.unknown[0])
-        target = LabelTarget(model=model, device=run.device, key=key, features=features,
-                             predictions=predictions, top_k=params.top_k, extra_classes=tuple(extra),
-                             extra_text=text, storage_options=params.storage_options, windows=windows,
-                             segments=segments, timeline=params.timeline if windowed else None,
-                             classes=tuple(predictor.classes) if zero_shot else (),
-                             text=predictor.text.tolist() if zero_shot else None,
-                             model_id=predictor.model_id if zero_shot else None)
-        result, predict_s = GroupResult(), 0.0
-        groups = group_work(the_plan.shards, local_workers(run) or 16)
-        if groups:
-            with tempfile.TemporaryDirectory(prefix="moclip-label-") as tmp, without_heartbeats():
-                path = Path(tmp) / "groups.json"
-                path.write_text(json.dumps([[asdict(w) for w in g] for g in groups]))
-                resources = run.for_device(device_type(run.device)).resources
-                if run.dask_address:
-                    check_resources(run.dask_address, resources)
-                result, predict_s = label_groups.with_options(task_runner=dask_runner(run))(str(path), target,
-                                                                                          resources)
-        # the orphans' feature shards are gone (every video re-indexed or deleted); with them go their windows and
-        # segments files (of a run with --window, or of an earlier one)
-        pred_store, siblings = Store(predictions, params.storage_options), [Store(u, params.storage_options)
-                                                                            for u in (windows, segments)]
-        remove_predictions(pred_store, the_plan.orphans, siblings)
-        # windows and segments files without their prediction file (a write that failed between them, a prediction
-        # file someone removed) go too: never duplicate windows or segments
-        remove_orphan_siblings(pred_store, siblings)
-        present = pred_store.shard_infos()
-        owned = [w.target for w in the_plan.shards if w.target in present]  # what the CSV may read
-    counts = result.counts
+    return LabelJob(params, features, *labeller(params, features, manifest))
+
+
+@contextlib.contextmanager
+def locks(job: LabelJob) -> Iterator[None]:
+    """No other labelling into the output folder, and no re-index of the features while they are read."""
+    timeout = job.params.run.lock_timeout_s
+    with dataset_lock(job.store(), timeout, warn, name=LABEL_LOCK, what="label output folder"), \
+            dataset_lock(job.store(job.features), timeout, warn):
+        yield
+
+
+def log_plan(the_plan: LabelPlan, job: LabelJob) -> None:
+    n_todo, logger = len(the_plan.to_predict), get_run_logger()
+    logger.info("%d feature shards: %d to predict, %d current; %d prediction files of removed shards",
+                len(the_plan.shards), n_todo, len(the_plan.shards) - n_todo, len(the_plan.orphans))
+    if the_plan.unknown:  # e.g. a user's own file: never removed
+        logger.info("%s: %d files that are not prediction files, left alone (e.g. %s)", job.url(PREDICTIONS_DIR),
+                    len(the_plan.unknown), the_plan.unknown[0])
+
+
+def predict_groups(job: LabelJob, the_plan: LabelPlan) -> tuple[GroupResult, float]:
+    """The plan's shards in groups, one task each on the Dask workers (the ``label-shards`` subflow)."""
+    run, plan = job.params.run, local_plan(job.params.run)
+    groups = group_work(the_plan.shards, plan.workers or 16)
+    if not groups:
+        return GroupResult(), 0.0
+    with tempfile.TemporaryDirectory(prefix="moclip-label-") as tmp, without_heartbeats():
+        path = Path(tmp) / "groups.json"
+        path.write_text(json.dumps([[asdict(w) for w in g] for g in groups]))
+        resources = plan.resources
+        if run.dask_address:
+            check_resources(run.dask_address, resources)
+        return label_groups.with_options(task_runner=dask_runner(run))(str(path), job.target(), resources)
+
+
+def tidy(job: LabelJob, the_plan: LabelPlan) -> list[str]:
+    """Remove what no feature shard stands behind; returns the prediction files the CSV may read."""
+    predictions, siblings = job.store(job.url(PREDICTIONS_DIR)), job.siblings()
+    # the orphans' feature shards are gone (every video re-indexed or deleted); with them go their windows and
+    # segments files (of a run with --window, or of an earlier one)
+    remove_predictions(predictions, the_plan.orphans, siblings)
+    # windows and segments files without their prediction file (a write that failed between them, a prediction
+    # file someone removed) go too: never duplicate windows or segments
+    remove_orphan_siblings(predictions, siblings)
+    present = predictions.shard_infos()
+    return [w.target for w in the_plan.shards if w.target in present]
+
+
+def report(job: LabelJob, result: GroupResult) -> None:
+    """Say what was set aside or not labelled; drop the one-file predictions of a moclip before sharding."""
     for path, reason, moved in result.quarantined:
         warn(f"{path}: unreadable ({reason}); moved aside to {moved}")
     for shard, reason in result.failed[:20]:
-        warn(f"{features}/{shard}: not labelled ({reason}); rerun the same command to label it")
-    if out.exists(LEGACY_PREDICTIONS):  # one file of every prediction, from a moclip before sharded predictions
+        warn(f"{job.features}/{shard}: not labelled ({reason}); rerun the same command to label it")
+    out = job.store()
+    if out.exists(LEGACY_PREDICTIONS):
         out.remove(LEGACY_PREDICTIONS)
-        logger.info("%s: removed (predictions are now sharded, in %s/)", out.path(LEGACY_PREDICTIONS), PREDICTIONS_DIR)
-    changed = bool(result.written or result.removed or the_plan.orphans)
+        get_run_logger().info("%s: removed (predictions are now sharded, in %s/)", out.path(LEGACY_PREDICTIONS),
+                              PREDICTIONS_DIR)
+
+
+def export(job: LabelJob, the_plan: LabelPlan, result: GroupResult, owned: list[str]) -> str:
+    """predictions.csv, written again only when a prediction file changed (or the CSV is not the recorded one)."""
+    out = job.store()
     csv = out.path(PREDICTIONS_CSV)
+    if not job.params.csv:
+        return csv
+    changed = bool(result.written or result.removed or the_plan.orphans)
     recorded = (out.read_json(LABELS_MANIFEST) or {}).get("csv")
-    if params.csv and (changed or recorded is None or csv_stamp(out, owned) != recorded):
-        csv, bad = export_csv_task(predictions, params.out, owned, params.storage_options)
+    if changed or recorded is None or csv_stamp(out, owned) != recorded:
+        csv, bad = export_csv_task(job.url(PREDICTIONS_DIR), job.params.out, owned, job.params.storage_options)
         set_aside(bad, result, owned)  # a prediction file unreadable past its summary columns
-    random_clip = predictor.random_init
-    page, timeline_md = None, ""
-    if windowed and counts.videos:
-        try:
-            page, timeline_md = timelines_task(params.out, list(predictor.classes), params.storage_options)
-        except Exception:
-            bad = quarantine_unreadable_siblings(pred_store, siblings)  # name the bad windows/segments file
-            if not bad:
-                raise
-            set_aside(bad, result, owned)
-    elif not windowed:  # from an earlier run with --window: its segments are gone
+    return csv
+
+
+def timelines(job: LabelJob, result: GroupResult, owned: list[str]) -> tuple[str | None, str]:
+    """With time windows: timelines.html (and the summary's text timelines); without: an earlier run's page goes."""
+    out = job.store()
+    if not job.windowed:  # from an earlier run with --window: its segments are gone
         for name in (PAGE_FILE, ACTIVITYNET_JSON):
             if out.exists(name):
                 out.remove(name)
-                logger.info("%s: removed (this run has no time windows)", out.path(name))
-    summary = {
+                get_run_logger().info("%s: removed (this run has no time windows)", out.path(name))
+        return None, ""
+    if not result.counts.videos:
+        return None, ""
+    try:
+        return timelines_task(job.params.out, list(job.labeller.classes), job.params.storage_options)
+    except Exception:
+        bad = quarantine_unreadable_siblings(job.store(job.url(PREDICTIONS_DIR)), job.siblings())
+        if not bad:  # not a bad file of ours: a real error
+            raise
+        set_aside(bad, result, owned)
+        return None, ""
+
+
+def summarise(the_plan: LabelPlan, result: GroupResult, predict_s: float, t0: float) -> dict:
+    counts = result.counts
+    return {
         "n_labelled": counts.videos, "predicted": counts.predicted, "kept": counts.kept,
         "removed_files": result.removed + len(the_plan.orphans), "shards": len(the_plan.shards),
         "failed_shards": len(result.failed), "quarantined": len(result.quarantined),
@@ -206,23 +264,53 @@ def predict_archive(features: str, params: LabelParams) -> dict:
         "worker_peak_rss_mb": round(result.peak_rss_mb, 1), "worker_s": round(result.seconds, 2),
         "predict_s": round(predict_s, 2),
     }
+
+
+def record(job: LabelJob, summary: dict, result: GroupResult, owned: list[str]) -> None:
+    """OUT/_labels.json: what this run did and with what (read by the next run, review and retrain)."""
+    p, lab, out = job.params, job.labeller, job.store()
     write_label_manifest(out, {**summary, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                               "top1_counts": counts.top1_counts()},
-                         model=model or "zero-shot", model_id=predictor.model_id, label_key=key, features=features,
-                         top_k=params.top_k, extra_classes=extra, clip_random_init=random_clip,
-                         classes=list(predictor.classes), vocabulary=params.classes, calibrated=not zero_shot,
-                         windowed=windowed, params=params.model_dump(mode="json", exclude={"storage_options"}),
-                         csv=csv_stamp(out, owned) if params.csv else None)
-    trained = predictor.mv_sources
+                               "top1_counts": result.counts.top1_counts()},
+                         model=job.model or "zero-shot", model_id=lab.model_id, label_key=job.key,
+                         features=job.features, top_k=p.top_k, extra_classes=list(p.extra_classes),
+                         clip_random_init=lab.random_init, classes=list(lab.classes), vocabulary=p.classes,
+                         calibrated=not job.zero_shot, windowed=job.windowed,
+                         params=p.model_dump(mode="json", exclude={"storage_options"}),
+                         csv=csv_stamp(out, owned) if p.csv else None)
+
+
+def publish(job: LabelJob, result: GroupResult, timeline_md: str) -> None:
+    """The label-summary artifact (and a warning when the archive's MVs come from a source the model never saw)."""
+    counts, lab = result.counts, job.labeller
     if counts.mv_source_unseen:
-        warn(mv_source_warning(counts, trained))
-    create_markdown_artifact(distribution_markdown(counts, bool(extra), random_clip, trained, zero_shot)
-                             + timeline_md,
+        warn(mv_source_warning(counts, lab.mv_sources))
+    create_markdown_artifact(distribution_markdown(counts, bool(job.params.extra_classes), lab.random_init,
+                                                   lab.mv_sources, job.zero_shot) + timeline_md,
                              key="label-summary",
-                             description=f"{counts.videos} videos labelled -> {predictions}")
-    return {**summary, "predictions": predictions, "csv": csv if params.csv else None,
-            "windows": windows if windowed else None, "segments": segments if windowed else None, "timelines": page,
-            "failed": result.failed, "top1_counts": counts.top1_counts()}
+                             description=f"{counts.videos} videos labelled -> {job.url(PREDICTIONS_DIR)}")
+
+
+@flow(name="predict-archive")
+def predict_archive(features: str, params: LabelParams) -> dict:
+    """Predict every video of the indexed dataset ``features`` into ``params.out`` (see the module docstring)."""
+    t0 = time.perf_counter()
+    job = prepare(features, params)
+    sibling_urls = (job.url(WINDOWS_DIR), job.url(SEGMENTS_DIR)) if job.windowed else ()
+    with locks(job):
+        the_plan = plan(features, job.url(PREDICTIONS_DIR), job.key, params.storage_options, sibling_urls)
+        log_plan(the_plan, job)
+        result, predict_s = predict_groups(job, the_plan)
+        owned = tidy(job, the_plan)
+    report(job, result)
+    csv = export(job, the_plan, result, owned)
+    page, timeline_md = timelines(job, result, owned)
+    summary = summarise(the_plan, result, predict_s, t0)
+    record(job, summary, result, owned)
+    publish(job, result, timeline_md)
+    return {**summary, "predictions": job.url(PREDICTIONS_DIR), "csv": csv if params.csv else None,
+            "windows": job.url(WINDOWS_DIR) if job.windowed else None,
+            "segments": job.url(SEGMENTS_DIR) if job.windowed else None, "timelines": page,
+            "failed": result.failed, "top1_counts": result.counts.top1_counts()}
 
 
 @flow(name="label-archive")

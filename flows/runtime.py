@@ -27,44 +27,14 @@ from prefect_dask import DaskTaskRunner
 
 from flows import preload as clip_preload
 from moclip.config import ClipConfig, RunConfig
-from moclip.sharding import usable_cores
+from moclip.runplan import RunPlan, plan_run
 
 
-def local_gpus() -> list[str]:
-    """The GPUs local workers share out, one each: ``CUDA_VISIBLE_DEVICES``'s entries when it is set, else all."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
-    import torch
-
-    return [str(i) for i in range(torch.cuda.device_count())]
-
-
-def uses_cuda(run: RunConfig) -> bool:
-    """Whether the run's workers use CUDA (``device`` cuda, or auto on a machine with a GPU)."""
+def local_plan(run: RunConfig) -> RunPlan:
+    """The run's plan on this machine (``moclip.runplan``): worker and decoder processes, shard size, resources."""
     from moclip.precision import device_type  # torch: imported when needed, not before the server launches
 
-    return device_type(run.device) == "cuda"
-
-
-def local_workers(run: RunConfig) -> int | None:
-    """How many worker processes the local cluster gets (one per core by default, one per GPU with CUDA); None on
-    an existing cluster."""
-    if run.dask_address:
-        return None
-    if uses_cuda(run):
-        return run.workers or len(local_gpus()) or 1
-    return run.workers or os.cpu_count() or 1
-
-
-def local_decoders(run: RunConfig) -> RunConfig:
-    """``run`` with, on a local GPU cluster, this machine's cores less one per GPU worker shared among those workers
-    as their decoder processes (a worker alone cannot know how many siblings share its machine)."""
-    n = local_workers(run)
-    if not n or run.decode_workers is not None or not uses_cuda(run):
-        return run
-    cores = usable_cores()
-    return run.model_copy(update={"decode_workers": max(1, cores // n - 1)})
+    return plan_run(run, device_type(run.device))
 
 
 def dask_runner(run: RunConfig) -> DaskTaskRunner:
@@ -74,10 +44,11 @@ def dask_runner(run: RunConfig) -> DaskTaskRunner:
     quiet_interrupted_sync()
     if run.dask_address:
         return DaskTaskRunner(address=run.dask_address)
-    kwargs: dict[str, Any] = {"n_workers": local_workers(run), "threads_per_worker": 1, "processes": True,
+    plan = local_plan(run)
+    kwargs: dict[str, Any] = {"n_workers": plan.workers, "threads_per_worker": 1, "processes": True,
                               "dashboard_address": None}
-    if uses_cuda(run):
-        kwargs["gpus"] = local_gpus()
+    if plan.device_type == "cuda":
+        kwargs["gpus"] = plan.machine.gpus
     return DaskTaskRunner(cluster_class=local_cluster, cluster_kwargs=kwargs)
 
 
@@ -416,10 +387,7 @@ def prefect_api(preload: tuple[str, ...] = (), workers_clip: tuple[ClipConfig, s
     """
     url = os.environ.get("PREFECT_API_URL")
     if url:
-        if workers_clip is not None:
-            preload_clip_in_workers(*workers_clip)
-        for module in preload:
-            importlib.import_module(module)
+        _warm_up(preload, workers_clip, start_forkserver=False)
         yield url
         return
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -429,11 +397,7 @@ def prefect_api(preload: tuple[str, ...] = (), workers_clip: tuple[ClipConfig, s
     server = _launch_server()  # first: it boots while the rest below imports
     ready = False
     try:
-        if workers_clip is not None:
-            preload_clip_in_workers(*workers_clip)
-            start_worker_forkserver()
-        for module in preload:
-            importlib.import_module(module)
+        _warm_up(preload, workers_clip, start_forkserver=True)
         try:
             server.wait_ready(budget)
         except RuntimeError:  # workers then start the slow way, their fork server knew the old URL (local_cluster)
@@ -447,6 +411,16 @@ def prefect_api(preload: tuple[str, ...] = (), workers_clip: tuple[ClipConfig, s
             _drain_prefect_services()
         os.environ.pop("PREFECT_API_URL", None)
         server.stop()
+
+
+def _warm_up(preload: tuple[str, ...], workers_clip: tuple[ClipConfig, str] | None, start_forkserver: bool) -> None:
+    """The local workers' CLIP asked for (and their fork server started, to build it), then ``preload`` imported."""
+    if workers_clip is not None:
+        preload_clip_in_workers(*workers_clip)
+        if start_forkserver:
+            start_worker_forkserver()
+    for module in preload:
+        importlib.import_module(module)
 
 
 def _drain_prefect_services(timeout_s: float = 10.0) -> None:

@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 import warnings
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
@@ -31,7 +31,7 @@ VIDEO_EXTENSIONS = (
 
 Device = Literal["auto", "cpu", "cuda"]
 Layout = Literal["folder", "ucf101", "hmdb51", "manifest", "unlabeled"]
-LAYOUTS: tuple[str, ...] = ("folder", "ucf101", "hmdb51", "manifest", "unlabeled")
+LAYOUTS: tuple[str, ...] = get_args(Layout)
 
 
 class Settings(BaseModel):
@@ -67,16 +67,6 @@ class CorpusSpec(Settings):
         if self.layout != "manifest" and not self.root:
             raise ValueError(f"layout {self.layout!r} needs a corpus root")
         return self
-
-    def check(self) -> None:
-        """Raise ``CorpusError`` now if the corpus root (or the manifest) is missing: jobs check before they
-        start anything (a server, workers), so a typo in a path costs a second, not a minute."""
-        from moclip.corpus.table import check_file, check_root
-
-        if self.layout == "manifest":
-            check_file(self.manifest, "manifest")
-        if self.root:
-            check_root(self.root)
 
 
 class MVConfig(Settings):
@@ -290,17 +280,6 @@ class RunConfig(Settings):
     keep_deleted_days: float = Field(30.0, ge=0, description="days a deleted video's row keeps its features, so "
                                                              "the file coming back unchanged is restored without "
                                                              "decoding")
-
-    def for_device(self, device_type: str) -> RunConfig:
-        """These settings with the defaults of a ``device_type`` ("cpu" or "cuda") worker filled in: shard size and
-        CLIP batch (bigger on GPUs: one batch spans many videos), and, with CUDA on a Dask cluster, GPU=1 resources.
-        ``decode_workers`` stays None where the worker machine decides (``moclip.indexing.pool.decoders_for``)."""
-        cuda = device_type == "cuda"
-        update: dict[str, Any] = {"shard_size": self.shard_size or (128 if cuda else 16),
-                                  "clip_batch_size": self.clip_batch_size or (512 if cuda else 64)}
-        if cuda and not self.resources and self.dask_address:
-            update["resources"] = {"GPU": 1.0}
-        return self.model_copy(update=update)
 
     @property
     def hard_timeout_s(self) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 from tqdm.auto import tqdm
@@ -81,3 +82,32 @@ def console(message: str) -> None:
     logging); deployments, which log through Prefect, leave ``MOCLIP_CONSOLE`` unset and print nothing here."""
     if os.environ.get(CONSOLE_ENV):
         print(message, file=sys.stderr, flush=True)
+
+
+class Epochs:
+    """A model's training epochs, called as ``fit``'s ``on_epoch``: when a person watches the `moclip` command in a
+    terminal, one bar with the latest loss and validation top-1; anywhere else (deployments, logs, CI), a line per
+    epoch through ``log``."""
+
+    def __init__(self, name: str, total: int, log: Callable[[str], None], stream: TextIO | None = None) -> None:
+        self.name, self.log = name, log
+        stream = stream or sys.stderr
+        tty = bool(os.environ.get(CONSOLE_ENV)) and getattr(stream, "isatty", lambda: False)()
+        self.bar = tqdm(total=total, desc=name, unit="epoch", file=stream) if tty else None
+
+    def __call__(self, epoch: int, loss: float, val_top1: float) -> None:
+        if self.bar is None:
+            self.log(f"{self.name} epoch {epoch}: loss {loss:.3f} val top-1 {val_top1:.3f}")
+            return
+        self.bar.set_postfix_str(f"loss {loss:.3f}, val top-1 {val_top1:.3f}", refresh=False)
+        self.bar.update(1)
+
+    def __enter__(self) -> Epochs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            if self.bar.n < (self.bar.total or 0):  # stopped early: the bar ends where training did
+                self.bar.total = self.bar.n
+                self.bar.refresh()
+            self.bar.close()

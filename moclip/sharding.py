@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -18,11 +17,6 @@ class Shard:
 
 def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the OS has one, else the machine's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def make_shards(videos: list[dict], shard_size: int, run_id: str, workers: int | None = None) -> list[Shard]:

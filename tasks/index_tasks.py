@@ -10,7 +10,6 @@ from moclip.corpus import load_corpus
 from moclip.corpus.table import require_videos
 from moclip.dataset import IndexPlan, Store, plan_index, rewrite_old_shards
 from moclip.dataset.incremental import check_deletions, quarantine_unreadable
-from moclip.indexing.isolated import index_shard_isolated
 from moclip.indexing.shard import ShardResult, ShardTarget, index_shard
 from moclip.params import IndexParams
 
@@ -47,7 +46,7 @@ def index_shard_task(videos: list[dict], shard_name: str, target: ShardTarget) -
 def index_shard_isolated_task(
     videos: list[dict], shard_name: str, target: ShardTarget, first_error: str,
 ) -> ShardResult:
-    return index_shard_isolated(videos, shard_name, target, first_error)
+    return index_shard(videos, shard_name, target, first_error)
 
 
 @task(name="commit-index", cache_policy=NO_CACHE)

@@ -7,7 +7,8 @@ from prefect.cache_policies import NO_CACHE
 
 from moclip.dataset import Store
 from moclip.label import GroupResult, LabelPlan, LabelTarget, ShardWork, label_shards, plan_labels
-from moclip.label.export import export_csv, write_timeline_page
+from moclip.label.export import export_csv
+from moclip.report.timeline_page import write_timeline_page
 
 
 @task(name="plan-labels", cache_policy=NO_CACHE)

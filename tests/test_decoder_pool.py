@@ -16,7 +16,7 @@ from moclip.config import ClipConfig, FeatureSettings, RunConfig, WindowConfig
 from moclip.dataset import load_features, read_metadata, read_table
 from moclip.dataset.windows import window_features
 from moclip.indexing.decode import FAULT_ENV
-from moclip.indexing.pool import DecoderPool, close_pools, decoders_for, index_shard_pooled
+from moclip.indexing.pool import DecoderPool, close_pools, index_shard_pooled
 from moclip.indexing.shard import ShardTarget, index_shard
 
 SETTINGS = FeatureSettings(clip=ClipConfig(weights="none", frames=3, precision="fp32"))
@@ -113,23 +113,6 @@ def test_a_slow_consumer_is_not_mistaken_for_a_hung_decoder(tmp_path):
         pool.close()
     assert sorted(d.index for d in done) == [0, 1, 2]
     assert [(d.error, d.crashed) for d in done] == [(None, False)] * 3
-
-
-def test_decoders_per_worker():
-    assert decoders_for(RunConfig(), "cpu") == 0  # CPU workers decode their own videos
-    assert decoders_for(RunConfig(decode_workers=5), "cpu") == 5
-    assert decoders_for(RunConfig(decode_workers=0), "cuda") == 0
-    assert decoders_for(RunConfig(), "cuda") >= 1
-
-
-def test_run_defaults_for_the_device():
-    cpu, cuda = RunConfig().for_device("cpu"), RunConfig().for_device("cuda")
-    assert (cpu.shard_size, cpu.clip_batch_size, cpu.resources) == (16, 64, {})
-    assert (cuda.shard_size, cuda.clip_batch_size, cuda.resources) == (128, 512, {})  # local: every worker has one
-    remote = RunConfig(dask_address="tcp://h:8786").for_device("cuda")
-    assert remote.resources == {"GPU": 1.0}
-    assert RunConfig(dask_address="tcp://h:8786", resources={"GPU": 2}).for_device("cuda").resources == {"GPU": 2}
-    assert RunConfig(shard_size=3, clip_batch_size=7).for_device("cuda").shard_size == 3
 
 
 def test_the_summary_says_what_limited_a_pooled_run():

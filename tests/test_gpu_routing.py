@@ -102,27 +102,3 @@ def test_the_local_gpu_cluster_gives_each_worker_its_own_gpu():
     assert [w["resources"] for w in workers] == [{"GPU": 1}] * 3
     total = psutil.virtual_memory().total  # the machine's memory shared among them, as LocalCluster does
     assert all(abs(w["memory_limit"] - total / 3) < 0.05 * total for w in workers)
-
-
-def test_local_workers_follow_the_gpus(monkeypatch):
-    from flows.runtime import local_decoders, local_gpus, local_workers
-    from moclip.config import RunConfig
-
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,7")
-    assert local_gpus() == ["2", "7"]
-    assert local_workers(RunConfig(device="cuda")) == 2
-    assert local_workers(RunConfig(device="cuda", workers=1)) == 1
-    assert local_workers(RunConfig(device="cpu", workers=3)) == 3
-    assert local_workers(RunConfig(device="cuda", dask_address="tcp://h:1")) is None
-    # two GPU workers on this machine share its cores as decoder processes (each worker's own one set aside)
-    cores = len(os.sched_getaffinity(0))
-    assert local_decoders(RunConfig(device="cuda")).decode_workers == max(1, cores // 2 - 1)
-    assert local_decoders(RunConfig(device="cuda", decode_workers=3)).decode_workers == 3
-    assert local_decoders(RunConfig(device="cpu")).decode_workers is None
-    assert local_decoders(RunConfig(device="cuda", dask_address="tcp://h:1")).decode_workers is None
-    # 100 videos on 4 local GPU workers: 4 shards of 25, not one of 100 and three idle GPUs
-    from flows.index_flow import shard_size_for
-
-    four = RunConfig(device="cuda", workers=4, decode_workers=3).for_device("cuda")
-    assert shard_size_for(four, 100) == 25 and shard_size_for(four, 10_000) == 128
-    assert shard_size_for(RunConfig(device="cpu", workers=2).for_device("cpu"), 100) == 16

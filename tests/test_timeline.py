@@ -233,8 +233,8 @@ def test_the_label_runs_timeline_page_from_its_parquet_folders(tmp_path, where):
     import pyarrow as pa
 
     from moclip.dataset import Store
-    from moclip.label.export import write_timeline_page
     from moclip.label.timeline import SEGMENTS_DIR, WINDOWS_DIR
+    from moclip.report.timeline_page import write_timeline_page
 
     url = str(tmp_path / "out") if where == "local" else f"memory://timelines-{uuid.uuid4().hex}"
     out = Store(url)

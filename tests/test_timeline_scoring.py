@@ -107,7 +107,7 @@ def test_segments_export_in_activitynet_result_format(tmp_path):
     dets = {v: [(*d["segment"], d["label"], d["score"]) for d in ds] for v, ds in got["results"].items()}
     assert mean_ap(truth, dets, [0.5]) == {0.5: 1.0}
     # written beside segments.parquet by the timelines step
-    from moclip.label.export import write_timeline_page
+    from moclip.report.timeline_page import write_timeline_page
 
     out = Store(str(tmp_path))
     out.write_table(f"{SEGMENTS_DIR}/part-1.a.b.parquet", pa.Table.from_pandas(

@@ -3,7 +3,7 @@
 from moclip.corpus.folder import load_folder
 from moclip.corpus.hmdb51 import load_hmdb51
 from moclip.corpus.manifest import load_manifest
-from moclip.corpus.spec import LAYOUTS, CorpusSpec, load_corpus
+from moclip.corpus.spec import LAYOUTS, CorpusSpec, check_corpus, load_corpus
 from moclip.corpus.table import (
     SPLITS,
     TABLE_COLUMNS,
@@ -19,6 +19,7 @@ from moclip.corpus.unlabeled import load_unlabeled
 
 __all__ = [
     "LAYOUTS",
+    "check_corpus",
     "SPLITS",
     "TABLE_COLUMNS",
     "CorpusError",

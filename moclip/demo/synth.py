@@ -44,7 +44,7 @@ import av
 import numpy as np
 
 from moclip.files import atomic_path, atomic_write_text, file_sha256
-from moclip.sharding import usable_cores
+from moclip.runplan import usable_cores
 from moclip.video.writer import write_frames
 
 __all__ = [

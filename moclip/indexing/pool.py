@@ -30,30 +30,14 @@ from multiprocessing.connection import wait
 
 import numpy as np
 
-from moclip.config import RunConfig
 from moclip.dataset.schema import STATUS_OK
-from moclip.indexing.isolated import DecoderCrash, DecoderProcess
-from moclip.indexing.shard import ShardResult, ShardTarget, video_row, worker_encoder, write_rows
-from moclip.sharding import usable_cores
+from moclip.indexing.child import DecoderCrash, DecoderProcess
+from moclip.indexing.common import ShardResult, ShardTarget, video_row, worker_encoder, write_rows
 from moclip.video import DecodeError, VideoFeatures
 
 log = logging.getLogger(__name__)
 
 MAX_BATCHES_IN_FLIGHT = 2
-
-
-def decoders_for(run: RunConfig, device_type: str) -> int:
-    """Decoder processes a worker of ``device_type`` gets: ``run.decode_workers`` when set; else none on CPU (each
-    of the one-per-core workers decodes its own videos) and, with CUDA, this machine's cores less one (the feeding
-    process) shared among its visible GPUs."""
-    if run.decode_workers is not None:
-        return run.decode_workers
-    if device_type != "cuda":
-        return 0
-    import torch
-
-    cores = usable_cores()
-    return max(1, (cores - 1) // max(1, torch.cuda.device_count()))
 
 
 @dataclass

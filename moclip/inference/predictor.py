@@ -24,13 +24,12 @@ from moclip.dataset import whole_clip_settings
 from moclip.inference.features import Inputs, fused_features
 from moclip.inference.meta import BundleMeta, validate_meta
 from moclip.inference.text import class_embeddings
+from moclip.models.run import predict, softmax
 from moclip.precision import autocast, resolve_device, train_precision
-from moclip.train import calibrate
-from moclip.train.loop import predict
 
 
 def _rows(*tensors: torch.Tensor) -> Callable:
-    """Inference batches (``moclip.train.loop.predict``): the rows ``idx`` of each tensor, no labels."""
+    """Inference batches (``moclip.models.run.predict``): the rows ``idx`` of each tensor, no labels."""
 
     def batch(idx: np.ndarray, train: bool):
         i = torch.from_numpy(idx).to(tensors[0].device)
@@ -124,7 +123,7 @@ class Predictor:
 
     def fusion_probs(self, x: Inputs) -> np.ndarray:
         """Calibrated fusion probabilities [N, C] over the trained classes: ``softmax(logits / T_fusion)``."""
-        return calibrate.softmax(self.fusion_logits(x), self.temperature["fusion"])
+        return softmax(self.fusion_logits(x), self.temperature["fusion"])
 
     probs = fusion_probs  # what labelling asks of any labeller (``moclip.inference.zero_shot.ZeroShotModel`` too)
 

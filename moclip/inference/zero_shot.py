@@ -15,8 +15,8 @@ import torch
 from moclip import zeroshot
 from moclip.inference.features import Inputs
 from moclip.inference.text import class_embeddings
+from moclip.models.run import softmax
 from moclip.precision import resolve_device
-from moclip.train import calibrate
 
 ZERO_SHOT_PREFIX = "zero-shot"
 
@@ -52,4 +52,4 @@ class ZeroShotModel:
 
     def probs(self, x: Inputs) -> np.ndarray:
         """CLIP's zero-shot softmax [N, C] over the vocabulary (100 x cosine; not calibrated)."""
-        return calibrate.softmax(zeroshot.scores(x.clip.float().cpu().numpy(), self.text))
+        return softmax(zeroshot.scores(x.clip.float().cpu().numpy(), self.text))

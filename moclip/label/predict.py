@@ -23,7 +23,7 @@ from moclip import zeroshot
 from moclip.dataset import FeatureSet, load_features, read_manifest
 from moclip.dataset.reader import mv_source_of
 from moclip.inference import Inputs, Labeller, Predictor
-from moclip.train import calibrate
+from moclip.models.run import softmax
 
 ZERO_SHOT_COLUMNS = ["zero_shot_labels", "zero_shot_probs", "zero_shot_cosine", "zero_shot_margin"]
 
@@ -112,7 +112,7 @@ def extra_class_columns(video_emb: np.ndarray, trained_text: np.ndarray, extra_t
     """
     unit = zeroshot.normalize(video_emb)
     cos_trained, cos_extra = unit @ trained_text.T, unit @ extra_text.T
-    joint = calibrate.softmax(100.0 * np.concatenate([cos_trained, cos_extra], axis=1))[:, trained_text.shape[0]:]
+    joint = softmax(100.0 * np.concatenate([cos_trained, cos_extra], axis=1))[:, trained_text.shape[0]:]
     margin = cos_extra - cos_trained.max(axis=1, keepdims=True)
     order = np.argsort(-joint, axis=1, kind="stable")[:, :min(top_k, len(extra_classes))]
     names = np.asarray(extra_classes, dtype=object)[order]

@@ -81,6 +81,7 @@ class IndexSummary(BaseModel):
     failed_total: int = 0  # failed rows in the dataset after this run (this run's and earlier ones that stand)
     settings_changed: int = 0  # videos re-indexed because they had other feature settings
     notes: list[str] = []  # settings taken from the dataset's manifest (IndexParams.with_recorded)
+    run_plan: str = ""  # how the run used the machines (moclip.runplan.RunPlan.describe)
 
     @property
     def complete(self) -> bool:
@@ -114,7 +115,7 @@ class IndexSummary(BaseModel):
 def summarize(
     *, n_corpus: int, plan: IndexPlan, results: list[ShardResult], crashed: list[dict], wall_s: float,
     out: str, settings_hash: str, clip_weights_id: str, clip_random: bool, skipped_files: dict | None = None,
-    notes: list[str] | None = None,
+    notes: list[str] | None = None, run_plan: str = "",
 ) -> IndexSummary:
     secs: dict[str, float] = {}
     reindexed = set(plan.reindexed)
@@ -139,6 +140,7 @@ def summarize(
         clip_random_init=clip_random, restored=len(plan.restored),
         quarantined=[Quarantined(**q) for q in plan.quarantined], skipped_files=skipped_files or {},
         failed_total=plan.failed_kept + len(failures), settings_changed=plan.settings_changed, notes=notes or [],
+        run_plan=run_plan,
     )
 
 
@@ -191,6 +193,8 @@ def to_markdown(s: IndexSummary, max_failures: int = 50) -> str:
         md.join(["Limited by: ", bottleneck(s.worker_seconds)]) if bottleneck(s.worker_seconds) else None,
     ]
     blocks += [md.paragraph(note) for note in s.notes]
+    if s.run_plan:
+        blocks.append(md.paragraph(f"Run plan: {s.run_plan}."))
     if s.quarantined:
         rows = [[md.code(q.file), q.reason, md.code(q.moved_to)] for q in s.quarantined[:max_failures]]
         blocks += [md.heading(2, "Unreadable files moved aside (their videos were indexed again)"),

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from moclip.runplan import usable_cores
+
 EXACT_MAX = 100_000  # up to here one query is a 1-thread matrix product of <= ~16 ms on the bench's CPU (goal: 100)
 FORMAT = 1  # of the index folder; bumped when its layout changes
 LIBRARY = "faiss-ivfflat"
@@ -32,7 +34,7 @@ LIST_GROWTH = 2  # lists are re-trained from the index's vectors once the rows c
 def usable_threads() -> int:
     """The threads this process may use: its CPU affinity, capped by ``OMP_NUM_THREADS`` where that is set (worker
     processes set it to share the cores)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     try:
         return max(1, min(cores, int(os.environ.get("OMP_NUM_THREADS", cores))))
     except ValueError:

@@ -11,15 +11,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from moclip.models.run import softmax
+
 T_MIN, T_MAX = 0.05, 20.0
 N_BINS = 15
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = logits.astype(np.float64) / temperature
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def nll(logits: np.ndarray, y: np.ndarray, temperature: float = 1.0) -> float:

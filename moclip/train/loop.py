@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from moclip.models.run import BatchFn, predict
 from moclip.precision import autocast
 
-# batch(indices, train) -> (inputs tuple, labels)
-BatchFn = Callable[[np.ndarray, bool], tuple[tuple[torch.Tensor, ...], torch.Tensor]]
+__all__ = ["BatchFn", "FitConfig", "History", "fit", "predict"]
 
 
 @dataclass
@@ -43,17 +43,6 @@ class History:
     def to_dict(self) -> dict:
         return {"train_loss": self.train_loss, "val_top1": self.val_top1, "best_epoch": self.best_epoch,
                 "best_val_top1": self.best_val_top1}
-
-
-@torch.no_grad()
-def predict(model: nn.Module, batch: BatchFn, idx: np.ndarray, batch_size: int = 512,
-            precision: str = "fp32") -> np.ndarray:
-    model.eval()
-    device = next(model.parameters()).device
-    with autocast(device, precision):
-        out = [model(*batch(idx[i:i + batch_size], False)[0]).float().cpu()
-               for i in range(0, len(idx), batch_size)]
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
 def fit(model: nn.Module, batch: BatchFn, train_idx: np.ndarray, val_idx: np.ndarray, cfg: FitConfig,

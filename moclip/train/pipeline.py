@@ -36,6 +36,7 @@ from moclip.inference.predictor import Predictor, method_scores
 from moclip.inference.text import check_clip_weights, class_embeddings
 from moclip.models import PAPER_MV_NET, count_params, flops_per_video, mvnet_config, set_input_scale
 from moclip.precision import resolve_device, train_precision
+from moclip.progress import Epochs
 from moclip.train import calibrate, metrics, results
 from moclip.train.augment import augment
 from moclip.train.determinism import deterministic
@@ -227,8 +228,9 @@ def _train(url: str | None, out: str | Path, cfg: TrainConfig, log: Callable[[st
     mv_batch = max(8, min(cfg.batch_size, math.ceil(len(mv_train) / 8)))
     fit_mv = FitConfig(epochs=cfg.mv_epochs, batch_size=mv_batch, lr=cfg.mv_lr,
                        weight_decay=cfg.weight_decay, patience=cfg.patience, seed=cfg.seed, precision=precision)
-    h_mv = fit(net, _mv_batches(p, cfg.flip, cfg.seed), mv_train, mv_val if len(mv_val) else s.val, fit_mv,
-               lambda e, loss, acc: log(f"mv-net epoch {e}: loss {loss:.3f} val top-1 {acc:.3f}"))
+    with Epochs("mv-net", cfg.mv_epochs, log) as epochs:
+        h_mv = fit(net, _mv_batches(p, cfg.flip, cfg.seed), mv_train, mv_val if len(mv_val) else s.val, fit_mv,
+                   epochs)
     times["mv_net"] = time.perf_counter() - t
 
     t = time.perf_counter()

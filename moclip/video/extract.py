@@ -3,37 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from moclip.config import MVConfig
 from moclip.video import mvextractor_reader, pyav_reader
+from moclip.video.features import VideoFeatures
 from moclip.video.frames import DecodedFrame, DecodeError, VideoInfo, sample_indices
-from moclip.video.mv_tensor import MotionAccumulator, MotionTensor, References
+from moclip.video.mv_tensor import MotionAccumulator, References
 from moclip.video.reencode import size_for as reencode_size
 
-if TYPE_CHECKING:
-    from moclip.video.windows import WindowLayout
+__all__ = ["BACKENDS", "VideoFeatures", "extract_video", "open_frames"]
 
 BACKENDS = {"pyav": pyav_reader.iter_frames, "mvextractor": mvextractor_reader.iter_frames}
-
-
-@dataclass
-class VideoFeatures:
-    info: VideoInfo
-    motion: MotionTensor
-    frames: list[np.ndarray]  # K uint8 HxWx3 RGB frames (short side = CLIP input size)
-    frame_indices: list[int]  # K display-order indices; repeated where the video had fewer decodable frames
-    mv_source: str = "native"  # "native" or "reencoded" (moclip.video.reencode)
-    windows: WindowLayout | None = None  # time windows (moclip.video.windows): motion holds bins, frames a grid
-    embeddings: np.ndarray | None = None  # [K, D] when the frames were embedded while decoding (then no frames)
-
-    @property
-    def n_real_frames(self) -> int:
-        """Distinct decoded frames among the K (the rest repeat them; with windows: all of the video's)."""
-        return len(set(self.frame_indices))
 
 
 def pad_indices(indices: list[int], k: int) -> list[int]:

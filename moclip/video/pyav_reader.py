@@ -18,16 +18,13 @@ import numpy as np
 from av.sidedata.sidedata import SideDataContainer
 from av.video.reformatter import VideoReformatter
 
+from moclip.video.av_records import mv_array, pict_letter
 from moclip.video.frames import EMPTY_MVS, DecodedFrame, DecodeError, VideoInfo
 from moclip.video.h264 import max_reference_frames
 from moclip.video.orientation import UPRIGHT, Orientation, from_display_matrix
 from moclip.video.reencode import Reencoder, size_for
 
 av.logging.set_level(av.logging.PANIC)  # FFmpeg chatter ("packed B-frames" ...) is not our users' problem
-
-# FFmpeg's AVPictureType; PyAV returns either this int or an enum whose name is the letter.
-_PICT_TYPES = {0: "?", 1: "I", 2: "P", 3: "B", 4: "S", 5: "SI", 6: "SP", 7: "BI"}
-
 
 
 def open_video(path: str) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
@@ -81,33 +78,6 @@ def _ffmpeg_message(e: av.error.FFmpegError) -> str:
     log = getattr(e, "log", None)
     detail = f" ({log[1]}: {str(log[2]).strip()})" if isinstance(log, tuple) and len(log) == 3 else ""
     return f"{e.strerror or e}{detail}"
-
-
-def pict_letter(pict_type: object) -> str:
-    name = getattr(pict_type, "name", None)
-    return name if name is not None else _PICT_TYPES.get(int(pict_type), "?")
-
-
-_MV_DTYPE: np.dtype | None = None
-
-
-def mv_array(frame: av.VideoFrame) -> np.ndarray:
-    """The frame's exported MVs as FFmpeg's record array (fields source, w, h, ..., motion_scale).
-
-    Kept as is (no per-frame copy into columns); ``frames.mv_columns`` gives mv-extractor's (N, 10) layout.
-    """
-    # A fresh container, not ``frame.side_data``: that one is cached on the frame and refers back to it, a cycle
-    # that frees each decoded frame only when the cycle collector runs (~150-200 live 1080p frames, +500 MB).
-    sd = SideDataContainer(frame).get("MOTION_VECTORS")
-    if sd is None:
-        return EMPTY_MVS
-    global _MV_DTYPE
-    if _MV_DTYPE is None:
-        _MV_DTYPE = sd.to_ndarray().dtype  # PyAV's record layout of AVMotionVector (40 bytes, aligned)
-    # A copy (buffered MVs must not pin frames), made as one memcpy: ndarray.copy() of this padded record dtype
-    # goes field by field (~10x slower, 16 % of the MV stage at 720p).
-    rec = np.frombuffer(bytes(sd), dtype=_MV_DTYPE)
-    return rec if rec.size else EMPTY_MVS
 
 
 # Codecs whose blocks may refer to other frames than the nearest anchor (multiple references, B-pyramids): their

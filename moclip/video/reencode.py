@@ -21,6 +21,7 @@ import numpy as np
 from av.video.frame import PictureType
 from av.video.reformatter import VideoReformatter
 
+from moclip.video.av_records import mv_array, pict_letter
 from moclip.video.frames import EMPTY_MVS
 
 SIZE = (340, 256)  # (width, height): CoViAR's re-encode size
@@ -78,7 +79,6 @@ class Reencoder:
                 self._keep(out)
 
     def _keep(self, out: av.VideoFrame) -> None:
-        from moclip.video.pyav_reader import mv_array, pict_letter  # the one MV record reader (imports this module)
 
         pict = pict_letter(out.pict_type)
         self._out.append((pict, mv_array(out) if pict != "I" else EMPTY_MVS))

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
 from moclip.config import MVConfig, WindowConfig
 from moclip.video import pyav_reader
-from moclip.video.extract import VideoFeatures, extract_video, motion_accumulator, open_frames
+from moclip.video.extract import extract_video, motion_accumulator, open_frames
+from moclip.video.features import VideoFeatures, WindowLayout
 from moclip.video.frames import DecodeError, VideoInfo
 from moclip.video.mv_tensor import MotionTensor
 
@@ -39,20 +39,6 @@ _EPS = 1e-6
 CLOCK_PTS, CLOCK_INDEX, WHOLE_VIDEO = "pts", "frame_index", "whole_video"
 EMBED_BATCH = 64  # frames embedded at once while decoding
 Embed = Callable[[list[np.ndarray]], np.ndarray]
-
-
-@dataclass
-class WindowLayout:
-    """Where each window's bins and frames are in the video's arrays (all lists have one entry per window)."""
-
-    bin_s: float  # seconds per MV bin (window / T); for a video shorter than the window, its duration / T
-    n_bins: int  # T: bins per window
-    n_frames: int  # K: grid frames per window
-    start_s: list[float]
-    end_s: list[float]
-    first_bin: list[int]
-    first_frame: list[int]
-    clock: str  # "pts" (presentation timestamps) or "frame_index" (index / fps: the timestamps were unusable)
 
 
 class _BrokenClock(Exception):
