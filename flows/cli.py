@@ -21,6 +21,7 @@ from pydantic_settings import CliApp, CliPositionalArg, CliSettingsSource, CliSu
 from flows.jobs import JobFailed
 from moclip.config import ClipConfig, Device, MVConfig, TrainConfig
 from moclip.params import (
+    DEMO_FLIP,
     DemoParams,
     EvaluateParams,
     IndexParams,
@@ -217,7 +218,7 @@ class _DemoTrain(TrainConfig):
 class DemoCommand(DemoParams):
     """generate the synthetic demo corpus and run the whole job on it"""
 
-    train: _DemoTrain = Field(default_factory=lambda: _DemoTrain(flip=False),
+    train: _DemoTrain = Field(default_factory=lambda: _DemoTrain(flip=DEMO_FLIP),
                               description=DemoParams.model_fields["train"].description)
 
     def cli_cmd(self) -> None:

@@ -40,7 +40,7 @@ from moclip.progress import console
 from moclip.report.index_summary import IndexSummary, one_line, summarize, to_markdown
 from moclip.runplan import RunPlan
 from moclip.sharding import load_shards, make_shards, new_run_id, save_shards
-from tasks.index_tasks import commit, index_shard_isolated_task, index_shard_task, list_corpus, plan
+from tasks.index_tasks import commit, index_shard_isolated_task, index_shard_task, list_corpus, plan_index_task
 
 
 @flow(name="extract-features")
@@ -88,7 +88,7 @@ def warn(message: str) -> None:
     console(message)
 
 
-def check_clip_weights(clip: ClipConfig, device: str) -> None:
+def load_workers_clip(clip: ClipConfig, device: str) -> None:
     """Load the CLIP weights the workers will load (cached for this process), so a missing or broken checkpoint
     fails the run before any shard starts. On a machine without the GPU the workers have (the flow of a Dask
     cluster with GPU workers), they are loaded on the CPU at fp32: the same file, checked the same way."""
@@ -151,7 +151,7 @@ def extract(job: IndexJob, the_plan: IndexPlan, run_id: str) -> tuple[list[Shard
     if workers:  # local workers' fork server (unless the CLI started it): boots while we check
         preload_clip_in_workers(clip, run.device)
         start_worker_forkserver()
-    check_clip_weights(clip, run.device)
+    load_workers_clip(clip, run.device)
     if run.dask_address:
         check_resources(run.dask_address, run.resources)
     shards = make_shards(the_plan.to_index, job.plan.shard_size_for(len(the_plan.to_index)), run_id, workers)
@@ -195,7 +195,7 @@ def index_corpus(params: IndexParams) -> IndexSummary | State:
     with dataset_lock(job.store, job.run.lock_timeout_s, on_wait=warn):  # one writer at a time (moclip.dataset.lock)
         run_id = new_run_id()  # names this run's shards and its details file
         videos = list_corpus(job.params)
-        the_plan = plan(videos, job.params, job.settings_hash)
+        the_plan = plan_index_task(videos, job.params, job.settings_hash)
         report_plan(the_plan, job.settings_hash)
         results, crashed = extract(job, the_plan, run_id)
         commit(the_plan, job.params)

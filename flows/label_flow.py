@@ -1,8 +1,9 @@
 """Label an archive: index it (incrementally, with the model's feature settings) -> predict shard by shard on Dask.
 With no model, CLIP zero-shot over a vocabulary labels it (indexed with the job's feature options).
 
-    index-corpus (subflow) ──> predict-archive (subflow): plan-labels ──> label-shards on Dask (one task per group
-                                                           of feature shards: a prediction file per feature shard)
+    index-corpus (subflow) ──> predict-archive (subflow): plan-labels ──> label-groups (subflow on Dask: one
+                                                           label-shards task per group of feature shards: a
+                                                           prediction file per feature shard)
                                                       ──> export-csv ──> (with --window: timelines)
                                                       ──> _labels.json + label-summary artifact
 
@@ -52,10 +53,10 @@ from moclip.label.worker import quarantine_unreadable_siblings, remove_orphan_si
 from moclip.params import LabelParams
 from moclip.report.label_summary import distribution_markdown, mv_source_warning
 from moclip.report.timeline import PAGE_FILE
-from tasks.label_tasks import export_csv_task, label_shards_task, plan, timelines_task
+from tasks.label_tasks import export_csv_task, label_shards_task, plan_labels_task, timelines_task
 
 
-@flow(name="label-shards")
+@flow(name="label-groups")
 def label_groups(groups_file: str, target: LabelTarget,
                  resources: dict[str, float] | None = None) -> tuple[GroupResult, float]:
     """One task per group of shards (a JSON file of groups: flow parameters must stay small); a group whose task
@@ -178,7 +179,7 @@ def log_plan(the_plan: LabelPlan, job: LabelJob) -> None:
 
 
 def predict_groups(job: LabelJob, the_plan: LabelPlan) -> tuple[GroupResult, float]:
-    """The plan's shards in groups, one task each on the Dask workers (the ``label-shards`` subflow)."""
+    """The plan's shards in groups, one task each on the Dask workers (the ``label-groups`` subflow)."""
     run, plan = job.params.run, local_plan(job.params.run)
     groups = group_work(the_plan.shards, plan.workers or 16)
     if not groups:
@@ -297,7 +298,7 @@ def predict_archive(features: str, params: LabelParams) -> dict:
     job = prepare(features, params)
     sibling_urls = (job.url(WINDOWS_DIR), job.url(SEGMENTS_DIR)) if job.windowed else ()
     with locks(job):
-        the_plan = plan(features, job.url(PREDICTIONS_DIR), job.key, params.storage_options, sibling_urls)
+        the_plan = plan_labels_task(features, job.url(PREDICTIONS_DIR), job.key, params.storage_options, sibling_urls)
         log_plan(the_plan, job)
         result, predict_s = predict_groups(job, the_plan)
         owned = tidy(job, the_plan)

@@ -270,6 +270,10 @@ class LabelParams(Settings):
                            storage_options=self.storage_options)
 
 
+# the demo's motion classes depend on direction (left vs right, clockwise vs counter-clockwise): no flips
+DEMO_FLIP = False
+
+
 class DemoParams(Settings):
     """Generate the synthetic demo corpus and run the whole job on it: index, train, evaluate, report."""
 
@@ -277,18 +281,17 @@ class DemoParams(Settings):
     corpus_seed: int = Field(0, ge=0, description="seed of the generated demo corpus")
     features: FeatureSettings = Field(default_factory=FeatureSettings, description="what the features are")
     run: RunConfig = Field(default_factory=RunConfig, description="how the index job runs; its device trains too")
-    # the demo's motion classes depend on direction (left vs right, clockwise vs counter-clockwise): no flips
-    train: TrainConfig = Field(default_factory=lambda: TrainConfig(flip=False), description="how models are "
-                                                                                           "trained")
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(flip=DEMO_FLIP),
+                               description="how models are trained")
     random_clip_fallback: bool = Field(True, description="go on with random CLIP weights (and say so) when the "
                                                          "CLIP weights cannot be loaded here")
 
     @model_validator(mode="before")
     @classmethod
     def _no_flip(cls, data: Any) -> Any:
-        """Training options given without ``flip`` keep the demo's flip=False."""
+        """Training options given without ``flip`` keep the demo's (``DEMO_FLIP``)."""
         if isinstance(data, dict) and isinstance(data.get("train"), dict) and "flip" not in data["train"]:
-            data = {**data, "train": {**data["train"], "flip": False}}
+            data = {**data, "train": {**data["train"], "flip": DEMO_FLIP}}
         return data
 
     def index_params(self, clip_weights: str | None = None) -> IndexParams:

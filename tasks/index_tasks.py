@@ -23,7 +23,7 @@ def list_corpus(params: IndexParams) -> pd.DataFrame:
 
 
 @task(name="plan-index", cache_policy=NO_CACHE)
-def plan(videos: pd.DataFrame, params: IndexParams, settings_hash: str) -> IndexPlan:
+def plan_index_task(videos: pd.DataFrame, params: IndexParams, settings_hash: str) -> IndexPlan:
     """What to decode, keep, restore and mark deleted; unreadable shards are moved aside. A plan that would mark
     too much of the dataset deleted (``--max-delete``) is refused here, before anything is written."""
     store = Store(params.out, params.storage_options)

@@ -12,7 +12,7 @@ from moclip.report.timeline_page import write_timeline_page
 
 
 @task(name="plan-labels", cache_policy=NO_CACHE)
-def plan(features: str, predictions: str, key: str, storage_options: dict,
+def plan_labels_task(features: str, predictions: str, key: str, storage_options: dict,
          siblings: tuple[str, ...] = ()) -> LabelPlan:
     """Folder listings only, no file read: the features', the predictions' and (with time windows) the windows'
     and segments' (``siblings``)."""

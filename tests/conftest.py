@@ -4,7 +4,6 @@ import atexit
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -21,8 +20,7 @@ os.environ.pop("PREFECT_API_URL", None)
 
 import pytest  # noqa: E402
 
-TESTS = Path(__file__).parent
-sys.path.insert(0, str(TESTS))  # tests/helpers/ (shared test helpers) as the package "helpers"
+TESTS = Path(__file__).parent  # tests/helpers/ is the package "helpers": pyproject's pytest pythonpath
 
 SHARED = TESTS.parent.parent / "shared" / "data"
 
@@ -32,6 +30,28 @@ def shared_data() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"shared data not present at {SHARED}")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def motion_dataset(tmp_path_factory) -> str:
+    """An indexed dataset of the motion corpus (4 directions x 8 clips), shared by the session's tests that only
+    read it (labelling, predictions, evaluation)."""
+    from helpers.datasets import index_in_process, motion_corpus
+
+    corpus = motion_corpus(tmp_path_factory.mktemp("motion_corpus"), per_class=8)
+    return index_in_process(corpus, tmp_path_factory.mktemp("motion_ds"))
+
+
+@pytest.fixture(scope="session")
+def motion_bundle(motion_dataset, tmp_path_factory) -> Path:
+    """A model trained on ``motion_dataset`` (``helpers.training.FAST``), shared by the session's tests."""
+    from helpers.training import FAST
+
+    from moclip.train.pipeline import train
+
+    model = tmp_path_factory.mktemp("motion_model")
+    train(motion_dataset, model, FAST, log=lambda m: None)
+    return model
 
 
 @pytest.fixture(scope="session")

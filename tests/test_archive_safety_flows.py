@@ -11,22 +11,15 @@ import subprocess
 import pandas as pd
 import pytest
 from helpers.cli import run_moclip
-from helpers.datasets import MOTIONS, index_in_process, motion_corpus
+from helpers.datasets import MOTIONS
 from helpers.videos import make_untrimmed, make_video
-
-from moclip.config import TrainConfig
-from moclip.train.pipeline import train
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    corpus = motion_corpus(tmp_path_factory.mktemp("train_corpus"), per_class=6)
-    ds = index_in_process(corpus, tmp_path_factory.mktemp("ds"))
-    model = tmp_path_factory.mktemp("model")
-    train(ds, model, TrainConfig(flip=False, mv_epochs=10, head_epochs=10, patience=30), log=lambda m: None)
-    return model
+@pytest.fixture
+def bundle(motion_bundle):
+    return motion_bundle
 
 
 def snapshot(folder) -> dict:

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from helpers.recordings import velocity
 from helpers.videos import audio_only, encode, encode_vfr, faststart, make_video
 
 from moclip.config import ClipConfig, FeatureSettings, MVConfig, RunConfig
@@ -92,10 +93,7 @@ def features(indexed):
 
 def pan_velocity(row) -> tuple[float, float]:
     """Mean (x, y) velocity in % of the frame size per second over the cells that got MVs."""
-    mv = np.asarray(row["mv"]).reshape(row["mv_shape"])
-    used = mv[np.asarray(row["mv_valid"]) > 0]
-    cells = (used != 0).any(axis=1)
-    return float(used[:, 0][cells].mean()), float(used[:, 1][cells].mean())
+    return velocity(np.asarray(row["mv"]).reshape(row["mv_shape"]), np.asarray(row["mv_valid"]))
 
 
 def test_every_file_gets_one_row(indexed):

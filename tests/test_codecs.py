@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import av
-import numpy as np
 import pytest
+from helpers.recordings import velocity
 from helpers.videos import encode
 
 from moclip.config import ClipConfig, FeatureSettings, MVConfig, RunConfig
@@ -41,13 +41,6 @@ def corpus(tmp_path_factory) -> Path:
     for name, encoder, pix_fmt, _ in CODECS:
         encode(root / name, encoder, n=24, pix_fmt=pix_fmt, size=SIZE)
     return root
-
-
-def velocity(values: np.ndarray, valid: np.ndarray) -> tuple[float, float]:
-    """Mean (x, y) over the cells of the segments that got MVs."""
-    used = values[valid > 0]
-    cells = (used != 0).any(axis=1)
-    return float(used[:, 0][cells].mean()), float(used[:, 1][cells].mean())
 
 
 def index(corpus: Path, out: Path, source: str):

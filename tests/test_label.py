@@ -7,26 +7,24 @@ import os
 
 import pandas as pd
 import pytest
-from helpers.datasets import MOTIONS, index_in_process, motion_corpus
+from helpers.datasets import MOTIONS
+from helpers.training import QUICK
 from helpers.videos import make_video
 
-from moclip.config import TimelineConfig, TrainConfig, WindowConfig
+from moclip.config import TimelineConfig, WindowConfig
 from moclip.train.pipeline import train
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def corpus_ds(tmp_path_factory):
-    corpus = motion_corpus(tmp_path_factory.mktemp("train_corpus"), per_class=8)
-    return index_in_process(corpus, tmp_path_factory.mktemp("ds"))
+@pytest.fixture
+def corpus_ds(motion_dataset):
+    return motion_dataset
 
 
-@pytest.fixture(scope="module")
-def bundle(corpus_ds, tmp_path_factory):
-    model = tmp_path_factory.mktemp("model")
-    train(corpus_ds, model, TrainConfig(flip=False, mv_epochs=20, head_epochs=20, patience=30), log=lambda m: None)
-    return model
+@pytest.fixture
+def bundle(motion_bundle):
+    return motion_bundle
 
 
 def _files(folder):
@@ -88,7 +86,7 @@ def test_label_archive_flow(prefect_api, bundle, corpus_ds, tmp_path):
 
     # another model: every video is predicted again, and every row names the new model
     other = tmp_path / "other-model"
-    train(corpus_ds, other, TrainConfig(flip=False, mv_epochs=3, head_epochs=3, seed=1), log=lambda m: None)
+    train(corpus_ds, other, QUICK.model_copy(update={"seed": 1}), log=lambda m: None)
     fourth = label_archive(params.model_copy(update={"model": str(other)}))
     assert (fourth["n_labelled"], fourth["predicted"], fourth["kept"]) == (5, 5, 0)
     preds = pd.read_parquet(out / "predictions")

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from helpers.datasets import index_in_process, motion_corpus
+from helpers.training import QUICK
 
-from moclip.config import TrainConfig
 from moclip.dataset import Store
 from moclip.label import LabelTarget, group_work, label_key, label_shards, plan_labels
 from moclip.label.plan import parse_name, prediction_name
@@ -31,7 +31,7 @@ def setup(tmp_path_factory):
         store.write_table(f"part-test-{i + 1:05d}.parquet", table.slice(4 * i, 4))
     store.remove(name)
     model = tmp_path_factory.mktemp("model")
-    train(ds, model, TrainConfig(flip=False, mv_epochs=3, head_epochs=3, device="cpu"), log=lambda m: None)
+    train(ds, model, QUICK, log=lambda m: None)
     return ds, model
 
 

@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from helpers.datasets import index_in_process, motion_corpus
+from helpers.training import FAST
 from helpers.videos import make_video
 
 from moclip import zeroshot
 from moclip.bundle import load_bundle
-from moclip.config import TrainConfig
 from moclip.dataset import load_features
 from moclip.inference import Inputs, Predictor, fused_features
 from moclip.label import predict
@@ -25,16 +25,11 @@ from moclip.train.pipeline import evaluate, train
 
 pytestmark = pytest.mark.slow
 
-FAST = TrainConfig(flip=False, mv_epochs=15, head_epochs=15, patience=30, device="cpu")
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    corpus = motion_corpus(tmp_path_factory.mktemp("corpus"), per_class=8)
-    ds = index_in_process(corpus, tmp_path_factory.mktemp("ds"))
-    model = tmp_path_factory.mktemp("model")
-    train(ds, model, FAST, log=lambda m: None)
-    return ds, model
+@pytest.fixture
+def trained(motion_dataset, motion_bundle):
+    return motion_dataset, motion_bundle
 
 
 @pytest.fixture(scope="module")

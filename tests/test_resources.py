@@ -79,8 +79,7 @@ def test_write_error_on_full_disk_names_file_and_reason_and_keeps_old_files(smal
 def test_file_size_limit_is_a_clear_error(tmp_path):
     """RLIMIT_FSIZE (SIGXFSZ ignored -> EFBIG) in a child process: no root needed."""
     code = f"""
-import resource, signal, sys
-sys.path.insert(0, {str(REPO / 'tests')!r})
+import resource, signal
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 from helpers.tables import small_table
 from moclip.dataset.storage import Store, StorageError
@@ -92,7 +91,8 @@ try:
 except StorageError as e:
     print(e)
 """
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}  # helpers/, as pytest's pythonpath gives the tests
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"cannot write {tmp_path / 'feats' / 'part-b.parquet'}: File too large" in r.stdout
     assert sorted(os.listdir(tmp_path / "feats")) == ["part-a.parquet"]

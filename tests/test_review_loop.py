@@ -147,7 +147,6 @@ def test_a_review_round_and_a_retrain_close_the_loop(label_studio, prefect_api, 
 
     from flows.label_flow import label_archive
     from flows.review_flow import retrain, review_round
-    from moclip.config import TrainConfig
     from moclip.params import LabelParams, RetrainParams, ReviewRoundParams
 
     server = label_studio
@@ -171,7 +170,7 @@ def test_a_review_round_and_a_retrain_close_the_loop(label_studio, prefect_api, 
     for t in tasks:  # the reviewers answer with the truth (the class folder)
         _answer(server, t["id"], t["data"]["moclip"]["video_id"].split("/")[0])
 
-    fast = TrainConfig(flip=False, mv_epochs=3, head_epochs=3, patience=10, device="cpu")
+    from helpers.training import QUICK as fast
     out = retrain(RetrainParams(labels=str(labels), dataset=base, model_out=str(tmp_path / "model2"),
                                 url=server.url, train=fast))
     assert out["imported"]["answered"] == 6

@@ -9,12 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from helpers.datasets import MOTIONS, index_in_process, motion_corpus
+from helpers.training import QUICK
 from helpers.videos import make_untrimmed
 
-from moclip.config import TrainConfig, WindowConfig
+from moclip.config import WindowConfig
 from moclip.review import ledger
-
-FAST = TrainConfig(flip=False, mv_epochs=3, head_epochs=3, patience=10, device="cpu")
 
 
 def _run(labels, features: str, reviewed: pd.DataFrame) -> str:
@@ -69,7 +68,7 @@ def test_a_model_trains_on_reviews_alone_or_with_a_dataset_and_reviews_never_tes
     extra = reviewed_samples([labels])
     assert len(extra.fs.meta) == 12 and set(extra.fs.meta["label"]) == set(MOTIONS)
 
-    both = read_meta(train(base, tmp_path / "m_both", FAST, log=lambda m: None, extra=extra).path)
+    both = read_meta(train(base, tmp_path / "m_both", QUICK, log=lambda m: None, extra=extra).path)
     reviewed = set(videos)
     assert reviewed <= set(both.splits.train) | set(both.splits.val)  # every reviewed video trains or validates
     assert "reviewed samples train and validate (never test)" in both.dataset.split_protocol
@@ -77,12 +76,12 @@ def test_a_model_trains_on_reviews_alone_or_with_a_dataset_and_reviews_never_tes
     from moclip.train.splits import make_splits
 
     base_meta = load_features(base).meta
-    test_ids = set(base_meta["video_id"].iloc[make_splits(base_meta, FAST.val_fraction, seed=0).test])
+    test_ids = set(base_meta["video_id"].iloc[make_splits(base_meta, QUICK.val_fraction, seed=0).test])
     assert both.dataset.n_test == len(test_ids) > 0  # the dataset's own test split, as without reviews
     assert both.dataset.n_train + both.dataset.n_val == 16 - len(test_ids) + 12
     assert not test_ids & reviewed and not test_ids & (set(both.splits.train) | set(both.splits.val))
 
-    alone = read_meta(train(None, tmp_path / "m_alone", FAST, log=lambda m: None, extra=extra).path)
+    alone = read_meta(train(None, tmp_path / "m_alone", QUICK, log=lambda m: None, extra=extra).path)
     assert alone.dataset.n_test == 0 and alone.dataset.n_train + alone.dataset.n_val == 12
     assert alone.dataset.url == feats and alone.classes == sorted(MOTIONS)
     assert not set(alone.splits.train) & set(alone.splits.val)  # grouped by video: never on both sides

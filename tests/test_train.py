@@ -8,9 +8,9 @@ import os
 import pytest
 import torch
 from helpers.datasets import index_in_process, motion_corpus
+from helpers.training import FAST
 
 from moclip.bundle import BundleError, load_bundle
-from moclip.config import TrainConfig
 from moclip.inference import BundleMeta
 from moclip.train.pipeline import evaluate, train
 from moclip.train.results import EvaluationResults
@@ -18,7 +18,6 @@ from moclip.train.results import EvaluationResults
 # pinned to the CPU: byte-identical seeded weights are a CPU guarantee (CUDA kernels may be nondeterministic)
 pytestmark = pytest.mark.slow  # trains on a small real dataset
 
-FAST = TrainConfig(flip=False, mv_epochs=20, head_epochs=15, patience=30, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ def _clip_config(manifest: dict) -> ClipConfig:
     return read_settings(manifest).clip.model_copy(update={"precision": "fp32"})
 
 
-def check_clip_weights(url: str, manifest: dict) -> None:
+def check_text_weights(url: str, manifest: dict) -> None:
     """Refuse CLIP weights that no longer resolve to the id the dataset's image embeddings were made with (a
     checkpoint file replaced in place, another activation): a text tower of other weights would not match them.
     Cheap (resolves, never loads): run it before any work that would need the text tower."""
@@ -40,7 +40,7 @@ def load_clip_model(manifest: dict, device: torch.device, url: str = "the datase
 
     from moclip.clip import load_clip
 
-    check_clip_weights(url, manifest)
+    check_text_weights(url, manifest)
     cfg = _clip_config(manifest)
     return load_clip(cfg, device=str(device)).model, open_clip.get_tokenizer(cfg.model)
 

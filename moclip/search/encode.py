@@ -8,7 +8,7 @@ import torch
 
 from moclip import zeroshot
 from moclip.dataset import read_settings
-from moclip.inference.text import check_clip_weights, class_embeddings
+from moclip.inference.text import check_text_weights, class_embeddings
 from moclip.search.catalog import SearchError
 from moclip.video.frames import DecodeError
 
@@ -31,7 +31,7 @@ def like_vector(path: str, at_s: float | None, dataset: str, manifest: dict, dev
     from moclip.video.thumbnail import duration_of, frames_at
 
     settings = read_settings(manifest, dataset)
-    check_clip_weights(dataset, manifest)
+    check_text_weights(dataset, manifest)
     encoder = load_clip(settings.clip.model_copy(update={"precision": "fp32"}), device=device)
     try:
         if at_s is None:

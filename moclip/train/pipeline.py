@@ -33,7 +33,7 @@ from moclip.dataset.reader import mv_source_of
 from moclip.inference.features import Inputs, fused_features, mv_features
 from moclip.inference.meta import CALIBRATED, Architecture, BundleMeta, FusionArgs, MVNetArgs, ProbeArgs
 from moclip.inference.predictor import Predictor, method_scores
-from moclip.inference.text import check_clip_weights, class_embeddings
+from moclip.inference.text import check_text_weights, class_embeddings
 from moclip.models import PAPER_MV_NET, count_params, flops_per_video, mvnet_config, set_input_scale
 from moclip.precision import resolve_device, train_precision
 from moclip.progress import Epochs
@@ -201,7 +201,7 @@ def _train(url: str | None, out: str | Path, cfg: TrainConfig, log: Callable[[st
                              f"{extra.manifest.get('clip_weights_id')} vs {manifest.get('clip_weights_id')}): "
                              "index the archive with the training dataset's settings")
     if manifest.get("settings"):
-        check_clip_weights(where, manifest)  # before training, not after: the text tower is built last
+        check_text_weights(where, manifest)  # before training, not after: the text tower is built last
     p = prepare(url, cfg, device, extra=extra)
     s = p.splits
     if len(s.train) == 0 or len(s.val) == 0:

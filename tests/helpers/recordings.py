@@ -129,6 +129,13 @@ def record(r: Recording, folder: Path) -> Path:
     return path
 
 
+def velocity(values: np.ndarray, valid: np.ndarray) -> tuple[float, float]:
+    """Mean (x, y) over the cells that got MVs, in the segments that got any (% of the frame per second)."""
+    used = values[valid > 0]
+    cells = (used != 0).any(axis=1)
+    return float(used[:, 0][cells].mean()), float(used[:, 1][cells].mean())
+
+
 def mean_motion(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """The mean (x, y) velocity over the inner cells (the pan uncovers the border ones) of segments with MVs."""
     used = values[valid > 0][:, :, 2:-2, 2:-2]
