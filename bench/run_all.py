@@ -25,6 +25,11 @@ GPU_GOALS = [("CLIP stage vs raw forward, fp16, batch 64-1024", ">= 0.8x"),
              ("seeded GPU training gives one bundle", "deterministic kernels (docs say what varies)")]
 
 
+# everything after this line of docs/BENCHMARKS.md is kept by hand (benchmarks make bench does not run, e.g.
+# bench_search.py and bench_review.py, which take 10-40 minutes): make bench rewrites what is above it only
+KEPT = "<!-- make bench keeps everything below this line -->"
+
+
 def gpu_section() -> str:
     """The last GPU check's table (bench/results/gpu_check/gpu_check.md, copied from a GPU machine), or the goals
     marked not measured."""
@@ -46,7 +51,11 @@ def main() -> int:
         parts += [f"## {title}", "", result.read_text(), ""]
     parts += ["## GPU (bench/gpu_check.sh, on a GPU machine; not part of `make bench`)", "", gpu_section(), ""]
     parts += ["## Before and after", "", (REPO / "bench" / "before_after.md").read_text(), ""]
-    (REPO / "docs" / "BENCHMARKS.md").write_text("\n".join(parts))
+    doc = REPO / "docs" / "BENCHMARKS.md"
+    old = doc.read_text() if doc.exists() else ""
+    if KEPT in old:  # the sections of benchmarks make bench does not run (long, or one-off studies): kept as they are
+        parts.append(old[old.index(KEPT):])
+    doc.write_text("\n".join(parts))
     print(f"wrote {REPO / 'docs' / 'BENCHMARKS.md'}")
     return 0
 
