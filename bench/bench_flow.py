@@ -81,7 +81,8 @@ def main() -> int:
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "flow.md"))
     args = ap.parse_args()
 
-    from flows.runtime import prefect_api, preload_clip_in_workers
+    from flows.processes import preload_clip_in_workers
+    from flows.server import prefect_api
     from moclip.config import RunConfig
     from moclip.demo import generate_demo_corpus
     from moclip.runplan import plan_run

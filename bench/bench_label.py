@@ -99,7 +99,7 @@ def main() -> int:
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
 
-    from flows.runtime import prefect_api
+    from flows.server import prefect_api
 
     lines = [f"Label flow's prediction step (`predict_archive`) on {cpu_description()}; each run a fresh process, "
              "one local Prefect server; CSV export off.", "",

@@ -221,7 +221,7 @@ class GpuSampler:
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None:
-            from flows.runtime import terminate
+            from flows.server import terminate
 
             terminate(self.proc)
             self.thread.join(timeout=5)
@@ -304,7 +304,7 @@ class SharedServer:
         if self.url or self.note:
             return
         try:
-            from flows.runtime import LocalServer
+            from flows.server import LocalServer
 
             self.server = LocalServer()
             self.server.launch()
@@ -313,7 +313,7 @@ class SharedServer:
 
     def wait(self) -> str | None:
         if self.server is not None and self.url is None:
-            from flows.runtime import server_startup_budget
+            from flows.server import server_startup_budget
 
             try:
                 self.server.wait_ready(server_startup_budget())

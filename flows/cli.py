@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
 
     Ctrl-C and SIGTERM both stop the job cleanly: the flow unwinds (KeyboardInterrupt), reports its end to the
     local Prefect server, stops its workers and then that server. A second one exits at once; what the job started
-    dies with this process (``flows.runtime.die_with_parent``)."""
+    dies with this process (``flows.processes.die_with_parent``)."""
     import signal
 
     argv = sys.argv[1:] if argv is None else argv

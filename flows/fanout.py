@@ -18,7 +18,7 @@ from typing import Any
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 
-from flows.runtime import needs
+from flows.cluster import needs
 from moclip.progress import Progress
 
 

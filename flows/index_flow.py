@@ -18,15 +18,10 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed, State
 
+from flows.cluster import check_resources, dask_runner, local_plan
 from flows.fanout import FanOut, error_text
-from flows.runtime import (
-    check_resources,
-    dask_runner,
-    local_plan,
-    preload_clip_in_workers,
-    start_worker_forkserver,
-    without_heartbeats,
-)
+from flows.processes import preload_clip_in_workers, start_worker_forkserver
+from flows.server import without_heartbeats
 from moclip.clip import load_clip, resolve_weights
 from moclip.clip.pretrained import WeightsSpec
 from moclip.config import ClipConfig, FeatureSettings, RunConfig

@@ -40,7 +40,7 @@ class JobFailed(RuntimeError):
 
 def run_index(params: IndexParams, server_running: bool = False) -> IndexSummary:
     check_corpus(params.corpus)  # a missing corpus fails now, before the server and the workers start
-    from flows.runtime import prefect_api
+    from flows.server import prefect_api
     from moclip.dataset import read_manifest
     from moclip.report.index_summary import one_line
 
@@ -73,7 +73,7 @@ def print_index_notes(summary: IndexSummary) -> None:
 
 
 def run_train(params: TrainParams) -> str:
-    from flows.runtime import prefect_api
+    from flows.server import prefect_api
 
     with prefect_api(preload=("flows.train_flow",)):
         from flows.train_flow import train_model
@@ -93,7 +93,7 @@ def print_results(out: dict) -> None:
 
 
 def run_evaluate(params: EvaluateParams) -> dict:
-    from flows.runtime import prefect_api
+    from flows.server import prefect_api
 
     with prefect_api(preload=("flows.train_flow",)):
         from flows.train_flow import evaluate_model
@@ -105,7 +105,7 @@ def run_evaluate(params: EvaluateParams) -> dict:
 
 def run_label(params: LabelParams) -> dict:
     check_corpus(params.corpus)  # before any server
-    from flows.runtime import prefect_api
+    from flows.server import prefect_api
     from moclip.inference import read_meta
 
     workers_clip = None
@@ -252,7 +252,7 @@ def run_demo(params: DemoParams) -> dict:
     index = params.index_params()
     generate_demo_corpus(index.corpus.root, seed=params.corpus_seed)
     index = params.index_params(demo_clip_weights(params))
-    from flows.runtime import prefect_api
+    from flows.server import prefect_api
 
     with prefect_api(("flows.index_flow", "flows.train_flow"), index.workers_clip()):
         from flows.train_flow import train_and_evaluate

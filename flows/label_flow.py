@@ -26,15 +26,11 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed, State
 
+from flows.cluster import check_resources, dask_runner, local_plan
 from flows.fanout import FanOut, error_text
 from flows.index_flow import index_corpus, outcome, warn
-from flows.runtime import (
-    check_resources,
-    dask_runner,
-    local_plan,
-    start_worker_forkserver,
-    without_heartbeats,
-)
+from flows.processes import start_worker_forkserver
+from flows.server import without_heartbeats
 from moclip.dataset import Store, read_manifest, read_settings
 from moclip.dataset.lock import LABEL_LOCK, dataset_lock
 from moclip.inference import Labeller, Predictor, ZeroShotModel

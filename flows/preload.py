@@ -1,6 +1,6 @@
 """Build the CLIP encoder once, in the process that local worker processes are forked from.
 
-``flows.runtime`` starts a fork server that imports torch, open_clip and moclip once; it imports this module too.
+``flows.processes`` starts a fork server that imports torch, open_clip and moclip once; it imports this module too.
 When ``request`` named an encoder before that server started, the server builds it (CPU only) into
 ``load_clip``'s cache, so every worker forked from it starts with the model in memory, its weights shared
 copy-on-write, instead of building its own (~1 s of CPU and ~600 MB for ViT-B-32 per worker). Anything that goes
@@ -45,5 +45,5 @@ def preload() -> bool:
         return False
 
 
-if os.environ.get(ENV):  # imported by the fork server (flows.runtime.WORKER_PRELOAD)
+if os.environ.get(ENV):  # imported by the fork server (flows.processes.WORKER_PRELOAD)
     preload()

@@ -12,7 +12,7 @@ import uuid
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows.runtime import without_heartbeats
+from flows.server import without_heartbeats
 from flows.train_flow import evaluate_model, train_model
 from moclip.dataset import Store, read_manifest, read_settings
 from moclip.label.export import LABELS_MANIFEST

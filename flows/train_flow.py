@@ -8,7 +8,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows.runtime import without_heartbeats
+from flows.server import without_heartbeats
 from moclip.params import EvaluateParams, TrainParams
 from tasks.train_tasks import evaluate_test, train_models, write_report
 

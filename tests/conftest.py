@@ -57,7 +57,7 @@ def motion_bundle(motion_dataset, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def prefect_api():
     """A real Prefect API server on 127.0.0.1 for the whole session, reachable by Dask worker processes."""
-    from flows.runtime import prefect_api as api
+    from flows.server import prefect_api as api
 
     with api() as url:
         yield url

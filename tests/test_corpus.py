@@ -17,6 +17,7 @@ from moclip.corpus import (
     CorpusError,
     CorpusSpec,
     is_video_file,
+    list_videos,
     load_corpus,
     load_folder,
     load_hmdb51,
@@ -25,7 +26,6 @@ from moclip.corpus import (
     load_unlabeled,
     make_table,
     read_class_index,
-    scan_videos,
     ucf101_group,
     validate_table,
 )
@@ -122,7 +122,7 @@ def test_symlink_loop_does_not_hang_and_lists_each_video_once(tmp_path: Path) ->
 def test_broken_symlink_skipped(tmp_path: Path) -> None:
     touch(tmp_path, "a/ok.avi")
     os.symlink(tmp_path / "nowhere.avi", tmp_path / "a" / "broken.avi")
-    assert scan_videos(tmp_path) == ["a/ok.avi"]
+    assert list(list_videos(tmp_path)) == ["a/ok.avi"]
 
 
 def test_unlabeled_recursive(tmp_path: Path) -> None:

@@ -92,7 +92,7 @@ def test_resources_no_worker_has_are_refused_before_any_work(mixed_cluster, tmp_
 def test_the_local_gpu_cluster_gives_each_worker_its_own_gpu():
     from distributed import Client
 
-    from flows.runtime import local_cluster
+    from flows.cluster import local_cluster
 
     with local_cluster(gpus=["3", "5"], n_workers=3, threads_per_worker=1, processes=True,
                        dashboard_address=None) as cluster, Client(cluster) as client:

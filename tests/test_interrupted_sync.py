@@ -12,7 +12,7 @@ import time
 import pytest
 from distributed.utils import LoopRunner, sync
 
-from flows.runtime import InterruptedSync, quiet_interrupted_sync
+from flows.cluster import InterruptedSync, quiet_interrupted_sync
 
 
 class Records(logging.Handler):

@@ -21,7 +21,7 @@ START = """
 import time
 t0 = time.perf_counter()
 import httpx
-from flows.runtime import prefect_api
+from flows.server import prefect_api
 with prefect_api(preload=("flows.index_flow",)) as url:  # imports torch/open_clip while the server boots
     assert httpx.get(url + "/health").status_code == 200
 print(f"started in {time.perf_counter() - t0:.1f} s")

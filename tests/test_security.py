@@ -26,7 +26,7 @@ def listening(port: int) -> list[str]:
 
 
 def test_the_local_prefect_server_listens_on_loopback_only(prefect_api):
-    u = urlparse(prefect_api)  # flows.runtime.prefect_api, the CLI's own local server
+    u = urlparse(prefect_api)  # flows.server.prefect_api, the CLI's own local server
     assert u.hostname == "127.0.0.1"
     addrs = listening(u.port)
     assert addrs, "the server was not listening"

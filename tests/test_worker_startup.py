@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = """
 import json, sys
 from distributed import Client
-from flows.runtime import local_cluster, preload_clip_in_workers
+from flows.cluster import local_cluster
+from flows.processes import preload_clip_in_workers
 from moclip.config import ClipConfig
 
 def cached():
@@ -62,12 +63,12 @@ def test_a_gpu_run_asks_for_no_preload(monkeypatch):
     "cpu" (next test)."""
     import torch
 
-    import flows.runtime as runtime
+    import flows.processes as processes
     from flows import preload
 
-    monkeypatch.setattr(runtime, "_forkserver_env", None)  # as before the fork server starts
+    monkeypatch.setattr(processes, "_forkserver_env", None)  # as before the fork server starts
     monkeypatch.delenv(preload.ENV, raising=False)
-    runtime.preload_clip_in_workers(ClipConfig(weights="none", precision="fp32"), "cuda")
+    processes.preload_clip_in_workers(ClipConfig(weights="none", precision="fp32"), "cuda")
     if torch.cuda.is_available():
         assert json.loads(os.environ[preload.ENV])["device"] == "cuda"
     else:
@@ -88,7 +89,7 @@ def test_preload_refuses_anything_but_the_cpu(monkeypatch):
 def test_flows_on_the_cli_server_and_subflows_send_no_heartbeats(prefect_api):
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings, temporary_settings
 
-    from flows.runtime import without_heartbeats
+    from flows.server import without_heartbeats
 
     assert get_current_settings().flows.heartbeat_frequency is None  # inside the CLI's own server (the fixture)
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 180}):  # e.g. a deployment's run

@@ -11,7 +11,6 @@ from moclip.corpus.table import (
     is_video_file,
     list_videos,
     make_table,
-    scan_videos,
     validate_table,
 )
 from moclip.corpus.ucf101 import load_ucf101, read_class_index, ucf101_group
@@ -34,7 +33,6 @@ __all__ = [
     "make_table",
     "read_class_index",
     "list_videos",
-    "scan_videos",
     "ucf101_group",
     "validate_table",
 ]

@@ -1,7 +1,7 @@
 """Folder-per-class corpora: ``root/<label>/.../<video>``; the label is the video's immediate parent folder.
 
 Videos are found recursively by extension (:data:`moclip.config.VIDEO_EXTENSIONS`, any case); hidden files
-and folders are skipped; symlink loops are safe (see :func:`moclip.corpus.table.scan_videos`).
+and folders are skipped; symlink loops are safe (see :func:`moclip.corpus.table.list_videos`).
 
 Videos directly in ``root`` have no class folder, so they are **skipped** (not given ``label=None``): a
 labelled corpus with a few stray files should not silently gain unlabeled rows. They are logged as a

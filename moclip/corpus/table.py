@@ -76,12 +76,6 @@ def check_file(path: str | os.PathLike[str], what: str) -> Path:
     return p
 
 
-def scan_videos(root: str | os.PathLike[str]) -> list[str]:
-    """Video files under ``root``, recursively, as sorted POSIX paths relative to ``root`` (see
-    :func:`list_videos`, which also gives each file's resolved path)."""
-    return list(list_videos(root))
-
-
 Skipped = dict  # reason -> {"count": n, "examples": [up to 3 relative paths]} (``DataFrame.attrs["skipped_files"]``)
 
 

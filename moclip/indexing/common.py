@@ -169,7 +169,7 @@ def write_rows(rows: list[dict], store: Store, result: ShardResult) -> ShardResu
 def match_thread_limit() -> None:
     """Use ``OMP_NUM_THREADS`` torch threads when it is set (Dask sets 1 for its single-threaded local workers).
 
-    torch reads it only when imported, and workers forked from a warm server (``flows.runtime``) imported torch
+    torch reads it only when imported, and workers forked from a warm server (``flows.processes``) imported torch
     before Dask set it: without this, 2 workers x 2 torch threads fight over 2 cores (~10 % slower embedding).
     """
     import torch

@@ -1,6 +1,6 @@
 """A shard indexed by a pool of decoder processes feeding one CLIP model: the GPU worker's path.
 
-A GPU worker is one process per GPU (``flows.runtime``); decoding in it would leave the GPU idle. Here its videos
+A GPU worker is one process per GPU (``flows.cluster``); decoding in it would leave the GPU idle. Here its videos
 are decoded by ``decode_workers`` child processes (``python -m moclip.indexing.decode``, as in the isolated retry),
 several at a time, while this process embeds their frames in batches of ``clip_batch_size`` images that span
 videos. Two embedding threads take turns, so one batch is cropped, stacked and copied while the other runs its
