@@ -1,5 +1,5 @@
 """The Dask cluster flows run their tasks on: an existing one (``--dask-address``), or a local one of
-single-threaded worker processes, one per core (CPU) or one per GPU (``GpuCluster``), as ``moclip.runplan``
+single-threaded worker processes, one per core (CPU) or one per GPU (``gpu_cluster``), as ``moclip.runplan``
 decides; tasks submitted with the resources they need (``needs``), refused early when no worker has them."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def local_plan(run: RunConfig) -> RunPlan:
 
 def dask_runner(run: RunConfig) -> DaskTaskRunner:
     """An existing scheduler when an address is given; else a LocalCluster of single-threaded processes, one per
-    core, or with CUDA one per GPU (``GpuCluster``). This process is the cluster's client: a Ctrl-C here does not
+    core, or with CUDA one per GPU (``gpu_cluster``). This process is the cluster's client: a Ctrl-C here does not
     log distributed's stray NameError (``InterruptedSync``)."""
     quiet_interrupted_sync()
     if run.dask_address:
@@ -67,7 +67,12 @@ def check_resources(address: str, resources: dict[str, float], timeout_s: float 
 class GpuCluster(LocalCluster):
     """A ``LocalCluster`` of one worker process per GPU, as dask-cuda's ``LocalCUDACluster`` makes it: each worker
     sees only its own GPU (``CUDA_VISIBLE_DEVICES``, set before it starts CUDA) and declares the Dask resource
-    ``GPU=1``; more workers than GPUs share them in turn."""
+    ``GPU=1``; more workers than GPUs share them in turn.
+
+    Kept beside ``LocalCUDACluster`` (``gpu_cluster`` prefers it) for what that cannot do here: dask-cuda is not a
+    default dependency, because it pins dask and distributed to RAPIDS's release (dask-cuda 26.10 requires
+    rapids-dask-dependency 26.10, i.e. dask 2026.7.1), and it refuses more workers than GPUs ("Can not scale
+    beyond visible devices"), which ``--workers`` may ask for when decoding, not the GPU, limits a run."""
 
     def __init__(self, gpus: list[str], n_workers: int, **kwargs: Any) -> None:
         if not gpus:
@@ -112,7 +117,7 @@ def local_cluster(gpus: list[str] | None = None, **kwargs: Any) -> LocalCluster:
     takes down its own shard only; the flow then retries that shard in isolation. Workers are forked from the
     warm fork server when its environment is still this process's, spawned otherwise. Without a dashboard, the
     workers' statistical profiler is off and the system monitor samples every 2 s (in paired demo runs, 2 workers
-    did 1-3 % less work). With ``gpus``: a ``GpuCluster``, one worker per GPU."""
+    did 1-3 % less work). With ``gpus``: one worker per GPU (``gpu_cluster``)."""
     processes.start_worker_forkserver()
     method = "forkserver" if _env_for_workers(processes.environment()) == _env_for_workers(os.environ) else "spawn"
     with dask.config.set({"distributed.scheduler.allowed-failures": 0,
@@ -121,7 +126,19 @@ def local_cluster(gpus: list[str] | None = None, **kwargs: Any) -> LocalCluster:
                           # no dashboard here, so nobody reads the worker's stack sampler (10 ms) or system monitor
                           "distributed.worker.profile.enabled": False,
                           "distributed.admin.system-monitor.interval": "2s"}):
-        return GpuCluster(gpus, **kwargs) if gpus is not None else LocalCluster(**kwargs)
+        return gpu_cluster(gpus, **kwargs) if gpus is not None else LocalCluster(**kwargs)
+
+
+def gpu_cluster(gpus: list[str], n_workers: int, **kwargs: Any) -> LocalCluster:
+    """One worker per GPU: dask-cuda's ``LocalCUDACluster`` when it is installed (``pip install moclip[cuda]``),
+    else ``GpuCluster``. Each worker declares the Dask resource ``GPU=1`` (index shards ask for it)."""
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError:
+        LocalCUDACluster = None
+    if LocalCUDACluster is None or n_workers > len(gpus):
+        return GpuCluster(gpus, n_workers=n_workers, **kwargs)
+    return LocalCUDACluster(CUDA_VISIBLE_DEVICES=list(gpus), n_workers=n_workers, resources={"GPU": 1}, **kwargs)
 
 
 class InterruptedSync(logging.Filter):

@@ -49,6 +49,7 @@ from moclip.label.worker import quarantine_unreadable_siblings, remove_orphan_si
 from moclip.params import LabelParams
 from moclip.report.label_summary import distribution_markdown, mv_source_warning
 from moclip.report.timeline import PAGE_FILE
+from moclip.runplan import RunPlan
 from tasks.label_tasks import export_csv_task, label_shards_task, plan_labels_task, timelines_task
 
 
@@ -118,6 +119,7 @@ class LabelJob:
     key: str
     extra_text: list | None
     windowed: bool
+    plan: RunPlan  # workers and resources on this machine (moclip.runplan), decided once
 
     @property
     def zero_shot(self) -> bool:
@@ -133,6 +135,13 @@ class LabelJob:
     def store(self, url: str | None = None) -> Store:
         return Store(url or self.params.out, self.params.storage_options)
 
+    @property
+    def predictions_url(self) -> str:
+        return self.url(PREDICTIONS_DIR)
+
+    def predictions(self) -> Store:
+        return self.store(self.predictions_url)
+
     def siblings(self) -> list[Store]:
         """The windows' and segments' folders: each prediction file's companions."""
         return [self.store(self.url(WINDOWS_DIR)), self.store(self.url(SEGMENTS_DIR))]
@@ -140,7 +149,7 @@ class LabelJob:
     def target(self) -> LabelTarget:
         zs, lab, p = self.zero_shot, self.labeller, self.params
         return LabelTarget(model=self.model, device=p.run.device, key=self.key, features=self.features,
-                           predictions=self.url(PREDICTIONS_DIR), top_k=p.top_k, extra_classes=tuple(p.extra_classes),
+                           predictions=self.predictions_url, top_k=p.top_k, extra_classes=tuple(p.extra_classes),
                            extra_text=self.extra_text, storage_options=p.storage_options,
                            windows=self.url(WINDOWS_DIR), segments=self.url(SEGMENTS_DIR),
                            timeline=p.timeline if self.windowed else None,
@@ -150,10 +159,11 @@ class LabelJob:
 
 def prepare(features: str, params: LabelParams) -> LabelJob:
     """The labeller for the dataset (checked against it) and the run's key; local workers start booting."""
-    if local_plan(params.run).workers:
+    plan = local_plan(params.run)
+    if plan.workers:
         start_worker_forkserver()  # local workers' fork server imports torch while we plan (unless already up)
     manifest = read_manifest(features, params.storage_options) or {}
-    return LabelJob(params, features, *labeller(params, features, manifest))
+    return LabelJob(params, features, *labeller(params, features, manifest), plan=plan)
 
 
 @contextlib.contextmanager
@@ -170,13 +180,13 @@ def log_plan(the_plan: LabelPlan, job: LabelJob) -> None:
     logger.info("%d feature shards: %d to predict, %d current; %d prediction files of removed shards",
                 len(the_plan.shards), n_todo, len(the_plan.shards) - n_todo, len(the_plan.orphans))
     if the_plan.unknown:  # e.g. a user's own file: never removed
-        logger.info("%s: %d files that are not prediction files, left alone (e.g. %s)", job.url(PREDICTIONS_DIR),
+        logger.info("%s: %d files that are not prediction files, left alone (e.g. %s)", job.predictions_url,
                     len(the_plan.unknown), the_plan.unknown[0])
 
 
 def predict_groups(job: LabelJob, the_plan: LabelPlan) -> tuple[GroupResult, float]:
     """The plan's shards in groups, one task each on the Dask workers (the ``label-groups`` subflow)."""
-    run, plan = job.params.run, local_plan(job.params.run)
+    run, plan = job.params.run, job.plan
     groups = group_work(the_plan.shards, plan.workers or 16)
     if not groups:
         return GroupResult(), 0.0
@@ -191,7 +201,7 @@ def predict_groups(job: LabelJob, the_plan: LabelPlan) -> tuple[GroupResult, flo
 
 def tidy(job: LabelJob, the_plan: LabelPlan) -> list[str]:
     """Remove what no feature shard stands behind; returns the prediction files the CSV may read."""
-    predictions, siblings = job.store(job.url(PREDICTIONS_DIR)), job.siblings()
+    predictions, siblings = job.predictions(), job.siblings()
     # the orphans' feature shards are gone (every video re-indexed or deleted); with them go their windows and
     # segments files (of a run with --window, or of an earlier one)
     remove_predictions(predictions, the_plan.orphans, siblings)
@@ -224,7 +234,7 @@ def export(job: LabelJob, the_plan: LabelPlan, result: GroupResult, owned: list[
     changed = bool(result.written or result.removed or the_plan.orphans)
     recorded = (out.read_json(LABELS_MANIFEST) or {}).get("csv")
     if changed or recorded is None or csv_stamp(out, owned) != recorded:
-        csv, bad = export_csv_task(job.url(PREDICTIONS_DIR), job.params.out, owned, job.params.storage_options)
+        csv, bad = export_csv_task(job.predictions_url, job.params.out, owned, job.params.storage_options)
         set_aside(bad, result, owned)  # a prediction file unreadable past its summary columns
     return csv
 
@@ -243,7 +253,7 @@ def timelines(job: LabelJob, result: GroupResult, owned: list[str]) -> tuple[str
     try:
         return timelines_task(job.params.out, list(job.labeller.classes), job.params.storage_options)
     except Exception:
-        bad = quarantine_unreadable_siblings(job.store(job.url(PREDICTIONS_DIR)), job.siblings())
+        bad = quarantine_unreadable_siblings(job.predictions(), job.siblings())
         if not bad:  # not a bad file of ours: a real error
             raise
         set_aside(bad, result, owned)
@@ -284,7 +294,7 @@ def publish(job: LabelJob, result: GroupResult, timeline_md: str) -> None:
     create_markdown_artifact(distribution_markdown(counts, bool(job.params.extra_classes), lab.random_init,
                                                    lab.mv_sources, job.zero_shot) + timeline_md,
                              key="label-summary",
-                             description=f"{counts.videos} videos labelled -> {job.url(PREDICTIONS_DIR)}")
+                             description=f"{counts.videos} videos labelled -> {job.predictions_url}")
 
 
 @flow(name="predict-archive")
@@ -294,7 +304,7 @@ def predict_archive(features: str, params: LabelParams) -> dict:
     job = prepare(features, params)
     sibling_urls = (job.url(WINDOWS_DIR), job.url(SEGMENTS_DIR)) if job.windowed else ()
     with locks(job):
-        the_plan = plan_labels_task(features, job.url(PREDICTIONS_DIR), job.key, params.storage_options, sibling_urls)
+        the_plan = plan_labels_task(features, job.predictions_url, job.key, params.storage_options, sibling_urls)
         log_plan(the_plan, job)
         result, predict_s = predict_groups(job, the_plan)
         owned = tidy(job, the_plan)
@@ -304,7 +314,7 @@ def predict_archive(features: str, params: LabelParams) -> dict:
     summary = summarise(the_plan, result, predict_s, t0)
     record(job, summary, result, owned)
     publish(job, result, timeline_md)
-    return {**summary, "predictions": job.url(PREDICTIONS_DIR), "csv": csv if params.csv else None,
+    return {**summary, "predictions": job.predictions_url, "csv": csv if params.csv else None,
             "windows": job.url(WINDOWS_DIR) if job.windowed else None,
             "segments": job.url(SEGMENTS_DIR) if job.windowed else None, "timelines": page,
             "failed": result.failed, "top1_counts": result.counts.top1_counts()}
