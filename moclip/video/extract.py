@@ -28,14 +28,19 @@ def pad_indices(indices: list[int], k: int) -> list[int]:
 def open_frames(
     path: str, mv: MVConfig, rgb_wanted: Callable[[int, float | None], bool],
     rgb_size: Callable[[int, int], tuple[int, int]] | None, timeout_s: float | None,
+    start_pts: int | None = None, origin_s: float | None = None,
 ) -> tuple[VideoInfo, Iterator[DecodedFrame]]:
-    """The file's info and its decoded frames, from the backend and MV source ``mv`` asks for."""
+    """The file's info and its decoded frames, from the backend and MV source ``mv`` asks for; ``start_pts`` and
+    ``origin_s`` (PyAV only): a range of a long video (``pyav_reader.iter_frames``)."""
     source = mv.source
     if mv.backend == "mvextractor" and source != "native":  # mv-extractor reads native MVs; re-encoding is PyAV's
         source = "native" if source == "auto" and pyav_reader.probe(path).has_mvs else "reencode"
     if mv.backend == "pyav" or source == "reencode":
         return pyav_reader.iter_frames(path, rgb_wanted, rgb_size, export_mvs=True, max_frames=mv.max_frames,
-                                       timeout_s=timeout_s, mv_source=source)
+                                       timeout_s=timeout_s, mv_source=source, start_pts=start_pts,
+                                       origin_s=origin_s)
+    if start_pts is not None:
+        raise ValueError("only the pyav backend decodes a range of a video")
     return BACKENDS[mv.backend](path, rgb_wanted, rgb_size, export_mvs=True, max_frames=mv.max_frames,
                                 timeout_s=timeout_s)
 

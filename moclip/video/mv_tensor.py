@@ -22,6 +22,10 @@ Rules (docs/MOTION_VECTORS.md explains why):
   0 and do not dilute their neighbours; ``valid`` counts usable frames per segment.
 * Memory is bounded for any length: frames are pooled into at most ``max_bins`` temporal bins whose width
   doubles when needed; bins are assigned to segments by their centre once the true frame count is known.
+* A bin's sums never depend on where decoding began: frames are pooled in chunks (one vectorised pass each) that
+  end only between bins, so each bin is summed in one pass, in display order, whatever other bins share it. Two
+  decodes of one video that agree on a bin's frames and on the state before them (``add(..., pool=False)``: the
+  frames a range of a long video decodes before its own bins, ``moclip.video.ranges``) give bit-identical bins.
 """
 
 from __future__ import annotations
@@ -204,7 +208,8 @@ class MotionAccumulator:
         self._last_anchor: int | None = None
         self._last_anchor_t: float | None = None
         self._frame_s = 1.0 / (fps if fps > 0 else FALLBACK_FPS)
-        self._pending_b: list[tuple[DecodedFrame, int]] = []
+        self._pending_b: list[tuple[DecodedFrame, int, bool]] = []
+        self.first_key = 0  # keys are stored from here on (a range of a long video: its first bin)
         self._refs = References(reference_depth)
         self.chunk_frames = 64
         # usable frames not pooled yet: (MVs, -1 / seconds back, 1 / seconds ahead, bin, per MV: source / seconds)
@@ -214,18 +219,22 @@ class MotionAccumulator:
         shown_w, shown_h = orientation.display_size(width, height)
         self._sx, self._sy = 100.0 / shown_w, 100.0 / shown_h  # px/s -> % of the displayed size per second
 
-    def add(self, frame: DecodedFrame, key: int | None = None) -> None:
-        """``key``: the frame's time bin (``moclip.video.windows``); default: its index, binned as said above."""
+    def add(self, frame: DecodedFrame, key: int | None = None, pool: bool = True) -> None:
+        """``key``: the frame's time bin (``moclip.video.windows``); default: its index, binned as said above.
+        Keys must not decrease from frame to frame. ``pool=False``: the frame is a reference and an anchor for the
+        frames around it, but its own MVs are not counted (a bin another range of the video owns)."""
         i = frame.index
         if i >= self.n_frames:
             self.n_frames = i + 1
         if key is None:
             key = i
+        if len(self._chunk) >= self.chunk_frames:  # the bins no frame can reach any more: before this frame's
+            self._flush_chunk(below=min([key, *(k for _, k, _ in self._pending_b)]))  # and the waiting B-frames'
         self._refs.keep(frame)
         if frame.pict_type == "B":
-            self._pending_b.append((frame, key))
+            self._pending_b.append((frame, key, pool))
             return
-        if frame.pict_type != "I":  # P, and MPEG-4's S (GMC) frames
+        if frame.pict_type != "I" and pool:  # P, and MPEG-4's S (GMC) frames
             self._pool(frame, key, self._seconds(self._last_anchor, self._last_anchor_t, i, frame.time_s),
                        self._frame_s)
         if self._pending_b:
@@ -244,7 +253,9 @@ class MotionAccumulator:
 
     def _flush_b(self, next_anchor: int | None, next_t: float | None = None) -> None:
         last, last_t, pending = self._last_anchor, self._last_anchor_t, self._pending_b
-        for k, (b, key) in enumerate(pending):
+        for k, (b, key, pool) in enumerate(pending):
+            if not pool:
+                continue
             d_past = self._seconds(last, last_t, b.index, b.time_s)
             if next_anchor is not None:
                 d_future = self._seconds(b.index, b.time_s, next_anchor, next_t)
@@ -261,17 +272,21 @@ class MotionAccumulator:
         # forward-time velocity = motion * source / time / scale (FFmpeg: src = dst + motion / scale)
         matched = self._refs.inverse_seconds(frame, self._seconds) if frame.luma is not None else None
         self._chunk.append((mvs, -1.0 / d_past, 1.0 / d_future, key, matched))
-        if len(self._chunk) >= self.chunk_frames:
-            self._flush_chunk()
 
-    def _flush_chunk(self) -> None:
-        """Pool the buffered frames in one vectorised pass (per-frame numpy calls cost more than decoding)."""
-        if not self._chunk:
+    def _flush_chunk(self, below: int | None = None) -> None:
+        """Pool the buffered frames in one vectorised pass (per-frame numpy calls cost more than decoding); with
+        ``below``: only those of the bins before that key, which no frame still to come can reach, so that each bin
+        is pooled in one pass whatever frames came before it."""
+        if below is not None:
+            chunk = [c for c in self._chunk if c[3] < below]
+            self._chunk = [c for c in self._chunk if c[3] >= below]
+        else:
+            chunk, self._chunk = self._chunk, []
+        if not chunk:
             return
-        chunk, self._chunk = self._chunk, []
         counts = np.fromiter((len(c[0]) for c in chunk), dtype=np.int64, count=len(chunk))
         mvs = _concat_records([c[0] for c in chunk])
-        index = np.fromiter((c[3] for c in chunk), dtype=np.int64, count=len(chunk))
+        index = np.fromiter((c[3] - self.first_key for c in chunk), dtype=np.int64, count=len(chunk))
         self._make_room(int(index.max()))
         # Only the bins this chunk's frames fall in (an MPEG-4 IBBP chunk skips 2 of every 3 frames).
         bins, local = np.unique(index // self.bin_width, return_inverse=True)

@@ -152,6 +152,8 @@ def iter_frames(
     max_frames: int | None = None,
     timeout_s: float | None = None,
     mv_source: str = "native",
+    start_pts: int | None = None,
+    origin_s: float | None = None,
 ) -> tuple[VideoInfo, Iterator[DecodedFrame]]:
     """Open ``path``; return its info and an iterator over decoded frames in display order.
 
@@ -164,9 +166,21 @@ def iter_frames(
     ``info.mv_source``. The info describes the file (its codec and size), whichever the MVs came from, and how its
     pictures are turned for display (``info.orientation``, from the first frame's display matrix): the RGB frames
     come turned upright; the MVs stay as coded, for ``MotionAccumulator`` to turn.
+
+    ``start_pts``: start at that keyframe (a presentation timestamp in the stream's time base) instead of the
+    beginning; frame indices then count from the first frame decoded there (``moclip.video.ranges``: a long video
+    decoded in ranges). ``origin_s``: the time of the video's first frame, which the re-encoder's GOPs count from
+    (default: the first frame decoded).
     """
     container, stream = open_video(path)
     info = _info(container, stream)
+    if start_pts is not None:
+        try:
+            container.seek(start_pts, stream=stream, backward=True, any_frame=False)
+        except av.error.FFmpegError as e:
+            container.close()
+            at = float(start_pts * stream.time_base)
+            raise DecodeError(f"cannot seek to {at:.3f} s: {_ffmpeg_message(e)}") from e
     cc = stream.codec_context
     cc.thread_type = "SLICE"
     cc.thread_count = 1
@@ -209,7 +223,7 @@ def iter_frames(
         start = time.monotonic()
         index = 0
         reformatter = VideoReformatter()  # one swscale context for the whole video (4x faster than per frame)
-        reencoder = Reencoder(size_for(info.width, info.height)) if reencode else None
+        reencoder = Reencoder(size_for(info.width, info.height), origin=origin_s, fps=info.fps) if reencode else None
         # frames whose re-encoded MVs are not out yet: (index, rgb, time)
         waiting: deque[tuple[int, np.ndarray | None, float | None]] = deque()
 

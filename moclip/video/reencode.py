@@ -13,6 +13,7 @@ MVs; their direction and magnitude agree on real motion (``docs/MOTION_VECTORS.m
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from fractions import Fraction
 
@@ -31,19 +32,32 @@ def size_for(width: int, height: int) -> tuple[int, int]:
     """The re-encode size of a ``width`` x ``height`` picture: ``SIZE``, turned for a portrait one (a phone's coded
     240 x 320 squeezed into 340 x 256 read 20 % less motion than the same scene coded landscape)."""
     return SIZE if width >= height else SIZE[::-1]
-GOP = 12  # an I-frame every 12 frames (MPEG-4 Part 2 P-frames in between, no B-frames)
+GOP = 12  # an I-frame every 12 frames (MPEG-4 Part 2 P-frames in between, no B-frames), placed by time: at the
+# first frame of every 12 frame durations of the stream's average rate (0.48 s at 25 fps)
+MAX_GOP = 250  # the encoder's own limit, for frames without timestamps and long bursts between two times
 QSCALE = 1  # fixed quantiser, best quality: MVs follow the picture, not a bit budget
+_EPS = 1e-6
 
 
 class Reencoder:
-    """Frames in (any size, any pixel format), (picture type, MV records) out, one per frame, in order."""
+    """Frames in (any size, any pixel format), (picture type, MV records) out, one per frame, in order.
 
-    def __init__(self, size: tuple[int, int] = SIZE, gop: int = GOP, qscale: int = QSCALE) -> None:
+    The encoder's state starts again at each of its I-frames (fixed quantiser, no B-frames): a P-frame's MVs depend
+    only on the frames since the last one. So the I-frames are placed by the frames' times, at the first frame of
+    every ``gop`` frame durations (at the stream's average ``fps``) since ``origin`` (the video's first frame), which
+    a decode that starts in the middle of the video (a range of a long one, ``moclip.video.ranges``) places on the
+    same frames: from its first such I-frame on, its MVs are the whole decode's, bit for bit. Frames without a
+    timestamp: every ``gop``-th."""
+
+    def __init__(self, size: tuple[int, int] = SIZE, gop: int = GOP, qscale: int = QSCALE,
+                 origin: float | None = None, fps: float = 25.0) -> None:
+        self.gop, self.gop_s, self.origin = gop, gop / (fps if fps > 0 else 25.0), origin
+        self._next_i: int | None = None  # the GOP (durations since origin) whose first frame is the next I-frame
         self.width, self.height = size
         enc = av.CodecContext.create("mpeg4", "w")
         enc.width, enc.height, enc.pix_fmt = self.width, self.height, "yuv420p"
         enc.time_base, enc.framerate = Fraction(1, 25), Fraction(25, 1)  # nominal: MVs are per frame, not per second
-        enc.gop_size, enc.max_b_frames = gop, 0
+        enc.gop_size, enc.max_b_frames = MAX_GOP, 0
         enc.qscale = True
         enc.global_quality = qscale * 118  # FF_QP2LAMBDA x q, as ffmpeg's -q:v sets it
         enc.thread_count = 1
@@ -56,12 +70,25 @@ class Reencoder:
         self._out: deque[tuple[str, np.ndarray]] = deque()
         self._n = 0
 
+    def intra(self, time_s: float | None) -> bool:
+        """Whether the frame shown at ``time_s`` (seconds; None: no timestamp) starts a GOP of the re-encode."""
+        if time_s is None:
+            return self._n % self.gop == 0
+        if self.origin is None:
+            self.origin = time_s
+        gops = (time_s - self.origin) / self.gop_s  # GOP durations since the first frame
+        if self._next_i is not None and gops < self._next_i - _EPS:
+            return False
+        self._next_i = math.floor(gops + _EPS) + 1
+        return True
+
     def push(self, frame: av.VideoFrame) -> list[tuple[str, np.ndarray]]:
         """Encode ``frame``; the (picture type, MVs) of every re-encoded frame that is ready (normally this one)."""
         small = self._scaler.reformat(frame, width=self.width, height=self.height, format="yuv420p",
                                       interpolation="BICUBIC")  # ffmpeg scale's default
         small.pts, small.time_base = self._n, self._enc.time_base  # the source's time base would rescale it
-        small.pict_type = PictureType.NONE  # the source's type (all I for MJPEG) would force it on the encoder
+        # the source's own type (all I for MJPEG) is never forced on the encoder: only the GOP's by time
+        small.pict_type = PictureType.I if self.intra(frame.time) else PictureType.NONE
         self._n += 1
         self._decode(self._enc.encode(small))
         return self._ready()

@@ -143,3 +143,52 @@ def make_untrimmed(
             stream.bit_rate = 400_000
         write_frames(out, stream, (big[my - y:my - y + height, mx - x:mx - x + width] for x, y in zip(xs, ys)))
     return path
+
+
+def make_scenes(
+    path: str | Path, seconds: float, *, codec: str = "libx264", fps: int = 25, size: tuple[int, int] = (192, 144),
+    scene_s: float = 3.1, fmt: str | None = None, vfr: bool = False, noise: bool = False, **options: object,
+) -> Path:
+    """A long-ish video of panning shots that cut to a new scene every ``scene_s`` seconds (x264 puts a keyframe on
+    most cuts), encoded with the codec's own defaults (x264: B-pyramid, 3 references) unless ``options`` say
+    otherwise (e.g. ``bf=2``, ``g=75``, ``open-gop=1``). ``vfr``: frame times step 40, 10, 10, 70, 30 ms; ``noise``:
+    every frame's rows wobble sideways by their own random step, so blocks move each their own way."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    scenes = [textured_background(h + 300, w + 600, seed=s) for s in range(4)]
+    per_scene = round(scene_s * fps)
+    rng = np.random.default_rng(0)
+    tb = Fraction(1, 1000) if vfr else Fraction(1, fps)
+    opts = {k: str(v) for k, v in options.items()}
+    with av.open(str(path), "w", format=fmt) as out:
+        s = out.add_stream(codec, rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.codec_context.time_base = tb
+        if vfr:
+            s.time_base = tb
+        s.thread_count = 1
+        if "g" in opts:
+            s.gop_size = int(opts.pop("g"))
+        if "bf" in opts and codec != "libx264":
+            s.max_b_frames = int(opts.pop("bf"))
+        if codec != "libx264":
+            s.bit_rate = 600_000
+        s.options = {"threads": "1", **opts}
+        t = 0
+        for i in range(round(seconds * fps)):
+            scene, j = divmod(i, per_scene)
+            x, y = (2 * j) % 500, j % 250
+            picture = scenes[scene % 4][y:y + h, x:x + w + 16]
+            if noise:  # bands of 16 rows, each shifted by its own 0-15 px this frame
+                shift = rng.integers(0, 16, h // 16 + 1)
+                picture = np.concatenate([picture[r:r + 16, s:s + w] for r, s in zip(range(0, h, 16), shift)])
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture[:, :w]), format="rgb24")
+            if vfr:
+                t += (40, 10, 10, 70, 30)[i % 5]
+                frame.pts, frame.time_base = t, tb
+            for p in s.encode(frame):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    return path
