@@ -32,6 +32,7 @@ class FanOut:
         self.bar = Progress(total, name, unit=unit)
         self.artifact = create_progress_artifact(0.0, description=description)
         self.pending: dict[Any, Hashable] = {}
+        self.retried: set[Hashable] = set()  # items tried a second time (the caller's bookkeeping)
 
     def __enter__(self) -> FanOut:
         return self

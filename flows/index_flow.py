@@ -1,7 +1,9 @@
 """Index flow: corpus -> plan (incremental) -> shards on Dask -> commit -> summary.
 
     list-corpus ──> plan-index ──> extract-features (subflow on Dask: one index-shard task per shard;
-                                        │                a failed shard: one index-shard-isolated retry)
+                                        │                a failed shard: one index-shard-isolated retry;
+                                        │                a long video: one index-range task per range, then
+                                        │                commit-ranges for its row)
                                         └──> commit-index ──> manifest + summary artifact
 """
 
@@ -28,44 +30,118 @@ from moclip.config import ClipConfig, FeatureSettings, RunConfig
 from moclip.dataset import Store, read_manifest, write_manifest
 from moclip.dataset.incremental import IndexPlan
 from moclip.dataset.lock import dataset_lock
+from moclip.indexing.ranges import RangeOutcome, plan_long_videos
 from moclip.indexing.shard import ShardResult, ShardTarget
 from moclip.params import IndexParams
 from moclip.precision import device_type
 from moclip.progress import console
 from moclip.report.index_summary import IndexSummary, one_line, summarize, to_markdown
 from moclip.runplan import RunPlan
-from moclip.sharding import load_shards, make_shards, new_run_id, save_shards
-from tasks.index_tasks import commit, index_shard_isolated_task, index_shard_task, list_corpus, plan_index_task
+from moclip.sharding import (
+    LongVideo,
+    Shard,
+    load_long_videos,
+    load_shards,
+    long_video_shards,
+    make_shards,
+    new_run_id,
+    save_long_videos,
+    save_shards,
+)
+from tasks.index_tasks import (
+    commit,
+    commit_ranges_task,
+    index_range_task,
+    index_shard_isolated_task,
+    index_shard_task,
+    list_corpus,
+    plan_index_task,
+)
 
 
 @flow(name="extract-features")
-def extract_features(shard_plan: str, target: ShardTarget) -> tuple[list[ShardResult], list[dict]]:
-    """Fan out one task per shard of the plan (a JSON file: see ``moclip.sharding.save_shards``). A shard whose
-    task fails (e.g. a decoder crashed or hung and took its worker down) is retried once with each video decoded in
-    its own process; only if that fails too is it reported as crashed, never fatal."""
+def extract_features(shard_plan: str, target: ShardTarget,
+                     long_plan: str | None = None) -> tuple[list[ShardResult], list[dict]]:
+    """Fan out one task per shard of the plan (a JSON file: see ``moclip.sharding.save_shards``), and one per range
+    of each long video (``long_plan``, ``moclip.sharding.save_long_videos``; submitted first: they are the long
+    poles), then one that assembles each long video's row when its ranges are in. A shard whose task fails (e.g. a
+    decoder crashed or hung and took its worker down) is retried once with each video decoded in its own process, a
+    range once on any worker; only if that fails too is it reported (a shard as crashed, a range as its video's
+    reason), never fatal."""
     shards = {s.name: s for s in load_shards(shard_plan)}
-    n = sum(len(s.videos) for s in shards.values())
+    long = {lv.name: lv for lv in (load_long_videos(long_plan) if long_plan else [])}
+    n = sum(len(s.videos) for s in shards.values()) + len(long)
     results: list[ShardResult] = []
     crashed: list[dict] = []
-    retried: set[str] = set()
-    with FanOut(n, "index", "video", f"Indexing {n} videos in {len(shards)} shards", target.run.resources) as fan:
+    ranges = RangeTasks(long, target)
+    with FanOut(n, "index", "video", f"Indexing {n} videos in {len(shards) + len(long)} shards",
+                target.run.resources) as fan:
+        ranges.submit_all(fan)
         for s in shards.values():
             fan.submit(s.name, index_shard_task, s.videos, s.name, target)
-        for name, value in fan.outcomes():
-            shard = shards[name]
-            if isinstance(value, BaseException) and name not in retried:  # one isolated retry
-                warn(f"shard {name} failed ({error_text(value)}); retrying its videos one by one in isolation")
-                retried.add(name)
-                fan.submit(name, index_shard_isolated_task, shard.videos, name, target, error_text(value))
-                continue
-            if isinstance(value, BaseException):  # reported; the next run indexes the shard's videos again
-                get_run_logger().error("shard %s crashed, in isolation too: %s", name, value)
-                crashed.append({"shard": name, "video_ids": [v["video_id"] for v in shard.videos],
-                                "error": error_text(value)})
+        for item, value in fan.outcomes():
+            if isinstance(item, tuple):  # a long video's range, or its commit
+                done = ranges.outcome(fan, item, value)
             else:
-                results.append(value)
-            fan.advance(len(shard.videos))
+                done = shard_outcome(fan, shards[item], value, target)
+            if done is None:
+                continue
+            if isinstance(done, ShardResult):
+                results.append(done)
+            else:
+                crashed.append(done)
+            fan.advance(len(shards[item].videos) if item in shards else 1)
     return results, crashed
+
+
+def shard_outcome(fan: FanOut, shard: Shard, value: object, target: ShardTarget) -> ShardResult | dict | None:
+    """A shard's task ended: its result; or its one isolated retry submitted (None); or, the retry failed too, what
+    the summary reports as crashed (the next run indexes its videos again)."""
+    if isinstance(value, BaseException) and shard.name not in fan.retried:
+        warn(f"shard {shard.name} failed ({error_text(value)}); retrying its videos one by one in isolation")
+        fan.retried.add(shard.name)
+        fan.submit(shard.name, index_shard_isolated_task, shard.videos, shard.name, target, error_text(value))
+        return None
+    if isinstance(value, BaseException):
+        get_run_logger().error("shard %s crashed, in isolation too: %s", shard.name, value)
+        return {"shard": shard.name, "video_ids": [v["video_id"] for v in shard.videos], "error": error_text(value)}
+    return value
+
+
+class RangeTasks:
+    """The long videos' ranges in flight: a crashed range is tried once more on any worker (then its video fails,
+    naming it), and a video's row is committed by one more task once all its ranges are in."""
+
+    def __init__(self, long: dict[str, LongVideo], target: ShardTarget) -> None:
+        self.long, self.target = long, target
+        self.got: dict[str, dict[int, RangeOutcome]] = {name: {} for name in long}
+
+    def submit_all(self, fan: FanOut) -> None:
+        for name, lv in self.long.items():
+            for i in range(len(lv.ranges)):
+                fan.submit(("range", name, i), index_range_task, lv.ranges, i, self.target)
+
+    def outcome(self, fan: FanOut, item: tuple, value: object) -> ShardResult | dict | None:
+        kind, name, *rest = item
+        lv = self.long[name]
+        if kind == "commit":
+            if isinstance(value, BaseException):
+                get_run_logger().error("%s: committing its ranges failed: %s", lv.video["path"], value)
+                return {"shard": name, "video_ids": [lv.video["video_id"]], "error": error_text(value)}
+            return value
+        i = rest[0]
+        if isinstance(value, BaseException):
+            if item not in fan.retried:
+                warn(f"{lv.video['path']}: {lv.ranges.describe(i)} failed ({error_text(value)}); trying it again")
+                fan.retried.add(item)
+                fan.submit(item, index_range_task, lv.ranges, i, self.target)
+                return None
+            value = RangeOutcome(index=i, error=f"{lv.ranges.describe(i)}: {error_text(value)} (twice)")
+        self.got[name][i] = value
+        if len(self.got[name]) == len(lv.ranges):
+            outcomes = [self.got[name][k] for k in range(len(lv.ranges))]
+            fan.submit(("commit", name), commit_ranges_task, lv.video, lv.ranges, outcomes, name, self.target)
+        return None
 
 
 def outcome(state: State) -> object:
@@ -149,12 +225,16 @@ def extract(job: IndexJob, the_plan: IndexPlan, run_id: str) -> tuple[list[Shard
     load_workers_clip(clip, run.device)
     if run.dask_address:
         check_resources(run.dask_address, run.resources)
-    shards = make_shards(the_plan.to_index, job.plan.shard_size_for(len(the_plan.to_index)), run_id, workers)
     target = ShardTarget(features=job.settings, run=run, out=job.params.out, settings_hash=job.settings_hash,
                          storage_options=job.params.storage_options)
+    long = long_video_shards(the_plan.to_index, plan_long_videos(the_plan.to_index, target), run_id)
+    short = [v for v in the_plan.to_index if v["video_id"] not in {lv.video["video_id"] for lv in long}]
+    shards = make_shards(short, job.plan.shard_size_for(len(short)), run_id, workers) if short else []
     with tempfile.TemporaryDirectory(prefix="moclip-plan-") as tmp, without_heartbeats():
         save_shards(shards, Path(tmp) / "shards.json")
-        return extract_features.with_options(task_runner=dask_runner(run))(str(Path(tmp) / "shards.json"), target)
+        save_long_videos(long, Path(tmp) / "long.json")
+        return extract_features.with_options(task_runner=dask_runner(run))(
+            str(Path(tmp) / "shards.json"), target, str(Path(tmp) / "long.json") if long else None)
 
 
 def record(job: IndexJob, videos: pd.DataFrame, the_plan: IndexPlan, results: list[ShardResult],

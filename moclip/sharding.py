@@ -1,4 +1,5 @@
-"""Input sharder: the videos to index -> shards, one Dask task and one Parquet file each."""
+"""Input sharder: the videos to index -> shards, one Dask task and one Parquet file each; a long video decoded in
+ranges (``moclip.indexing.ranges``) is a shard of its own, whose ranges are tasks."""
 
 from __future__ import annotations
 
@@ -8,11 +9,26 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from moclip.video.ranges import VideoRanges
+
 
 @dataclass
 class Shard:
     name: str  # Parquet file name inside the dataset folder
     videos: list[dict]
+
+
+@dataclass
+class LongVideo:
+    name: str  # its own Parquet file
+    video: dict
+    ranges: VideoRanges
+
+
+def long_video_shards(videos: list[dict], plans: dict[str, VideoRanges], run_id: str) -> list[LongVideo]:
+    """The videos of ``videos`` that ``plans`` has ranges for, each named as its own shard (``-L`` numbers)."""
+    return [LongVideo(f"part-{run_id}-L{i:05d}.parquet", v, plans[v["video_id"]])
+            for i, v in enumerate(v for v in videos if v["video_id"] in plans)]
 
 
 def new_run_id() -> str:
@@ -47,3 +63,11 @@ def save_shards(shards: list[Shard], path: str | Path) -> None:
 
 def load_shards(path: str | Path) -> list[Shard]:
     return [Shard(**d) for d in json.loads(Path(path).read_text())]
+
+
+def save_long_videos(long: list[LongVideo], path: str | Path) -> None:
+    Path(path).write_text(json.dumps([asdict(lv) for lv in long]))
+
+
+def load_long_videos(path: str | Path) -> list[LongVideo]:
+    return [LongVideo(d["name"], d["video"], VideoRanges(**d["ranges"])) for d in json.loads(Path(path).read_text())]

@@ -10,8 +10,10 @@ from moclip.corpus import load_corpus
 from moclip.corpus.table import require_videos
 from moclip.dataset import IndexPlan, Store, plan_index, rewrite_old_shards
 from moclip.dataset.incremental import check_deletions, quarantine_unreadable
+from moclip.indexing.ranges import RangeOutcome, commit_ranges, index_range
 from moclip.indexing.shard import ShardResult, ShardTarget, index_shard
 from moclip.params import IndexParams
+from moclip.video.ranges import VideoRanges
 
 
 @task(name="list-corpus", cache_policy=NO_CACHE)
@@ -47,6 +49,17 @@ def index_shard_isolated_task(
     videos: list[dict], shard_name: str, target: ShardTarget, first_error: str,
 ) -> ShardResult:
     return index_shard(videos, shard_name, target, first_error)
+
+
+@task(name="index-range", cache_policy=NO_CACHE)
+def index_range_task(plan: VideoRanges, i: int, target: ShardTarget) -> RangeOutcome:
+    return index_range(plan, i, target)
+
+
+@task(name="commit-ranges", cache_policy=NO_CACHE)
+def commit_ranges_task(video: dict, plan: VideoRanges, outcomes: list[RangeOutcome], shard_name: str,
+                       target: ShardTarget) -> ShardResult:
+    return commit_ranges(video, plan, outcomes, shard_name, target)
 
 
 @task(name="commit-index", cache_policy=NO_CACHE)

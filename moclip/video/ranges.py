@@ -74,9 +74,9 @@ class VideoRanges:
         return f"range {i + 1} of {len(self)} ({lo:.1f}-{hi:.1f} s)"
 
 
-def plan_ranges(path: str, mv: MVConfig, range_s: float) -> VideoRanges | None:
-    """A keyframe near every ``range_s`` seconds of ``path`` (None when it has fewer than two ranges' worth, no
-    timestamps, or is not read by PyAV). Raises ``DecodeError`` for a file that does not decode at all."""
+def plan_ranges(path: str, mv: MVConfig, range_s: float, min_s: float = 0.0) -> VideoRanges | None:
+    """A keyframe near every ``range_s`` seconds of ``path`` (None when it is shorter than ``min_s`` or two ranges,
+    has no timestamps, or is not read by PyAV). Raises ``DecodeError`` for a file that does not decode at all."""
     if mv.backend != "pyav":
         return None
     info, frames = open_frames(path, mv, lambda i, t: False, None, None)
@@ -84,7 +84,7 @@ def plan_ranges(path: str, mv: MVConfig, range_s: float) -> VideoRanges | None:
         first = next(frames, None)
     finally:
         frames.close()
-    if first is None or first.time_s is None or info.duration_s < 2 * range_s:
+    if first is None or first.time_s is None or info.duration_s < max(min_s, 2 * range_s):
         return None
     native = info.mv_source == "native"
     warmup = MIN_WARMUP
