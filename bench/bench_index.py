@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -181,9 +182,10 @@ def main() -> int:
         print(lines[-1], flush=True)
     lines += ["", "### Stored bytes per video (defaults: T=8, 15x20 grid, K=8, ViT-B-32; goal <= 64 KB)", "",
               "| corpus | videos | Parquet bytes per video |", "|---|---|---|"]
-    for name, files in corpora.items():
-        lines.append(f"| {name} " + bench_storage(files, str(Path(tmp) / name.replace(' ', '_'))))
+    for i, (name, files) in enumerate(corpora.items()):  # never inside a corpus (a --corpus is a user's folder)
+        lines.append(f"| {name} " + bench_storage(files, str(Path(tmp) / "storage" / f"corpus{i}")))
         print(lines[-1], flush=True)
+    shutil.rmtree(tmp, ignore_errors=True)
     write_table(lines, args.out)
     return 0
 
