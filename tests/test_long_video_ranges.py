@@ -73,3 +73,14 @@ def test_a_range_that_fails_fails_its_video_with_the_range_named(prefect_api, co
     reason = dict((f.video_id, f.reason) for f in s.failures)["a/long_vfr.mp4"]
     assert re.match(r"range 1 of \d \(0\.0-\d+\.\d s\): decoding took longer than 3 s", reason), reason
     assert rows(tmp_path / "ds").at["a/long_vfr.mp4", "status"] == "failed"
+
+
+def test_a_range_whose_worker_dies_is_tried_again_then_fails_its_video_alone(prefect_api, corpus, tmp_path,
+                                                                             monkeypatch):
+    monkeypatch.setenv("MOCLIP_FAULT_INJECT", "crash:long_vfr")  # a real SIGSEGV in the worker, every time
+    s = index(corpus, tmp_path / "ds", range_s=8.0)  # 2 ranges: each crashes its worker twice
+    assert s.indexed_ok == 2 and s.failed == 1 and not s.crashed_shards
+    reason = dict((f.video_id, f.reason) for f in s.failures)["a/long_vfr.mp4"]
+    assert re.match(r"range 1 of 2 \(0\.0-\d+\.\d s\): \w+.* \(twice\)", reason), reason
+    r = rows(tmp_path / "ds")
+    assert r.at["a/long.mp4", "status"] == "ok" and r.at["b/short.mp4", "status"] == "ok"
