@@ -78,7 +78,7 @@ def test_a_range_that_fails_fails_its_video_with_the_range_named(prefect_api, co
 def test_a_range_whose_worker_dies_is_tried_again_then_fails_its_video_alone(prefect_api, corpus, tmp_path,
                                                                              monkeypatch):
     monkeypatch.setenv("MOCLIP_FAULT_INJECT", "crash:long_vfr")  # a real SIGSEGV in the worker, every time
-    s = index(corpus, tmp_path / "ds", range_s=8.0)  # 2 ranges: each crashes its worker twice
+    s = index(corpus, tmp_path / "ds", range_s=7.0)  # 16 s: 2 ranges, each crashes its worker twice
     assert s.indexed_ok == 2 and s.failed == 1 and not s.crashed_shards
     reason = dict((f.video_id, f.reason) for f in s.failures)["a/long_vfr.mp4"]
     assert re.match(r"range 1 of 2 \(0\.0-\d+\.\d s\): \w+.* \(twice\)", reason), reason
