@@ -16,10 +16,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = [  # lowest first; a module may import its own floor and those below
-    ["moclip.config", "moclip.precision", "moclip.files", "moclip.progress", "moclip.vocabulary", "moclip.sharding",
-     "moclip.runplan"],
+    ["moclip.config", "moclip.precision", "moclip.files", "moclip.progress", "moclip.vocabulary", "moclip.runplan"],
     ["moclip.corpus", "moclip.video", "moclip.clip", "moclip.demo"],
-    ["moclip.indexing", "moclip.dataset", "moclip.zeroshot", "moclip.bundle"],
+    ["moclip.indexing", "moclip.sharding", "moclip.dataset", "moclip.zeroshot", "moclip.bundle"],
     ["moclip.models", "moclip.inference", "moclip.train", "moclip.params"],
     ["moclip.label", "moclip.report", "moclip.search", "moclip.review"],
     ["tasks"],
