@@ -50,7 +50,7 @@ SHORTCUTS: dict[str, str] = {
     "run.device": "device", "run.clip-batch-size": "batch-size", "run.decode-timeout-s": "decode-timeout",
     "run.decode-hard-timeout-s": "decode-hard-timeout", "run.decode-workers": "decode-workers",
     "run.resources": "resources", "run.max-delete": "max-delete", "run.allow-mass-delete": "allow-mass-delete",
-    "run.keep-deleted-days": "keep-deleted-days",
+    "run.keep-deleted-days": "keep-deleted-days", "run.split-s": "split-after", "run.range-s": "range-length",
     "train.mvnet": "mvnet", "train.mv-epochs": "mv-epochs", "train.head-epochs": "head-epochs",
     "train.batch-size": "batch-size-train", "train.patience": "patience", "train.flip": "flip",
     "train.val-fraction": "val-fraction", "train.seed": "seed", "train.prompts": "prompts",
@@ -273,6 +273,17 @@ def _errors(e: ValidationError) -> str:
 INTERRUPTED = "moclip: interrupted; rerun the same command to resume"
 
 
+def quiet_teardown() -> None:
+    """After a stop was asked for: the Dask cluster's own complaints while it is torn down under running tasks (a
+    scheduler writing to a client that already left, "CommClosedError" with a traceback, a worker "lost") are not
+    the user's business; the CLI says it was interrupted and how to resume."""
+    import logging
+
+    for name in ["distributed", "tornado", *list(logging.root.manager.loggerDict)]:  # list(): one C call
+        if name.split(".")[0] in ("distributed", "tornado"):
+            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+
+
 class StopSignals:
     """While a command runs: SIGINT and SIGTERM both raise KeyboardInterrupt (the flow unwinds cleanly), a second one
     exits at once, and ``stopped_by`` says which came first.
@@ -292,6 +303,7 @@ class StopSignals:
             os.write(2, f"{INTERRUPTED}\n".encode())  # not print: it may be what this signal interrupted
             os._exit(128 + self.taken[0])
         self.taken.append(signum)
+        quiet_teardown()
         raise KeyboardInterrupt
 
     def __enter__(self) -> StopSignals:

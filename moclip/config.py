@@ -280,9 +280,9 @@ class RunConfig(Settings):
     keep_deleted_days: float = Field(30.0, ge=0, description="days a deleted video's row keeps its features, so "
                                                              "the file coming back unchanged is restored without "
                                                              "decoding")
-    split_s: float = Field(600.0, ge=0, description="with --window: a video at least this long is decoded in "
-                                                    "ranges (--range-s) by several tasks at once, into the row one "
-                                                    "decode gives; 0: never")
+    split_s: float = Field(600.0, ge=0, description="with --window: a video at least this many seconds long is "
+                                                    "decoded in ranges (--range-length) by several tasks at once, "
+                                                    "into the row one decode gives; 0: never")
     range_s: float = Field(120.0, ge=1, description="seconds of video per range of a long video (each range starts "
                                                      "at the keyframe nearest before)")
 

@@ -34,7 +34,7 @@ from moclip.video.windows import Part
 
 __all__ = ["RangeOutcome", "commit_ranges", "index_range", "plan_long_videos"]
 
-BYTES_PER_S = 12_500  # 100 kbit/s: a file smaller than split_s of this is not probed (not long, or barely moving)
+BYTES_PER_S = 12_500  # 100 kbit/s: a file smaller than split_s of this is not opened (short, or a still picture)
 
 
 @dataclass
