@@ -227,7 +227,6 @@ def decode_pass(
     rgb: dict[int, np.ndarray] = {}  # grid frames not embedded yet
     order: list[int] = []  # every grid frame, in order (its embedding's row)
     embedded: list[np.ndarray] = []
-    kept: dict[int, np.ndarray] = {}
     last, count = 0.0, 0
     try:
         expected = int(info.duration_s / bin_s) + 1 if info.duration_s > 0 and not ranged else 0
@@ -271,12 +270,11 @@ def decode_pass(
                         raise DecodeError(f"frame {frame.index}: no picture for the CLIP frame at {rel:.3f} s")
                     grid_points.extend(range(g_prev, g))
                     grid_frames.extend([frame.index] * (g - g_prev))
-                    rgb[frame.index] = kept[frame.index] = frame.rgb
+                    rgb[frame.index] = frame.rgb
                     order.append(frame.index)
                     if embed is not None and len(rgb) >= EMBED_BATCH:
                         embedded.append(embed(list(rgb.values())))
                         rgb.clear()
-                        kept.clear()
             g_prev = g
             if on_frame is not None:
                 on_frame(frame.index)
@@ -285,9 +283,6 @@ def decode_pass(
         if embed is not None and rgb:
             embedded.append(embed(list(rgb.values())))
             rgb.clear()
-            kept.clear()
-    except (_BrokenClock, RangeMismatch):
-        raise
     except DecodeError as e:
         e.info = info
         raise
@@ -311,7 +306,7 @@ def decode_pass(
         emb = np.concatenate(embedded) if embedded else np.zeros((0, 0), np.float32)
         embeddings, frames = emb[[row_of[i] for i in grid_frames]], []
     else:
-        embeddings, frames = None, [kept[i] for i in grid_frames]
+        embeddings, frames = None, [rgb[i] for i in grid_frames]  # never cleared without embed
     return Part(info=info, clock=clock_mode, own_from=own_from, own_to=own_to, values=values, valid=valid,
                 n_mv_frames=acc.n_mv_frames, grid_points=grid_points, grid_frames=grid_frames, frames=frames,
                 embeddings=embeddings, start_index=start_index or 0, join_index=join_index, count=count,
